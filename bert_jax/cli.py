@@ -1,0 +1,60 @@
+"""The `bert-jax` command. Each subcommand lives in bert_jax/commands/<name>.py and defines
+HELP, add_arguments(parser) and run(args) -> exit code. `--config.a.b=value` overrides are
+collected from any position into `args.overrides`."""
+
+import argparse
+import importlib
+import sys
+
+from bert_jax.errors import UserError
+
+COMMANDS = ("train", "evaluate", "params", "config", "tokenizer", "prepare", "convert", "plan", "bench")
+
+
+def _available() -> dict:
+  found = {}
+  for name in COMMANDS:
+    try:
+      found[name] = importlib.import_module(f"bert_jax.commands.{name}")
+    except ModuleNotFoundError as e:
+      if e.name != f"bert_jax.commands.{name}":
+        raise
+  return found
+
+
+def add_config_argument(parser: argparse.ArgumentParser, required: bool = True) -> None:
+  parser.add_argument("--config", required=required, default=None if required else "demo",
+                      help="a config file (configs/bert_base.py) or its name (bert_base); "
+                           "override keys with --config.section.key=value")
+
+
+def parse(argv: list[str]) -> argparse.Namespace:
+  commands = _available()
+  parser = argparse.ArgumentParser(prog="bert-jax", description=__doc__.split("\n")[0])
+  sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+  for name, module in commands.items():
+    p = sub.add_parser(name, help=module.HELP, description=module.HELP)
+    module.add_arguments(p)
+    p.set_defaults(run=module.run)
+  overrides = [a for a in argv if a.startswith("--config.")]
+  rest = [a for a in argv if not a.startswith("--config.")]
+  args = parser.parse_args(rest)
+  args.overrides = overrides
+  return args
+
+
+def main(argv: list[str] | None = None) -> int:
+  argv = sys.argv[1:] if argv is None else argv
+  try:
+    args = parse(argv)
+    return args.run(args) or 0
+  except UserError as e:
+    print(f"bert-jax: error: {e}", file=sys.stderr)
+    return 2
+  except KeyboardInterrupt:
+    print("bert-jax: interrupted", file=sys.stderr)
+    return 130
+
+
+if __name__ == "__main__":
+  sys.exit(main())

@@ -1,0 +1,43 @@
+"""The model registry: `config.model.family` names a module that defines
+
+  make_config(model_config) -> a frozen dataclass of the family's settings
+  validate(cfg)             -> raises UserError on impossible sizes
+  build(cfg, deterministic) -> the pretraining nn.Module
+  build_encoder(cfg)        -> the bare encoder as Hugging Face counts it (for `bert-jax params`)
+  example_inputs(cfg)       -> keyword arguments that `init` can trace the model with
+
+Nothing else in the codebase switches on a family's name.
+"""
+
+import importlib
+from types import ModuleType
+from typing import Any
+
+from bert_jax.errors import UserError
+
+FAMILIES = {
+    "bert": "bert_jax.models.bert",
+    "xlnet": "bert_jax.models.xlnet",
+    "t5": "bert_jax.models.t5",
+}
+
+
+def family(model_config: Any) -> ModuleType:
+  name = model_config.get("family", None)
+  if name not in FAMILIES:
+    raise UserError(f"model.family must be one of {', '.join(FAMILIES)}, got {name!r}")
+  return importlib.import_module(FAMILIES[name])
+
+
+def make_config(model_config: Any):
+  return family(model_config).make_config(model_config)
+
+
+def validate_model_config(model_config: Any) -> None:
+  module = family(model_config)
+  module.validate(module.make_config(model_config))
+
+
+def build_model(model_config: Any, deterministic: bool = True):
+  module = family(model_config)
+  return module.build(module.make_config(model_config), deterministic)

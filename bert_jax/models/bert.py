@@ -1,0 +1,342 @@
+"""BERT, RoBERTa and ALBERT: one post-LN encoder with factorized embeddings and cross-layer sharing.
+
+BERT is the case E == H without projection and nothing shared; RoBERTa changes the embedding
+conventions (positions offset past the padding id, one segment type) and drops NSP; ALBERT
+factorizes the embeddings (E -> H projection) and shares layers within `num_hidden_groups` groups
+(`share`: all, attention, ffn or none, the ALBERT paper's ablation).
+
+Parameter layout (unscanned): encoder/{embeddings, embedding_projection, attention_K, ffn_K, pooler},
+mlm_head/{transform, layer_norm, bias}, sentence_head. K is the owner index of a block: the group's
+index when the block is shared, the layer's index when it is not. Scanned layers keep the same
+leaves stacked on a leading `layers` axis (share=none: encoder/layers/{attention,ffn}) or
+broadcast (share=all: encoder/layers_G/{attention,ffn}); `to_layout` converts between the two.
+"""
+
+import dataclasses
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from bert_jax.errors import UserError
+from bert_jax.models import layers
+
+SHARE_MODES = ("none", "all", "attention", "ffn")
+REMAT_POLICIES = {
+    "full": None,
+    "dots": jax.checkpoint_policies.checkpoint_dots,
+    "dots_no_batch": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class BertConfig:
+  vocab_size: int = 30522
+  hidden_size: int = 768
+  num_layers: int = 12
+  num_heads: int = 12
+  intermediate_size: int = 3072
+  embedding_size: int = 0  # 0: the hidden size (BERT); ALBERT factorizes with E < H
+  embedding_projection: bool = False  # ALBERT always projects E -> H, even when E == H
+  max_position: int = 512
+  type_vocab_size: int = 2
+  position_offset: bool = False  # RoBERTa: positions count from pad_token_id + 1, padding sits at pad_token_id
+  pad_token_id: int = 0
+  num_hidden_groups: int = 1
+  inner_group_num: int = 1
+  share: str = "none"
+  hidden_act: str = "gelu"
+  dropout: float = 0.1
+  attention_dropout: float = 0.1
+  layer_norm_eps: float = 1e-12
+  initializer_range: float = 0.02
+  pooler: bool = True
+  sentence_head: str = "nsp"  # nsp, sop or none
+  scan_layers: bool = False
+  remat: str = "none"  # none, full, dots, dots_no_batch
+  dtype: str = "float32"
+
+  @property
+  def embed_dim(self) -> int:
+    return self.embedding_size or self.hidden_size
+
+  @property
+  def compute_dtype(self):
+    return jnp.dtype(self.dtype)
+
+
+def make_config(model_cfg: Any) -> BertConfig:
+  fields = {f.name for f in dataclasses.fields(BertConfig)}
+  values = {k: v for k, v in dict(model_cfg).items() if k != "family"}
+  unknown = sorted(set(values) - fields)
+  if unknown:
+    raise UserError(f"unknown model keys for the bert family: {', '.join(unknown)}")
+  return BertConfig(**values)
+
+
+def validate(cfg: BertConfig) -> None:
+  for name in ("vocab_size", "hidden_size", "num_layers", "num_heads", "intermediate_size", "max_position",
+               "type_vocab_size", "num_hidden_groups", "inner_group_num"):
+    value = getattr(cfg, name)
+    if not isinstance(value, int) or value <= 0:
+      raise UserError(f"model.{name} must be a positive integer, got {value!r}")
+  if cfg.embedding_size < 0:
+    raise UserError(f"model.embedding_size must be positive (or 0 for the hidden size), got {cfg.embedding_size}")
+  if cfg.hidden_size % cfg.num_heads:
+    raise UserError(f"model.hidden_size={cfg.hidden_size} is not divisible by model.num_heads={cfg.num_heads}")
+  if cfg.num_layers % cfg.num_hidden_groups:
+    raise UserError(f"model.num_hidden_groups={cfg.num_hidden_groups} does not divide "
+                    f"model.num_layers={cfg.num_layers}")
+  if cfg.share not in SHARE_MODES:
+    raise UserError(f"model.share must be one of {', '.join(SHARE_MODES)}, got '{cfg.share}'")
+  if cfg.sentence_head not in ("nsp", "sop", "none"):
+    raise UserError(f"model.sentence_head must be nsp, sop or none, got '{cfg.sentence_head}'")
+  if cfg.hidden_act not in layers.ACTIVATIONS:
+    raise UserError(f"model.hidden_act must be one of {', '.join(layers.ACTIVATIONS)}, got '{cfg.hidden_act}'")
+  if cfg.remat != "none" and cfg.remat not in REMAT_POLICIES:
+    raise UserError(f"model.remat must be none or one of {', '.join(REMAT_POLICIES)}, got '{cfg.remat}'")
+  if cfg.scan_layers and not (cfg.share == "none" or (cfg.share == "all" and cfg.inner_group_num == 1)):
+    raise UserError("model.scan_layers works with share=none, or share=all with inner_group_num=1; "
+                    f"set --config.model.scan_layers=False for share={cfg.share}")
+  if not 0.0 <= cfg.dropout < 1.0 or not 0.0 <= cfg.attention_dropout < 1.0:
+    raise UserError("model.dropout and model.attention_dropout must be in [0, 1)")
+  jnp.dtype(cfg.dtype)
+
+
+def _maybe_remat(module_cls, cfg: BertConfig):
+  if cfg.remat == "none":
+    return module_cls
+  return nn.remat(module_cls, policy=REMAT_POLICIES[cfg.remat], prevent_cse=not cfg.scan_layers)
+
+
+class AttentionBlock(nn.Module):
+  """Self-attention, dropout, residual, LayerNorm (post-LN)."""
+  cfg: BertConfig
+  deterministic: bool
+
+  @nn.compact
+  def __call__(self, x_BLH, mask_B11L):
+    cfg = self.cfg
+    y_BLH = layers.SelfAttention(
+        cfg.num_heads, cfg.hidden_size // cfg.num_heads, cfg.attention_dropout, cfg.initializer_range,
+        cfg.compute_dtype, name="self")(x_BLH, mask_B11L, self.deterministic)
+    y_BLH = nn.Dropout(cfg.dropout)(y_BLH, deterministic=self.deterministic)
+    return layers.layer_norm(cfg.layer_norm_eps, cfg.compute_dtype, "layer_norm")(x_BLH + y_BLH)
+
+
+class FeedForwardBlock(nn.Module):
+  """Dense up, activation, dense down, dropout, residual, LayerNorm (post-LN)."""
+  cfg: BertConfig
+  deterministic: bool
+
+  @nn.compact
+  def __call__(self, x_BLH):
+    cfg = self.cfg
+    h_BLF = layers.dense(cfg.intermediate_size, ("embed", "mlp"), cfg.initializer_range, cfg.compute_dtype,
+                         "intermediate")(x_BLH)
+    h_BLF = layers.constrain(layers.activation(cfg.hidden_act)(h_BLF), ("batch", "length", "mlp"))
+    y_BLH = layers.dense(cfg.hidden_size, ("mlp", "embed"), cfg.initializer_range, cfg.compute_dtype,
+                         "output")(h_BLF)
+    y_BLH = nn.Dropout(cfg.dropout)(y_BLH, deterministic=self.deterministic)
+    return layers.layer_norm(cfg.layer_norm_eps, cfg.compute_dtype, "layer_norm")(x_BLH + y_BLH)
+
+
+class TransformerLayer(nn.Module):
+  """One attention block and one feed-forward block, in the (carry, out) form nn.scan wants."""
+  cfg: BertConfig
+  deterministic: bool
+
+  @nn.compact
+  def __call__(self, x_BLH, mask_B11L):
+    x_BLH = AttentionBlock(self.cfg, self.deterministic, name="attention")(x_BLH, mask_B11L)
+    x_BLH = FeedForwardBlock(self.cfg, self.deterministic, name="ffn")(x_BLH)
+    return layers.constrain(x_BLH, ("batch", "length", "embed")), None
+
+
+def owners(cfg: BertConfig) -> list[tuple[int, int]]:
+  """For each layer application, in order: (attention owner, ffn owner) block indices."""
+  reps = cfg.num_layers // cfg.num_hidden_groups
+  result = []
+  for k in range(cfg.num_layers):
+    group = k // reps
+    for i in range(cfg.inner_group_num):
+      shared, own = group * cfg.inner_group_num + i, k * cfg.inner_group_num + i
+      result.append((shared if cfg.share in ("all", "attention") else own,
+                     shared if cfg.share in ("all", "ffn") else own))
+  return result
+
+
+class Embeddings(nn.Module):
+  cfg: BertConfig
+  deterministic: bool
+
+  def setup(self):
+    cfg = self.cfg
+    embed = lambda n, axes: layers.Embed(n, cfg.embed_dim, axes, cfg.initializer_range, cfg.compute_dtype)
+    self.word_embeddings = embed(cfg.vocab_size, ("vocab", "embed"))
+    self.position_embeddings = embed(cfg.max_position, (None, "embed"))
+    self.token_type_embeddings = embed(cfg.type_vocab_size, (None, "embed"))
+    self.layer_norm = layers.layer_norm(cfg.layer_norm_eps, cfg.compute_dtype, "layer_norm")
+    self.dropout = nn.Dropout(cfg.dropout)
+
+  def __call__(self, input_ids_BL, token_type_ids_BL):
+    cfg = self.cfg
+    if cfg.position_offset:
+      not_pad_BL = (input_ids_BL != cfg.pad_token_id).astype(jnp.int32)
+      positions_BL = jnp.cumsum(not_pad_BL, axis=1) * not_pad_BL + cfg.pad_token_id
+    else:
+      positions_BL = jnp.broadcast_to(jnp.arange(input_ids_BL.shape[1]), input_ids_BL.shape)
+    x_BLE = (self.word_embeddings(input_ids_BL) + self.position_embeddings(positions_BL)
+             + self.token_type_embeddings(token_type_ids_BL))
+    return self.dropout(self.layer_norm(x_BLE), deterministic=self.deterministic)
+
+
+class BertEncoder(nn.Module):
+  """Embeddings, the layer stack and (optionally) the pooler; returns (sequence_output, pooled_output)."""
+  cfg: BertConfig
+  deterministic: bool = True
+  with_pooler: bool = True
+
+  def setup(self):
+    cfg = self.cfg
+    self.embeddings = Embeddings(cfg, self.deterministic)
+    if cfg.embedding_projection:
+      self.embedding_projection = layers.dense(cfg.hidden_size, (None, "embed"), cfg.initializer_range,
+                                               cfg.compute_dtype, "embedding_projection")
+    if cfg.scan_layers:
+      self.stacks = self._scanned_stacks()
+    else:
+      attention_cls = _maybe_remat(AttentionBlock, cfg)
+      ffn_cls = _maybe_remat(FeedForwardBlock, cfg)
+      order = owners(cfg)
+      self.attention_blocks = {a: attention_cls(cfg, self.deterministic, name=f"attention_{a}")
+                               for a in sorted({a for a, _ in order})}
+      self.ffn_blocks = {f: ffn_cls(cfg, self.deterministic, name=f"ffn_{f}") for f in sorted({f for _, f in order})}
+    if self.with_pooler:
+      self.pooler = layers.dense(cfg.hidden_size, ("embed", None), cfg.initializer_range, cfg.compute_dtype,
+                                 "pooler")
+
+  def _scanned_stacks(self):
+    cfg = self.cfg
+    layer_cls = _maybe_remat(TransformerLayer, cfg)
+    common = dict(in_axes=(nn.broadcast,), metadata_params={nn.PARTITION_NAME: "layers"})
+    if cfg.share == "none":
+      stack = nn.scan(layer_cls, variable_axes={"params": 0}, split_rngs={"params": True, "dropout": True},
+                      length=cfg.num_layers * cfg.inner_group_num, **common)
+      return [stack(cfg, self.deterministic, name="layers")]
+    reps = cfg.num_layers // cfg.num_hidden_groups
+    stack = nn.scan(layer_cls, variable_broadcast="params", split_rngs={"params": False, "dropout": True},
+                    length=reps, in_axes=(nn.broadcast,))
+    return [stack(cfg, self.deterministic, name=f"layers_{g}") for g in range(cfg.num_hidden_groups)]
+
+  def __call__(self, input_ids_BL, token_type_ids_BL, attention_mask_BL):
+    x_BLH = self.embeddings(input_ids_BL, token_type_ids_BL)
+    if self.cfg.embedding_projection:
+      x_BLH = self.embedding_projection(x_BLH)
+    x_BLH = layers.constrain(x_BLH, ("batch", "length", "embed"))
+    mask_B11L = layers.padding_mask(attention_mask_BL)
+    if self.cfg.scan_layers:
+      for stack in self.stacks:
+        x_BLH, _ = stack(x_BLH, mask_B11L)
+    else:
+      for a, f in owners(self.cfg):
+        x_BLH = self.attention_blocks[a](x_BLH, mask_B11L)
+        x_BLH = layers.constrain(self.ffn_blocks[f](x_BLH), ("batch", "length", "embed"))
+    pooled_BH = jnp.tanh(self.pooler(x_BLH[:, 0])) if self.with_pooler else None
+    return x_BLH, pooled_BH
+
+
+class MaskedLMHead(nn.Module):
+  """Dense + activation + LayerNorm to the embedding size, then the tied word embeddings and a bias."""
+  cfg: BertConfig
+
+  @nn.compact
+  def __call__(self, x_BPH, word_embeddings: layers.Embed):
+    cfg = self.cfg
+    h_BPE = layers.dense(cfg.embed_dim, ("embed", None), cfg.initializer_range, cfg.compute_dtype,
+                         "transform")(x_BPH)
+    h_BPE = layers.layer_norm(cfg.layer_norm_eps, cfg.compute_dtype, "layer_norm")(
+        layers.activation(cfg.hidden_act)(h_BPE))
+    bias_V = self.param("bias", layers.partitioned(nn.initializers.zeros, ("vocab",)), (cfg.vocab_size,),
+                        jnp.float32)
+    return word_embeddings.attend(h_BPE) + bias_V.astype(cfg.compute_dtype)
+
+
+class BertForPreTraining(nn.Module):
+  """The pretraining model: encoder, masked-LM head, and NSP/SOP head when configured.
+
+  `masked_positions_BP`, when given, computes MLM logits only at those positions (as the original
+  BERT does), which saves the [B, L, V] projection.
+  """
+  cfg: BertConfig
+  deterministic: bool = True
+
+  def setup(self):
+    cfg = self.cfg
+    self.encoder = BertEncoder(cfg, self.deterministic, with_pooler=cfg.pooler)
+    self.mlm_head = MaskedLMHead(cfg)
+    if cfg.sentence_head != "none":
+      self.sentence_head = layers.dense(2, ("embed", None), cfg.initializer_range, cfg.compute_dtype,
+                                        "sentence_head")
+
+  def __call__(self, input_ids_BL, token_type_ids_BL=None, attention_mask_BL=None, masked_positions_BP=None):
+    if token_type_ids_BL is None:
+      token_type_ids_BL = jnp.zeros_like(input_ids_BL)
+    if attention_mask_BL is None:
+      attention_mask_BL = jnp.ones_like(input_ids_BL)
+    x_BLH, pooled_BH = self.encoder(input_ids_BL, token_type_ids_BL, attention_mask_BL)
+    if masked_positions_BP is not None:
+      x_BPH = jnp.take_along_axis(x_BLH, masked_positions_BP[..., None].astype(jnp.int32), axis=1)
+    else:
+      x_BPH = x_BLH
+    outputs = {"sequence_output": x_BLH, "pooled_output": pooled_BH,
+               "mlm_logits": self.mlm_head(x_BPH, self.encoder.embeddings.word_embeddings)}
+    if self.cfg.sentence_head != "none":
+      outputs["sentence_logits"] = self.sentence_head(pooled_BH)
+    return outputs
+
+
+def build(cfg: BertConfig, deterministic: bool = True) -> BertForPreTraining:
+  return BertForPreTraining(cfg, deterministic)
+
+
+def build_encoder(cfg: BertConfig) -> BertEncoder:
+  """The bare encoder as Hugging Face counts it (BertModel/AlbertModel/RobertaModel: with pooler)."""
+  return BertEncoder(cfg, with_pooler=True)
+
+
+def example_inputs(cfg: BertConfig, batch: int = 1, length: int = 8) -> dict:
+  ids = jnp.ones((batch, length), jnp.int32)
+  return {"input_ids_BL": ids, "token_type_ids_BL": jnp.zeros_like(ids), "attention_mask_BL": ids}
+
+
+def to_layout(params: dict, cfg: BertConfig, scanned: bool) -> dict:
+  """Converts a parameter tree between the unscanned and scanned layouts (scanned=True: to scanned)."""
+  params = jax.tree_util.tree_map(lambda x: x, params)  # a mutable copy
+  encoder = dict(params["encoder"])
+  is_scanned = "layers" in encoder or "layers_0" in encoder
+  if is_scanned == scanned:
+    return params
+  if cfg.share == "none":
+    n = cfg.num_layers * cfg.inner_group_num
+    if scanned:
+      for kind in ("attention", "ffn"):
+        blocks = [encoder.pop(f"{kind}_{k}") for k in range(n)]
+        encoder.setdefault("layers", {})[kind] = jax.tree_util.tree_map(lambda *xs: np.stack(xs), *blocks)
+    else:
+      stacked = encoder.pop("layers")
+      for kind in ("attention", "ffn"):
+        for k in range(n):
+          encoder[f"{kind}_{k}"] = jax.tree_util.tree_map(lambda x: x[k], stacked[kind])
+  else:
+    for g in range(cfg.num_hidden_groups):
+      if scanned:
+        encoder[f"layers_{g}"] = {"attention": encoder.pop(f"attention_{g}"), "ffn": encoder.pop(f"ffn_{g}")}
+      else:
+        group = encoder.pop(f"layers_{g}")
+        encoder[f"attention_{g}"], encoder[f"ffn_{g}"] = group["attention"], group["ffn"]
+  params = dict(params)
+  params["encoder"] = encoder
+  return params

@@ -1,0 +1,112 @@
+"""Layers shared by the model families: attention, feed-forward, embeddings, activations.
+
+Every parameter carries logical axis names (`vocab`, `embed`, `heads`, `kv`, `mlp`, `layers`);
+`bert_jax.parallel` maps them to mesh axes with the rules in the config.
+"""
+
+from typing import Callable
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+Dtype = jnp.dtype
+
+
+def initializer(stddev: float) -> Callable:
+  return nn.initializers.truncated_normal(stddev=stddev)
+
+
+def partitioned(init: Callable, axes: tuple[str | None, ...]) -> Callable:
+  return nn.with_logical_partitioning(init, axes)
+
+
+ACTIVATIONS: dict[str, Callable] = {
+    "gelu": lambda x: jax.nn.gelu(x, approximate=False),  # exact erf GELU, as BERT/ALBERT use
+    "gelu_new": lambda x: jax.nn.gelu(x, approximate=True),
+    "relu": jax.nn.relu,
+    "tanh": jnp.tanh,
+}
+
+
+def activation(name: str) -> Callable:
+  return ACTIVATIONS[name]
+
+
+def constrain(x: jax.Array, axes: tuple[str | None, ...]) -> jax.Array:
+  return nn.with_logical_constraint(x, axes)
+
+
+def layer_norm(eps: float, dtype: Dtype, name: str) -> nn.LayerNorm:
+  return nn.LayerNorm(
+      epsilon=eps, dtype=dtype, param_dtype=jnp.float32,
+      scale_init=partitioned(nn.initializers.ones, ("embed",)),
+      bias_init=partitioned(nn.initializers.zeros, ("embed",)), name=name)
+
+
+def dense(features: int, kernel_axes: tuple[str | None, str | None], init_std: float, dtype: Dtype,
+          name: str, use_bias: bool = True) -> nn.Dense:
+  """A dense layer with logical axis names on its kernel and bias."""
+  return nn.Dense(
+      features, use_bias=use_bias, dtype=dtype, param_dtype=jnp.float32,
+      kernel_init=partitioned(initializer(init_std), kernel_axes),
+      bias_init=partitioned(nn.initializers.zeros, kernel_axes[-1:]), name=name)
+
+
+class SelfAttention(nn.Module):
+  """Multi-head self-attention with biases (BERT layout): q/k/v kernels [embed, heads, kv]."""
+  num_heads: int
+  head_dim: int
+  dropout: float = 0.0
+  init_std: float = 0.02
+  dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x_BLD, mask_B11L, deterministic: bool):
+    def projection(name):
+      return nn.DenseGeneral(
+          (self.num_heads, self.head_dim), dtype=self.dtype, param_dtype=jnp.float32,
+          kernel_init=partitioned(initializer(self.init_std), ("embed", "heads", "kv")),
+          bias_init=partitioned(nn.initializers.zeros, ("heads", "kv")), name=name)
+
+    q_BLHK = constrain(projection("query")(x_BLD), ("batch", "length", "heads", "kv"))
+    k_BLHK = constrain(projection("key")(x_BLD), ("batch", "length", "heads", "kv"))
+    v_BLHK = constrain(projection("value")(x_BLD), ("batch", "length", "heads", "kv"))
+    if deterministic or self.dropout == 0.0:
+      out_BLHK = jax.nn.dot_product_attention(q_BLHK, k_BLHK, v_BLHK, mask=mask_B11L)
+    else:
+      logits_BHLL = jnp.einsum("bqhk,bshk->bhqs", q_BLHK, k_BLHK) / jnp.sqrt(self.head_dim).astype(self.dtype)
+      logits_BHLL = jnp.where(mask_B11L, logits_BHLL, jnp.finfo(logits_BHLL.dtype).min)
+      probs_BHLL = jax.nn.softmax(logits_BHLL.astype(jnp.float32), axis=-1).astype(self.dtype)
+      probs_BHLL = nn.Dropout(self.dropout)(probs_BHLL, deterministic=False)
+      out_BLHK = jnp.einsum("bhqs,bshk->bqhk", probs_BHLL, v_BLHK)
+    out_BLHK = constrain(out_BLHK, ("batch", "length", "heads", "kv"))
+    return nn.DenseGeneral(
+        x_BLD.shape[-1], axis=(-2, -1), dtype=self.dtype, param_dtype=jnp.float32,
+        kernel_init=partitioned(initializer(self.init_std), ("heads", "kv", "embed")),
+        bias_init=partitioned(nn.initializers.zeros, ("embed",)), name="out")(out_BLHK)
+
+
+class Embed(nn.Module):
+  """A lookup table [num, features]; `attend` gives logits against it (tied output layers)."""
+  num_embeddings: int
+  features: int
+  axes: tuple[str | None, str | None] = ("vocab", "embed")
+  init_std: float = 0.02
+  dtype: Dtype = jnp.float32
+
+  def setup(self):
+    self.embedding = self.param(
+        "embedding", partitioned(initializer(self.init_std), self.axes),
+        (self.num_embeddings, self.features), jnp.float32)
+
+  def __call__(self, ids):
+    return jnp.take(self.embedding, ids, axis=0).astype(self.dtype)
+
+  def attend(self, x):
+    return jnp.dot(x, self.embedding.astype(self.dtype).T)
+
+
+def padding_mask(attention_mask_BL: jax.Array) -> jax.Array:
+  """[B, L] of 1/0 -> boolean [B, 1, 1, L] that lets every query see the non-padded keys."""
+  return attention_mask_BL.astype(bool)[:, None, None, :]

@@ -1,0 +1,39 @@
+"""The objective registry. An objective is the seam between data and model: one module holds its
+tf.data transform (the features it produces) and its loss and metrics (how the model consumes them).
+
+An objective class is built from the whole config and provides:
+
+  feature_spec(batch_size)         -> {name: (shape, dtype)} of one batch
+  synthetic_batch(batch_size, rng) -> a batch of random features of that spec (benchmarks, plans)
+  forward(model, params, batch, rngs) -> (sums, metrics): summed loss per term, summed metrics
+  counts(batch)                    -> {term: denominator} for each loss term, from the batch alone
+  summarize(totals)                -> readable metrics from accumulated sums, metrics and counts
+  dataset(documents, tokenizer, seed, train) -> unbatched tf.data.Dataset of features
+
+The training loss is sum over terms of sums[t] / counts[t], with counts taken over the whole global
+batch, so gradient accumulation over microbatches equals one large batch exactly.
+"""
+
+import importlib
+from typing import Any
+
+from bert_jax.errors import UserError
+
+OBJECTIVES = {
+    "masked_lm": "bert_jax.objectives.masked_lm:MaskedLM",
+    "permutation_lm": "bert_jax.objectives.permutation_lm:PermutationLM",
+    "span_corruption": "bert_jax.objectives.span_corruption:SpanCorruption",
+}
+
+
+def get_objective(config: Any):
+  name = config.objective.get("name", None)
+  if name not in OBJECTIVES:
+    raise UserError(f"objective.name must be one of {', '.join(OBJECTIVES)}, got {name!r}")
+  module_name, class_name = OBJECTIVES[name].split(":")
+  return getattr(importlib.import_module(module_name), class_name)(config)
+
+
+def training_loss(sums: dict, counts: dict):
+  """sum_t sums[t] / counts[t]; an empty term (count 0) contributes 0."""
+  return sum(sums[t] / (counts[t] + (counts[t] == 0)) for t in sums)

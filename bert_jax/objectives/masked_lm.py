@@ -1,0 +1,98 @@
+"""Masked language modelling (BERT, RoBERTa, ALBERT) with the optional NSP/SOP sentence task.
+
+Features of one example (length L = data.seq_len, P = objective.max_predictions):
+  input_ids [L] int32, token_type_ids [L] int32, attention_mask [L] int32 (1 = real token),
+  masked_positions [P] int32, masked_ids [P] int32 (the original tokens), masked_weights [P] float32
+  (1 = a real prediction, 0 = padding), and sentence_label [] int32 when objective.sentence_task
+  is nsp (1 = B is random) or sop (1 = A and B are swapped).
+"""
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from bert_jax.errors import UserError
+from bert_jax.objectives import training_loss
+
+
+class MaskedLM:
+
+  def __init__(self, config: Any):
+    self.config = config
+    self.seq_len = config.data.seq_len
+    self.max_predictions = config.objective.max_predictions
+    self.sentence_task = config.objective.sentence_task
+    self.validate()
+
+  def validate(self) -> None:
+    o = self.config.objective
+    if not 0.0 < o.mask_rate < 1.0:
+      raise UserError(f"objective.mask_rate must be in (0, 1), got {o.mask_rate}")
+    if o.sentence_task not in ("nsp", "sop", "none"):
+      raise UserError(f"objective.sentence_task must be nsp, sop or none, got '{o.sentence_task}'")
+    if o.sentence_task != "none" and self.config.model.get("sentence_head", "none") != o.sentence_task:
+      raise UserError(f"objective.sentence_task={o.sentence_task} needs model.sentence_head={o.sentence_task}")
+    if not 0 < o.max_predictions <= self.seq_len:
+      raise UserError(f"objective.max_predictions must be in [1, data.seq_len={self.seq_len}], got {o.max_predictions}")
+    if self.seq_len > self.config.model.max_position:
+      raise UserError(f"data.seq_len={self.seq_len} exceeds model.max_position={self.config.model.max_position}")
+
+  def feature_spec(self, batch_size: int) -> dict:
+    L, P = self.seq_len, self.max_predictions
+    spec = {"input_ids": ((batch_size, L), np.int32), "token_type_ids": ((batch_size, L), np.int32),
+            "attention_mask": ((batch_size, L), np.int32), "masked_positions": ((batch_size, P), np.int32),
+            "masked_ids": ((batch_size, P), np.int32), "masked_weights": ((batch_size, P), np.float32)}
+    if self.sentence_task != "none":
+      spec["sentence_label"] = ((batch_size,), np.int32)
+    return spec
+
+  def synthetic_batch(self, batch_size: int, rng: np.random.Generator) -> dict:
+    """Random tokens with the objective's shapes and mask rate (for benchmarks and plans)."""
+    L, P, V = self.seq_len, self.max_predictions, self.config.model.vocab_size
+    n_predict = min(P, max(1, round(L * self.config.objective.mask_rate)))
+    positions = np.sort(np.stack([rng.choice(np.arange(1, L), P, replace=False) for _ in range(batch_size)]), 1)
+    batch = {"input_ids": rng.integers(5, V, (batch_size, L), dtype=np.int32),
+             "token_type_ids": (np.arange(L)[None] >= L // 2).astype(np.int32).repeat(batch_size, 0),
+             "attention_mask": np.ones((batch_size, L), np.int32),
+             "masked_positions": positions.astype(np.int32),
+             "masked_ids": rng.integers(5, V, (batch_size, P), dtype=np.int32),
+             "masked_weights": (np.arange(P)[None] < n_predict).astype(np.float32).repeat(batch_size, 0)}
+    if self.sentence_task != "none":
+      batch["sentence_label"] = rng.integers(0, 2, (batch_size,), dtype=np.int32)
+    return batch
+
+  def forward(self, model, params, batch: dict, rngs: dict | None = None) -> tuple[dict, dict]:
+    outputs = model.apply({"params": params}, batch["input_ids"], batch["token_type_ids"],
+                          batch["attention_mask"], batch["masked_positions"], rngs=rngs)
+    logits_BPV = outputs["mlm_logits"].astype(jnp.float32)
+    weights_BP = batch["masked_weights"]
+    nll_BP = optax.softmax_cross_entropy_with_integer_labels(logits_BPV, batch["masked_ids"])
+    sums = {"mlm": jnp.sum(nll_BP * weights_BP)}
+    metrics = {"mlm_correct": jnp.sum((jnp.argmax(logits_BPV, -1) == batch["masked_ids"]) * weights_BP)}
+    if self.sentence_task != "none":
+      logits_B2 = outputs["sentence_logits"].astype(jnp.float32)
+      labels_B = batch["sentence_label"]
+      sums["sentence"] = jnp.sum(optax.softmax_cross_entropy_with_integer_labels(logits_B2, labels_B))
+      metrics["sentence_correct"] = jnp.sum((jnp.argmax(logits_B2, -1) == labels_B).astype(jnp.float32))
+    return sums, metrics
+
+  def counts(self, batch: dict) -> dict:
+    counts = {"mlm": jnp.sum(batch["masked_weights"])}
+    if self.sentence_task != "none":
+      counts["sentence"] = jnp.asarray(batch["sentence_label"].shape[0], jnp.float32)
+    return counts
+
+  def summarize(self, sums: dict, metrics: dict, counts: dict) -> dict:
+    sums, metrics, counts = jax.tree_util.tree_map(lambda x: float(np.asarray(x)), (sums, metrics, counts))
+    mlm_count = max(counts["mlm"], 1.0)
+    result = {"loss": float(training_loss(sums, counts)), "mlm_loss": sums["mlm"] / mlm_count,
+              "mlm_accuracy": metrics["mlm_correct"] / mlm_count}
+    result["mlm_perplexity"] = float(np.exp(min(result["mlm_loss"], 50.0)))
+    if self.sentence_task != "none":
+      n = max(counts["sentence"], 1.0)
+      result[f"{self.sentence_task}_loss"] = sums["sentence"] / n
+      result[f"{self.sentence_task}_accuracy"] = metrics["sentence_correct"] / n
+    return result

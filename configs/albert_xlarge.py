@@ -1,0 +1,7 @@
+"""ALBERT-xlarge v2 (E128 H2048 L24 A16): 59,021,490 parameters."""
+
+from bert_jax import defaults
+
+
+def get_config():
+  return defaults.albert_config(hidden_size=2048, num_layers=24, num_heads=16, intermediate_size=8192)

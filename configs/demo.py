@@ -1,0 +1,12 @@
+"""The README's first command: a small BERT trained on the built-in demo corpus on a laptop CPU."""
+
+from bert_jax import defaults
+
+
+def get_config():
+  c = defaults.tiny(defaults.bert_config(), hidden_size=128, num_layers=2, num_heads=2, intermediate_size=512)
+  c.model.update(dropout=0.0, attention_dropout=0.0)
+  c.train.update(steps=1000, batch_size=32, log_every=50)
+  c.optimizer.update(learning_rate=1e-3, warmup_steps=100)
+  c.checkpoint.every = 250
+  return c
