@@ -1,0 +1,61 @@
+"""Config loading, overrides and the one-line errors for bad input."""
+
+import subprocess
+import sys
+
+import pytest
+
+from bert_jax import cli, config as config_lib
+from bert_jax.errors import UserError
+
+
+def test_overrides_are_typed():
+  c = config_lib.load_config("bert_tiny", ["--config.train.steps=7", "optimizer.learning_rate=3e-4",
+                                           "model.scan_layers=true", "data.source=/tmp/x.txt",
+                                           "mesh.fsdp=2"])
+  assert (c.train.steps, c.optimizer.learning_rate, c.model.scan_layers, c.data.source, c.mesh.fsdp) == (
+      7, 3e-4, True, "/tmp/x.txt", 2)
+  assert isinstance(c.optimizer.learning_rate, float)
+
+
+def test_config_by_path_and_by_name_agree():
+  assert config_lib.load_config("configs/bert_base.py").to_dict() == config_lib.load_config("bert_base").to_dict()
+
+
+@pytest.mark.parametrize("overrides,message", [
+    (["train.stpes=3"], "unknown config key 'train.stpes'; did you mean 'train.steps'?"),
+    (["train.steps=many"], "config key 'train.steps' expects int"),
+    (["train.steps"], "has no '='"),
+    (["model.num_heads=5"], "model.hidden_size=64 is not divisible by model.num_heads=5"),
+    (["model.hidden_size=0"], "model.hidden_size must be a positive integer"),
+    (["model.num_layers=-2"], "model.num_layers must be a positive integer"),
+    (["model.embedding_size=-1"], "model.embedding_size must be positive"),
+    (["model.num_hidden_groups=3"], "model.num_hidden_groups=3 does not divide model.num_layers=4"),
+    (["model.share=half"], "model.share must be one of"),
+    (["model.share=attention", "model.scan_layers=True"], "model.scan_layers works with share=none"),
+    (["train.batch_size=30", "train.microbatches=4"], "not divisible by train.microbatches=4"),
+])
+def test_bad_input_is_one_clear_error(overrides, message):
+  with pytest.raises(UserError, match=None) as error:
+    config_lib.load_config("albert_tiny", overrides)
+  assert message in str(error.value)
+
+
+def test_unknown_config_file_names_the_choices():
+  with pytest.raises(UserError) as error:
+    config_lib.load_config("bert_huge")
+  assert "config file 'bert_huge' not found" in str(error.value) and "bert_base" in str(error.value)
+
+
+def test_cli_prints_one_line_and_exits_nonzero(capsys):
+  assert cli.main(["params", "--config", "bert_tiny", "--config.model.num_heads=3"]) == 2
+  err = capsys.readouterr().err.strip().splitlines()
+  assert err == ["bert-jax: error: model.hidden_size=64 is not divisible by model.num_heads=3"]
+
+
+def test_console_script_has_no_traceback_wall():
+  result = subprocess.run([sys.executable, "-m", "bert_jax.cli", "params", "--config", "bert_tiny",
+                           "--config.model.hiden_size=32"], capture_output=True, text=True, timeout=300)
+  assert result.returncode == 2
+  assert "Traceback" not in result.stderr
+  assert "unknown config key 'model.hiden_size'; did you mean 'model.hidden_size'?" in result.stderr

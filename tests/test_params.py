@@ -1,0 +1,63 @@
+"""`bert-jax params` reproduces the published parameter counts exactly (DESIGN.md's table)."""
+
+import json
+
+import pytest
+
+from bert_jax import cli, config as config_lib, params
+
+EXACT = {  # config: (pretraining model, bare encoder incl. pooler), Hugging Face's counting convention
+    "bert_base": (110_106_428, 109_482_240),
+    "bert_large": (336_226_108, 335_141_888),
+    "roberta_base": (124_697_433, 124_645_632),
+    "albert_base": (11_813_810, 11_683_584),
+    "albert_large": (17_847_474, 17_683_968),
+    "albert_xlarge": (59_021_490, 58_724_864),
+    "albert_xxlarge": (223_158_450, 222_595_584),
+}
+
+
+@pytest.mark.parametrize("name", sorted(EXACT))
+def test_exact_counts(name):
+  counts = params.count_model(config_lib.load_config(name).model)
+  assert (counts["total"], counts["encoder"]) == EXACT[name]
+
+
+@pytest.mark.parametrize("overrides", [["model.scan_layers=True"], ["model.remat=full"],
+                                       ["model.scan_layers=True", "model.remat=dots"]])
+def test_scan_and_remat_keep_the_count(overrides):
+  assert params.count_model(config_lib.load_config("bert_large", overrides).model)["total"] == 336_226_108
+  assert params.count_model(config_lib.load_config("albert_base", overrides).model)["total"] == 11_813_810
+
+
+# The ALBERT paper's sharing ablation (ALBERT-base, Table 4): E=768 without the E->H projection (the
+# original code projects only when E != H), E=128 with it; encoder counted with its pooler.
+ABLATION = {
+    (768, "all"): (31_114_752, 31e6), (768, "attention"): (83_078_400, 83e6),
+    (768, "ffn"): (57_117_696, 57e6), (768, "none"): (109_081_344, 108e6),
+    (128, "all"): (11_683_584, 12e6), (128, "attention"): (63_647_232, 64e6),
+    (128, "ffn"): (37_686_528, 38e6), (128, "none"): (89_650_176, 89e6),
+}
+
+
+@pytest.mark.parametrize("embedding,share", sorted(ABLATION))
+def test_albert_sharing_ablation(embedding, share):
+  overrides = [f"model.embedding_size={embedding}", f"model.share={share}",
+               f"model.embedding_projection={embedding != 768}"]
+  encoder = params.count_model(config_lib.load_config("albert_base", overrides).model)["encoder"]
+  exact, paper = ABLATION[embedding, share]
+  assert encoder == exact
+  assert abs(encoder - paper) < 1.1e6  # the paper rounds (and counts BERT-base as 108M, without pooler)
+
+
+def test_params_json_command(capsys):
+  assert cli.main(["params", "--config", "albert_base", "--json"]) == 0
+  result = json.loads(capsys.readouterr().out)
+  assert result["total"] == 11_813_810 and result["encoder"] == 11_683_584
+  assert sum(result["breakdown"].values()) == result["total"]
+
+
+def test_params_table_command(capsys):
+  assert cli.main(["params", "--config", "bert_base"]) == 0
+  out = capsys.readouterr().out
+  assert "110,106,428" in out and "109,482,240" in out and "encoder/pooler" in out
