@@ -1,0 +1,88 @@
+"""Hugging Face <-> bert_jax weight conversion: one converter module per model family.
+
+`MODEL_TYPES` maps each Hugging Face `model_type` we read to our family and to the bert_jax.defaults
+builder of the recipe an imported model trains with. The converter of family F is the module
+bert_jax/convert/F.py and defines two pure functions on numpy arrays (no torch, no transformers):
+
+  from_hf(state_dict, hf_config) -> (model_config, params)
+      state_dict: {HF parameter name: np.ndarray}, as save_pretrained writes it (tied copies may be
+      present or absent); hf_config: the parsed config.json. Returns config.model (a ConfigDict in
+      the family's defaults schema, unscanned layout) and our params as a nested dict of numpy arrays.
+      Raises UserError on a config or checkpoint it cannot represent.
+  to_hf(model_config, params) -> (hf_config, state_dict)
+      hf_config: a config.json dict with `model_type` and `architectures`; state_dict: the keys
+      save_pretrained would write for that architecture (tied copies left out). Accepts any layout
+      (scanned or not) that model_config describes.
+
+`from_hf` and `to_hf` here dispatch to the right converter and check the parameter tree against the
+model the config builds, so a converter only maps names and shapes. Reading and writing the files
+lives in bert_jax.convert.files.
+"""
+
+import importlib
+from types import ModuleType
+from typing import Any
+
+import jax
+import numpy as np
+from flax import traverse_util
+
+from bert_jax import models, params as params_lib
+from bert_jax.errors import UserError
+
+MODEL_TYPES: dict[str, tuple[str, str]] = {
+    "bert": ("bert", "bert_config"),
+    "roberta": ("bert", "roberta_config"),
+    "albert": ("bert", "albert_config"),
+    "xlnet": ("xlnet", "xlnet_config"),
+    "t5": ("t5", "t5_config"),
+}
+
+
+def converter(family: str) -> ModuleType:
+  module_name = f"bert_jax.convert.{family}"
+  try:
+    return importlib.import_module(module_name)
+  except ModuleNotFoundError as e:
+    if e.name != module_name:
+      raise
+    raise UserError(f"no Hugging Face converter for model family '{family}'") from e
+
+
+def family_and_recipe(hf_config: dict) -> tuple[str, str]:
+  model_type = hf_config.get("model_type")
+  if model_type not in MODEL_TYPES:
+    raise UserError(f"cannot convert Hugging Face model_type {model_type!r}; "
+                    f"supported: {', '.join(MODEL_TYPES)}")
+  return MODEL_TYPES[model_type]
+
+
+def check_params(model_config: Any, params: dict) -> None:
+  """Raises UserError unless `params` has exactly the names and shapes of the model's parameters."""
+  module = models.family(model_config)
+  cfg = module.make_config(model_config)
+  module.validate(cfg)
+  abstract = params_lib.abstract_params(module.build(cfg), module.example_inputs(cfg))
+  expected = traverse_util.flatten_dict(abstract, sep="/")
+  given = traverse_util.flatten_dict(params, sep="/")
+  missing, extra = sorted(set(expected) - set(given)), sorted(set(given) - set(expected))
+  if missing or extra:
+    raise UserError(f"parameters do not match the model config: missing {missing[:3]}, "
+                    f"unexpected {extra[:3]}")
+  wrong = [f"{k} {tuple(np.shape(given[k]))} != {expected[k].shape}" for k in expected
+           if tuple(np.shape(given[k])) != expected[k].shape]
+  if wrong:
+    raise UserError(f"parameter shapes do not match the model config: {'; '.join(wrong[:3])}")
+
+
+def from_hf(state_dict: dict, hf_config: dict) -> tuple[Any, dict]:
+  family, _ = family_and_recipe(hf_config)
+  model_config, params = converter(family).from_hf(state_dict, hf_config)
+  check_params(model_config, params)
+  return model_config, params
+
+
+def to_hf(model_config: Any, params: dict) -> tuple[dict, dict]:
+  params = jax.tree_util.tree_map(np.asarray, params)
+  check_params(model_config, params)
+  return converter(model_config.family).to_hf(model_config, params)

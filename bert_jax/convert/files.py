@@ -1,0 +1,99 @@
+"""The files of a conversion: Hugging Face model directories and our Orbax parameter checkpoints."""
+
+import json
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import orbax.checkpoint as ocp
+from safetensors import safe_open
+from safetensors.numpy import save_file
+
+from bert_jax.errors import UserError
+
+# Checkpoints written before LayerNorm's parameters were renamed.
+_LEGACY_SUFFIXES = {".gamma": ".weight", ".beta": ".bias"}
+
+
+def _float32(x: jax.Array) -> np.ndarray:
+  return np.asarray(x, np.float32) if jnp.issubdtype(x.dtype, jnp.floating) else np.asarray(x)
+
+
+def _read_safetensors(path: Path) -> dict:
+  # The flax framework reads bfloat16, which numpy alone cannot.
+  with safe_open(str(path), framework="flax") as f:
+    return {name: _float32(f.get_tensor(name)) for name in f.keys()}
+
+
+def _read_torch(path: Path) -> dict:
+  try:
+    import torch
+  except ImportError as e:
+    raise UserError(f"{path} is a PyTorch file and torch is not installed; install torch or convert "
+                    "the checkpoint to model.safetensors") from e
+  state = torch.load(path, map_location="cpu", weights_only=True)
+  return {name: tensor.float().numpy() if tensor.is_floating_point() else tensor.numpy()
+          for name, tensor in state.items()}
+
+
+def read_hf_dir(directory: str | Path) -> tuple[dict, dict]:
+  """(state_dict of numpy arrays, parsed config.json) of a local Hugging Face model directory."""
+  directory = Path(directory)
+  config_path = directory / "config.json"
+  if not config_path.is_file():
+    raise UserError(f"{config_path} not found; --from-hf needs a Hugging Face model directory")
+  hf_config = json.loads(config_path.read_text())
+  index = directory / "model.safetensors.index.json"
+  if (directory / "model.safetensors").is_file():
+    state = _read_safetensors(directory / "model.safetensors")
+  elif index.is_file():
+    state = {}
+    for shard in sorted(set(json.loads(index.read_text())["weight_map"].values())):
+      state.update(_read_safetensors(directory / shard))
+  elif (directory / "pytorch_model.bin").is_file():
+    state = _read_torch(directory / "pytorch_model.bin")
+  else:
+    raise UserError(f"no model.safetensors (or pytorch_model.bin) in {directory}")
+  renamed = {}
+  for name, value in state.items():
+    for old, new in _LEGACY_SUFFIXES.items():
+      if name.endswith(old) and "LayerNorm" in name:
+        name = name[:-len(old)] + new
+    renamed[name] = value
+  return renamed, hf_config
+
+
+def write_hf_dir(directory: str | Path, hf_config: dict, state_dict: dict) -> None:
+  directory = Path(directory)
+  for name in ("config.json", "model.safetensors"):
+    if (directory / name).exists():
+      raise UserError(f"{directory / name} already exists; choose a new --output directory")
+  directory.mkdir(parents=True, exist_ok=True)
+  save_file({k: np.ascontiguousarray(v) for k, v in state_dict.items()}, str(directory / "model.safetensors"),
+            metadata={"format": "pt"})
+  (directory / "config.json").write_text(json.dumps(hf_config, indent=2, sort_keys=True) + "\n")
+
+
+def save_params(path: str | Path, params: dict) -> None:
+  """Writes a parameter tree as an Orbax StandardSave checkpoint (restorable onto any mesh)."""
+  path = Path(path).resolve()
+  if path.exists():
+    raise UserError(f"{path} already exists; choose a new --output directory")
+  with ocp.StandardCheckpointer() as checkpointer:
+    checkpointer.save(path, params)
+
+
+def restore_params(path: str | Path) -> dict:
+  """The parameter tree of an Orbax checkpoint: a params tree, or a state with a `params` entry."""
+  path = Path(path).resolve()
+  if not path.is_dir():
+    raise UserError(f"parameter checkpoint {path} not found; pass the directory `convert` or `train` wrote")
+  device = jax.sharding.SingleDeviceSharding(jax.local_devices(backend="cpu")[0])
+  with ocp.StandardCheckpointer() as checkpointer:
+    # A target on one host device restores a checkpoint written on any mesh.
+    target = jax.tree_util.tree_map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device),
+                                    checkpointer.metadata(path).item_metadata.tree)
+    tree = checkpointer.restore(path, target)
+  tree = tree.get("params", tree) if isinstance(tree, dict) else tree
+  return jax.tree_util.tree_map(np.asarray, tree)
