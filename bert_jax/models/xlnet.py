@@ -1,0 +1,352 @@
+"""XLNet: two-stream relative attention with Transformer-XL memory and relative segment encoding.
+
+Each layer runs two streams with the same weights: the content stream h (every position, sees its own
+token) and the query stream g (only at the predicted positions `target_positions_BP`, starts from the
+learned mask embedding and never sees its own token). `perm_mask_BLL` follows Hugging Face: 1 (True)
+at [b, i, j] means position i may not see position j. Memory from a previous segment (`mems_NBMD`,
+one [B, M, D] per layer) is visible to every position and is never differentiated through.
+`reversed_B` marks examples read backwards (bi_data): their relative distances change sign.
+
+Parameter layout (unscanned): encoder/{word_embeddings/embedding [vocab, embed], mask_embedding
+[embed], layer_K/{attention/{query, key, value, output, position} [embed, heads, kv], content_bias,
+position_bias, segment_bias [heads, kv], segment_embedding [2, heads, kv], layer_norm},
+ffn/{intermediate, output, layer_norm}}}, lm_bias [vocab] (the LM head is tied to the word
+embeddings). With scan_layers the layer_K subtrees are stacked on a leading `layers` axis under
+encoder/layers; `to_layout` converts between the two.
+"""
+
+import dataclasses
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from bert_jax.errors import UserError
+from bert_jax.models import layers
+from bert_jax.models.bert import REMAT_POLICIES
+
+
+@dataclasses.dataclass(frozen=True)
+class XLNetConfig:
+  vocab_size: int = 32000
+  hidden_size: int = 768
+  num_layers: int = 12
+  num_heads: int = 12
+  intermediate_size: int = 3072
+  hidden_act: str = "gelu"
+  dropout: float = 0.1
+  layer_norm_eps: float = 1e-12
+  initializer_range: float = 0.02
+  mem_len: int = 0  # states kept as memory for the next segment; 0: the model returns no memory
+  reuse_len: int = 0  # leading tokens whose states become that memory; 0: the whole segment
+  clamp_len: int = -1  # relative distances are clipped to [-clamp_len, clamp_len]; -1: never
+  scan_layers: bool = False
+  remat: str = "none"  # none, full, dots, dots_no_batch
+  dtype: str = "float32"
+
+  @property
+  def head_dim(self) -> int:
+    return self.hidden_size // self.num_heads
+
+  @property
+  def compute_dtype(self):
+    return jnp.dtype(self.dtype)
+
+
+def make_config(model_cfg: Any) -> XLNetConfig:
+  fields = {f.name for f in dataclasses.fields(XLNetConfig)}
+  values = {k: v for k, v in dict(model_cfg).items() if k != "family"}
+  unknown = sorted(set(values) - fields)
+  if unknown:
+    raise UserError(f"unknown model keys for the xlnet family: {', '.join(unknown)}")
+  return XLNetConfig(**values)
+
+
+def validate(cfg: XLNetConfig) -> None:
+  for name in ("vocab_size", "hidden_size", "num_layers", "num_heads", "intermediate_size"):
+    value = getattr(cfg, name)
+    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+      raise UserError(f"model.{name} must be a positive integer, got {value!r}")
+  if cfg.hidden_size % cfg.num_heads:
+    raise UserError(f"model.hidden_size={cfg.hidden_size} is not divisible by model.num_heads={cfg.num_heads}")
+  if cfg.hidden_size % 2:
+    raise UserError(f"model.hidden_size={cfg.hidden_size} must be even (sinusoidal relative positions)")
+  if cfg.mem_len < 0 or cfg.reuse_len < 0:
+    raise UserError(f"model.mem_len and model.reuse_len must be >= 0, got {cfg.mem_len} and {cfg.reuse_len}")
+  if cfg.hidden_act not in layers.ACTIVATIONS:
+    raise UserError(f"model.hidden_act must be one of {', '.join(layers.ACTIVATIONS)}, got '{cfg.hidden_act}'")
+  if cfg.remat != "none" and cfg.remat not in REMAT_POLICIES:
+    raise UserError(f"model.remat must be none or one of {', '.join(REMAT_POLICIES)}, got '{cfg.remat}'")
+  if not 0.0 <= cfg.dropout < 1.0:
+    raise UserError(f"model.dropout must be in [0, 1), got {cfg.dropout}")
+  jnp.dtype(cfg.dtype)
+
+
+def relative_distances(qlen: int, klen: int, reversed_B: jax.Array, clamp_len: int) -> jax.Array:
+  """[B, klen + qlen] distances klen, klen - 1, ..., 1 - qlen (negated for reversed examples)."""
+  forward_R = jnp.arange(klen, -qlen, -1, dtype=jnp.float32)
+  distances_BR = jnp.where(reversed_B[:, None], -forward_R, forward_R)
+  return jnp.clip(distances_BR, -clamp_len, clamp_len) if clamp_len > 0 else distances_BR
+
+
+def sinusoid(distances_BR: jax.Array, dim: int) -> jax.Array:
+  inv_freq = 1.0 / (10000 ** (jnp.arange(0, dim, 2, dtype=jnp.float32) / dim))
+  angles_BRF = distances_BR[..., None] * inv_freq
+  return jnp.concatenate([jnp.sin(angles_BRF), jnp.cos(angles_BRF)], axis=-1)
+
+
+def shift_relative(scores_BNQR: jax.Array, klen: int) -> jax.Array:
+  """Content stream: [b, n, i, p] over distances klen - p -> [b, n, i, j] at distance (mlen + i) - j."""
+  b, n, q, r = scores_BNQR.shape
+  shifted = scores_BNQR.reshape(b, n, r, q)[:, :, 1:].reshape(b, n, q, r - 1)
+  return shifted[..., :klen]
+
+
+def gather_relative(scores_BNPR: jax.Array, positions_BP: jax.Array, qlen: int, klen: int) -> jax.Array:
+  """Query stream: row m sits at segment position positions_BP[b, m]; same result as shift_relative."""
+  index_BPK = qlen - positions_BP[:, :, None] + jnp.arange(klen)[None, None, :]
+  return jnp.take_along_axis(scores_BNPR, index_BPK[:, None], axis=-1)
+
+
+class RelativeAttention(nn.Module):
+  """Relative attention (content bias u, position bias v, segment bias and embedding), post-LN."""
+  cfg: XLNetConfig
+  deterministic: bool
+
+  def setup(self):
+    cfg = self.cfg
+    shape, axes = (cfg.hidden_size, cfg.num_heads, cfg.head_dim), ("embed", "heads", "kv")
+    normal = layers.initializer(cfg.initializer_range)
+    kernel = lambda name: self.param(name, layers.partitioned(normal, axes), shape, jnp.float32)
+    self.query, self.key, self.value, self.output, self.position = (
+        kernel(n) for n in ("query", "key", "value", "output", "position"))
+    bias = lambda name: self.param(name, layers.partitioned(normal, ("heads", "kv")), shape[1:], jnp.float32)
+    self.content_bias, self.position_bias, self.segment_bias = (
+        bias(n) for n in ("content_bias", "position_bias", "segment_bias"))
+    self.segment_embedding = self.param("segment_embedding", layers.partitioned(normal, (None, "heads", "kv")),
+                                        (2,) + shape[1:], jnp.float32)
+    self.layer_norm = layers.layer_norm(cfg.layer_norm_eps, cfg.compute_dtype, "layer_norm")
+    self.dropout = nn.Dropout(cfg.dropout)
+
+  def _project(self, x, kernel):
+    return layers.constrain(jnp.einsum("bld,dnk->blnk", x, kernel.astype(self.cfg.compute_dtype)),
+                            ("batch", "length", "heads", "kv"))
+
+  def _attend(self, q_BQNK, k_BKNK, v_BKNK, kr_BRNK, shift, different_BQK, blocked_BQK):
+    cfg = self.cfg
+    dt = cfg.compute_dtype
+    content_BNQK = jnp.einsum("bqnk,bjnk->bnqj", q_BQNK + self.content_bias.astype(dt), k_BKNK)
+    position_BNQK = shift(jnp.einsum("bqnk,brnk->bnqr", q_BQNK + self.position_bias.astype(dt), kr_BRNK))
+    scores_BNQK = content_BNQK + position_BNQK
+    if different_BQK is not None:
+      segment_BNQ2 = jnp.einsum("bqnk,snk->bnqs", q_BQNK + self.segment_bias.astype(dt),
+                                self.segment_embedding.astype(dt))
+      scores_BNQK += jnp.where(different_BQK[:, None], segment_BNQ2[..., 1:], segment_BNQ2[..., :1])
+    scores_BNQK = scores_BNQK.astype(jnp.float32) / np.sqrt(cfg.head_dim)
+    scores_BNQK = jnp.where(blocked_BQK[:, None], -1e30, scores_BNQK)
+    probs_BNQK = self.dropout(jax.nn.softmax(scores_BNQK, axis=-1).astype(dt), deterministic=self.deterministic)
+    return jnp.einsum("bnqj,bjnk->bqnk", probs_BNQK, v_BKNK)
+
+  def _post(self, x_BQD, attended_BQNK):
+    out_BQD = jnp.einsum("bqnk,dnk->bqd", attended_BQNK, self.output.astype(self.cfg.compute_dtype))
+    return self.layer_norm(x_BQD + self.dropout(out_BQD, deterministic=self.deterministic))
+
+  def __call__(self, h_BLD, g_BPD, mem_BMD, ctx: dict):
+    qlen = h_BLD.shape[1]
+    cat_BKD = jnp.concatenate([mem_BMD.astype(h_BLD.dtype), h_BLD], axis=1)
+    klen = cat_BKD.shape[1]
+    k_BKNK, v_BKNK = self._project(cat_BKD, self.key), self._project(cat_BKD, self.value)
+    kr_BRNK = jnp.einsum("brd,dnk->brnk", ctx["positions_BRD"], self.position.astype(self.cfg.compute_dtype))
+    h_attended = self._attend(self._project(h_BLD, self.query), k_BKNK, v_BKNK, kr_BRNK,
+                              lambda s: shift_relative(s, klen), ctx["different_BLK"], ctx["blocked_h_BLK"])
+    new_h_BLD = self._post(h_BLD, h_attended)
+    if g_BPD is None:
+      return new_h_BLD, None
+    shift_g = lambda s: gather_relative(s, ctx["target_positions_BP"], qlen, klen)
+    g_attended = self._attend(self._project(g_BPD, self.query), k_BKNK, v_BKNK, kr_BRNK, shift_g,
+                              ctx["different_BPK"], ctx["blocked_g_BPK"])
+    return new_h_BLD, self._post(g_BPD, g_attended)
+
+
+class FeedForward(nn.Module):
+  cfg: XLNetConfig
+  deterministic: bool
+
+  @nn.compact
+  def __call__(self, x_BLD):
+    cfg = self.cfg
+    y_BLF = layers.dense(cfg.intermediate_size, ("embed", "mlp"), cfg.initializer_range, cfg.compute_dtype,
+                         "intermediate")(x_BLD)
+    y_BLF = layers.constrain(layers.activation(cfg.hidden_act)(y_BLF), ("batch", "length", "mlp"))
+    y_BLF = nn.Dropout(cfg.dropout)(y_BLF, deterministic=self.deterministic)
+    y_BLD = layers.dense(cfg.hidden_size, ("mlp", "embed"), cfg.initializer_range, cfg.compute_dtype,
+                         "output")(y_BLF)
+    y_BLD = nn.Dropout(cfg.dropout)(y_BLD, deterministic=self.deterministic)
+    return layers.layer_norm(cfg.layer_norm_eps, cfg.compute_dtype, "layer_norm")(x_BLD + y_BLD)
+
+
+class XLNetLayer(nn.Module):
+  """Both streams through one attention and one feed-forward block; (carry, memory) form for nn.scan.
+
+  The memory this layer hands to the next segment is its input h (the first reuse_len positions),
+  appended to its old memory and cut to the last mem_len states.
+  """
+  cfg: XLNetConfig
+  deterministic: bool
+
+  @nn.compact
+  def __call__(self, carry, mem_BMD, ctx: dict):
+    cfg = self.cfg
+    h_BLD, g_BPD = carry
+    new_mem = None
+    if cfg.mem_len > 0:
+      reused_BLD = h_BLD[:, :cfg.reuse_len] if cfg.reuse_len > 0 else h_BLD
+      kept_BMD = jnp.concatenate([mem_BMD.astype(h_BLD.dtype), reused_BLD], axis=1)[:, -cfg.mem_len:]
+      new_mem = jax.lax.stop_gradient(kept_BMD)
+    h_BLD, g_BPD = RelativeAttention(cfg, self.deterministic, name="attention")(h_BLD, g_BPD, mem_BMD, ctx)
+    ffn = FeedForward(cfg, self.deterministic, name="ffn")
+    h_BLD = layers.constrain(ffn(h_BLD), ("batch", "length", "embed"))
+    if g_BPD is not None:
+      g_BPD = layers.constrain(ffn(g_BPD), ("batch", "length", "embed"))
+    return (h_BLD, g_BPD), new_mem
+
+
+def _layer_cls(cfg: XLNetConfig):
+  if cfg.remat == "none":
+    return XLNetLayer
+  return nn.remat(XLNetLayer, policy=REMAT_POLICIES[cfg.remat], prevent_cse=not cfg.scan_layers)
+
+
+class XLNetEncoder(nn.Module):
+  """The bare XLNet (Hugging Face's XLNetModel): returns the last layer's query stream at the
+  predicted positions (content stream everywhere when no targets are given) and the new memory."""
+  cfg: XLNetConfig
+  deterministic: bool = True
+
+  def setup(self):
+    cfg = self.cfg
+    self.word_embeddings = layers.Embed(cfg.vocab_size, cfg.hidden_size, ("vocab", "embed"),
+                                        cfg.initializer_range, cfg.compute_dtype)
+    self.mask_embedding = self.param("mask_embedding",
+                                     layers.partitioned(layers.initializer(cfg.initializer_range), ("embed",)),
+                                     (cfg.hidden_size,), jnp.float32)
+    if cfg.scan_layers:
+      self.layers = nn.scan(
+          _layer_cls(cfg), variable_axes={"params": 0}, split_rngs={"params": True, "dropout": True},
+          in_axes=(0, nn.broadcast), length=cfg.num_layers,
+          metadata_params={nn.PARTITION_NAME: "layers"})(cfg, self.deterministic, name="layers")
+    else:
+      layer_cls = _layer_cls(cfg)
+      self.layer_list = [layer_cls(cfg, self.deterministic, name=f"layer_{k}") for k in range(cfg.num_layers)]
+    self.dropout = nn.Dropout(cfg.dropout)
+
+  def _context(self, input_ids_BL, token_type_ids_BL, attention_mask_BL, perm_mask_BLL, target_positions_BP,
+               reversed_B, mlen: int) -> dict:
+    cfg = self.cfg
+    b, qlen = input_ids_BL.shape
+    klen = mlen + qlen
+    blocked_BLL = jnp.zeros((b, qlen, qlen), bool)
+    if perm_mask_BLL is not None:
+      blocked_BLL |= perm_mask_BLL > 0
+    if attention_mask_BL is not None:
+      blocked_BLL |= (attention_mask_BL == 0)[:, None, :]
+    blocked_BLK = jnp.concatenate([jnp.zeros((b, qlen, mlen), bool), blocked_BLL], axis=2)
+    self_BLK = jnp.arange(klen)[None, None, :] == (mlen + jnp.arange(qlen))[None, :, None]
+    reversed_B = jnp.zeros((b,), bool) if reversed_B is None else reversed_B.astype(bool)
+    positions_BRD = sinusoid(relative_distances(qlen, klen, reversed_B, cfg.clamp_len), cfg.hidden_size)
+    positions_BRD = layers.constrain(positions_BRD.astype(cfg.compute_dtype), ("batch", "relpos", "embed"))
+    ctx = {"blocked_h_BLK": blocked_BLK & ~self_BLK,
+           "positions_BRD": self.dropout(positions_BRD, deterministic=self.deterministic),
+           "different_BLK": None, "different_BPK": None}
+    if token_type_ids_BL is not None:
+      keys_BK = jnp.concatenate([jnp.zeros((b, mlen), token_type_ids_BL.dtype), token_type_ids_BL], axis=1)
+      ctx["different_BLK"] = token_type_ids_BL[:, :, None] != keys_BK[:, None, :]
+    if target_positions_BP is not None:
+      rows_BPK = jnp.broadcast_to(target_positions_BP[:, :, None], target_positions_BP.shape + (klen,))
+      ctx["target_positions_BP"] = target_positions_BP
+      ctx["blocked_g_BPK"] = jnp.take_along_axis(blocked_BLK, rows_BPK, axis=1)
+      if ctx["different_BLK"] is not None:
+        ctx["different_BPK"] = jnp.take_along_axis(ctx["different_BLK"], rows_BPK, axis=1)
+    return ctx
+
+  def __call__(self, input_ids_BL, token_type_ids_BL=None, attention_mask_BL=None, perm_mask_BLL=None,
+               target_positions_BP=None, mems_NBMD=None, reversed_B=None):
+    cfg = self.cfg
+    b = input_ids_BL.shape[0]
+    if mems_NBMD is None:
+      mems_NBMD = jnp.zeros((cfg.num_layers, b, 0, cfg.hidden_size), cfg.compute_dtype)
+    if target_positions_BP is not None:
+      target_positions_BP = target_positions_BP.astype(jnp.int32)
+    ctx = self._context(input_ids_BL, token_type_ids_BL, attention_mask_BL, perm_mask_BLL, target_positions_BP,
+                        reversed_B, mems_NBMD.shape[2])
+    h_BLD = self.dropout(self.word_embeddings(input_ids_BL), deterministic=self.deterministic)
+    h_BLD = layers.constrain(h_BLD, ("batch", "length", "embed"))
+    g_BPD = None
+    if target_positions_BP is not None:
+      g_BPD = jnp.broadcast_to(self.mask_embedding.astype(cfg.compute_dtype),
+                               target_positions_BP.shape + (cfg.hidden_size,))
+      g_BPD = self.dropout(g_BPD, deterministic=self.deterministic)
+    if cfg.scan_layers:
+      (h_BLD, g_BPD), new_mems = self.layers((h_BLD, g_BPD), mems_NBMD, ctx)
+    else:
+      new_mems = []
+      for k, layer in enumerate(self.layer_list):
+        (h_BLD, g_BPD), mem = layer((h_BLD, g_BPD), mems_NBMD[k], ctx)
+        new_mems.append(mem)
+      new_mems = jnp.stack(new_mems) if cfg.mem_len > 0 else None
+    output = self.dropout(h_BLD if g_BPD is None else g_BPD, deterministic=self.deterministic)
+    return output, new_mems
+
+
+class XLNetLMHeadModel(nn.Module):
+  """The pretraining model: the encoder and an LM head tied to the word embeddings with its own bias.
+
+  Returns {'logits': [B, P, V] at target_positions_BP (or [B, L, V]), 'mems': [N, B, M, D] or None}.
+  """
+  cfg: XLNetConfig
+  deterministic: bool = True
+
+  def setup(self):
+    cfg = self.cfg
+    self.encoder = XLNetEncoder(cfg, self.deterministic)
+    self.lm_bias = self.param("lm_bias", layers.partitioned(nn.initializers.zeros, ("vocab",)), (cfg.vocab_size,),
+                              jnp.float32)
+
+  def __call__(self, input_ids_BL, token_type_ids_BL=None, attention_mask_BL=None, perm_mask_BLL=None,
+               target_positions_BP=None, mems_NBMD=None, reversed_B=None):
+    output, mems = self.encoder(input_ids_BL, token_type_ids_BL, attention_mask_BL, perm_mask_BLL,
+                                target_positions_BP, mems_NBMD, reversed_B)
+    logits = self.encoder.word_embeddings.attend(output) + self.lm_bias.astype(self.cfg.compute_dtype)
+    return {"logits": logits, "mems": mems}
+
+
+def build(cfg: XLNetConfig, deterministic: bool = True) -> XLNetLMHeadModel:
+  return XLNetLMHeadModel(cfg, deterministic)
+
+
+def build_encoder(cfg: XLNetConfig) -> XLNetEncoder:
+  return XLNetEncoder(cfg)
+
+
+def example_inputs(cfg: XLNetConfig, batch: int = 1, length: int = 8) -> dict:
+  ids = jnp.ones((batch, length), jnp.int32)
+  return {"input_ids_BL": ids, "token_type_ids_BL": jnp.zeros_like(ids),
+          "perm_mask_BLL": jnp.zeros((batch, length, length), bool),
+          "target_positions_BP": jnp.zeros((batch, 1), jnp.int32)}
+
+
+def to_layout(params: dict, cfg: XLNetConfig, scanned: bool) -> dict:
+  """Converts a parameter tree between the unscanned and scanned layouts (scanned=True: to scanned)."""
+  encoder = dict(params["encoder"])
+  if ("layers" in encoder) == scanned:
+    return params
+  if scanned:
+    blocks = [encoder.pop(f"layer_{k}") for k in range(cfg.num_layers)]
+    encoder["layers"] = jax.tree_util.tree_map(lambda *xs: np.stack(xs), *blocks)
+  else:
+    stacked = encoder.pop("layers")
+    for k in range(cfg.num_layers):
+      encoder[f"layer_{k}"] = jax.tree_util.tree_map(lambda x: x[k], stacked)
+  return {**params, "encoder": encoder}

@@ -1,0 +1,7 @@
+"""XLNet-large (L24 H1024 A16, V32000): 360,300,800 parameters (360,268,800 without the LM bias)."""
+
+from bert_jax import defaults
+
+
+def get_config():
+  return defaults.xlnet_config(hidden_size=1024, num_layers=24, num_heads=16, intermediate_size=4096)
