@@ -17,8 +17,17 @@ def initializer(stddev: float) -> Callable:
   return nn.initializers.truncated_normal(stddev=stddev)
 
 
+class LogicallyPartitioned(nn.LogicallyPartitioned):
+  """Logical axis names without the sharding constraint flax adds when unboxing: nn.DenseGeneral unboxes
+  its kernel at the flattened shape before reshaping it, which a constraint of the final rank rejects
+  under a mesh. The jitted steps place parameters by their shardings already."""
+
+  def unbox(self, apply_constraint: bool = True):
+    return self.value
+
+
 def partitioned(init: Callable, axes: tuple[str | None, ...]) -> Callable:
-  return nn.with_logical_partitioning(init, axes)
+  return lambda *args, **kwargs: LogicallyPartitioned(init(*args, **kwargs), axes)
 
 
 ACTIVATIONS: dict[str, Callable] = {

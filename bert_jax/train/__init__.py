@@ -1,0 +1,1 @@
+"""The training engine: state, optimizers, the jitted steps and the loop."""

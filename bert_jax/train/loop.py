@@ -1,0 +1,192 @@
+"""The training loop: build everything a run compiles against, create (or restore) the state, step, log.
+
+    trainer = Trainer(config)                   # mesh, rules, model, optimizer, shardings; checks inputs
+    state = trainer.init_state()                # or restore into trainer.abstract_state()
+    batches = trainer.batches(workdir, start)   # .step (synthetic) or .iterator (tf.data) is its state
+    state, records = trainer.run(state, batches, writer, hooks)   # hooks: e.g. save every N steps
+
+A hook runs only after every step up to its own has been checked finite, so it never sees a broken state.
+"""
+
+import contextlib
+import dataclasses
+import json
+import time
+from typing import Any, Callable, Iterator, Sequence
+
+import flax.linen as nn
+import jax
+import numpy as np
+from etils import epath
+
+from bert_jax import models, parallel, params as params_lib
+from bert_jax.errors import UserError
+from bert_jax.metrics import MetricsWriter
+from bert_jax.objectives import get_objective
+from bert_jax.train import batches as batches_lib, optimizers, state as state_lib, step as step_lib
+from bert_jax.train.state import TrainState
+
+
+@dataclasses.dataclass
+class Hook:
+  """Calls fn(step, state) every `every` steps and after the last step."""
+  every: int
+  fn: Callable[[int, TrainState], None]
+
+  def due(self, step: int, last_step: int) -> bool:
+    return step == last_step or (self.every > 0 and step % self.every == 0)
+
+
+class Trainer:
+
+  def __init__(self, config: Any, devices: Sequence[Any] | None = None):
+    self.config = config
+    self.objective = get_objective(config)
+    self.mesh = parallel.make_mesh(config.mesh, devices)
+    self.rules = parallel.logical_rules(config)
+    train = config.train
+    parallel.check_batch(train.batch_size, self.mesh, self.rules, "train.batch_size")
+    parallel.check_batch(train.batch_size // train.microbatches, self.mesh, self.rules,
+                         "train.batch_size / train.microbatches")
+    self.model = models.build_model(config.model, deterministic=False)
+    self.eval_model = models.build_model(config.model, deterministic=True)
+    boxed = state_lib.boxed_abstract_params(self.model, config.model)
+    self.abstract_params = nn.meta.unbox(boxed)
+    parallel.check_divisible(self.abstract_params, state_lib.logical_param_specs(boxed), self.mesh, self.rules)
+    self.param_shardings = state_lib.param_shardings(boxed, self.mesh, self.rules)
+    self.schedule = optimizers.learning_rate_schedule(config)
+    self.optimizer = optimizers.make_optimizer(config, self.schedule)
+    self.state_shardings = state_lib.state_shardings(self.abstract_params, self.param_shardings, self.optimizer,
+                                                     self.mesh)
+    self.batch_shardings = self._batch_shardings(train.batch_size)
+    self._train_step = step_lib.jit_train_step(
+        step_lib.make_train_step(self.model, self.objective, self.optimizer, train.microbatches),
+        self.state_shardings, self.batch_shardings)
+    self._init = state_lib.make_init(self.model, config.model, self.optimizer, config.seed, self.state_shardings)
+    self._eval_step = None
+
+  def _batch_shardings(self, batch_size: int) -> dict:
+    return {name: parallel.batch_sharding(self.mesh, self.rules, len(shape))
+            for name, (shape, _) in self.objective.feature_spec(batch_size).items()}
+
+  @contextlib.contextmanager
+  def context(self) -> Iterator[None]:
+    """The mesh and logical rules that activation constraints inside the model resolve against."""
+    with jax.set_mesh(self.mesh), nn.logical_axis_rules(self.rules):
+      yield
+
+  def init_state(self) -> TrainState:
+    """Outside self.context(): the out_shardings place the parameters, activation constraints play no part."""
+    return self._init()
+
+  def abstract_state(self) -> TrainState:
+    return state_lib.abstract_state(self.abstract_params, self.optimizer, self.state_shardings)
+
+  def batches(self, workdir: str, start_step: int = 0):
+    return batches_lib.make_batches(self.config, workdir, self.objective, self.batch_shardings, start_step)
+
+  def train_step(self, state: TrainState, batch: dict) -> tuple[TrainState, dict]:
+    with self.context():
+      return self._train_step(state, batch)
+
+  def eval_step(self, params: Any, batch: dict) -> dict:
+    """Sums, metrics and counts of one global eval batch (config.eval.batch_size rows)."""
+    if self._eval_step is None:
+      parallel.check_batch(self.config.eval.batch_size, self.mesh, self.rules, "eval.batch_size")
+      self._eval_step = step_lib.jit_eval_step(step_lib.make_eval_step(self.eval_model, self.objective),
+                                               self.param_shardings, self._batch_shardings(self.config.eval.batch_size))
+    with self.context():
+      return self._eval_step(params, batch)
+
+  def describe(self) -> str:
+    n = params_lib.count(self.abstract_params)
+    shape = " x ".join(f"{axis}={size}" for axis, size in self.mesh.shape.items())
+    return (f"{self.config.model.family}: {n:,} parameters | mesh {shape} | {jax.process_count()} process(es), "
+            f"{jax.device_count()} {jax.devices()[0].device_kind} device(s)")
+
+  def run(self, state: TrainState, batches: Iterator[dict], writer: MetricsWriter,
+          hooks: Sequence[Hook] = ()) -> tuple[TrainState, list[dict]]:
+    """Steps from state.step to config.train.steps; returns the final state and the logged records."""
+    total, log_every = self.config.train.steps, self.config.train.log_every
+    logger = _Logger(self, writer, int(state.step))
+    for step in range(int(state.step) + 1, total + 1):
+      state, outputs = self.train_step(state, next(batches))
+      logger.add(step, outputs)
+      due = [hook for hook in hooks if hook.due(step, total)]
+      if step % log_every == 0 or step == total or due:
+        logger.flush()
+      for hook in due:
+        hook.fn(step, state)
+    return state, logger.records
+
+
+class _Logger:
+  """Collects step outputs on device, fetches them at log steps, checks them finite, writes records."""
+
+  def __init__(self, trainer: Trainer, writer: MetricsWriter, start_step: int):
+    config = trainer.config
+    self.trainer, self.writer = trainer, writer
+    self.total_steps = config.train.steps
+    self.tokens_per_step = config.train.batch_size * config.data.seq_len
+    self.flops_per_token = params_lib.flops_per_token(config)
+    peak = params_lib.peak_flops(jax.devices()[0].device_kind)
+    self.peak = peak * jax.device_count() if peak else None
+    self.pending: list[tuple[int, dict]] = []
+    self.records: list[dict] = []
+    self.timed_step, self.timed_at = start_step, None
+
+  def add(self, step: int, outputs: dict) -> None:
+    self.pending.append((step, outputs))
+    if self.timed_at is None:  # the first step compiles: time from its end
+      jax.block_until_ready(outputs["loss"])
+      self.timed_step, self.timed_at = step, time.perf_counter()
+
+  def flush(self) -> None:
+    if not self.pending:
+      return
+    fetched = jax.device_get(self.pending)
+    now = time.perf_counter()
+    self.pending = []
+    for step, outputs in fetched:
+      if not np.isfinite(outputs["loss"]):
+        raise UserError(f"the loss is {outputs['loss']} at step {step}; training stopped and nothing from this "
+                        "step was saved; lower optimizer.learning_rate or check the data")
+    step = fetched[-1][0]
+    totals = [jax.tree_util.tree_map(lambda *xs: np.sum(xs, dtype=np.float64), *[o[k] for _, o in fetched])
+              for k in ("sums", "metrics", "counts")]
+    record = {"step": step, **self.trainer.objective.summarize(*totals)}
+    record["learning_rate"] = float(self.trainer.schedule(step - 1))
+    record["grad_norm"] = float(fetched[-1][1]["grad_norm"])
+    record["flops_per_token"] = self.flops_per_token
+    record["tokens_per_second"] = record["mfu"] = record["eta_seconds"] = None
+    if step > self.timed_step:
+      steps_per_second = (step - self.timed_step) / (now - self.timed_at)
+      record["tokens_per_second"] = steps_per_second * self.tokens_per_step
+      record["eta_seconds"] = (self.total_steps - step) / steps_per_second
+      if self.peak:
+        record["mfu"] = record["tokens_per_second"] * self.flops_per_token / self.peak
+      self.timed_step, self.timed_at = step, now
+    self.records.append(record)
+    self.writer.write(record)
+
+
+def save_config(config: Any, workdir: str) -> None:
+  path = epath.Path(workdir)
+  path.mkdir(parents=True, exist_ok=True)
+  (path / "config.json").write_text(json.dumps(config.to_dict(), indent=2) + "\n")
+
+
+def train(config: Any, workdir: str, hooks: Sequence[Hook] = ()) -> tuple[TrainState, list[dict]]:
+  """A whole run from a fresh state; only process 0 writes the config and the logs."""
+  trainer = Trainer(config)
+  writes = jax.process_index() == 0
+  if writes:
+    save_config(config, workdir)
+  state = trainer.init_state()
+  batches = trainer.batches(workdir, int(state.step))
+  writer = MetricsWriter(workdir, config.train.steps, int(state.step), enabled=writes)
+  writer.info(trainer.describe())
+  try:
+    return trainer.run(state, batches, writer, hooks)
+  finally:
+    writer.close()

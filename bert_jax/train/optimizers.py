@@ -1,0 +1,59 @@
+"""Optimizers and learning-rate schedules from config.optimizer, with the papers' recipes.
+
+adamw (BERT, RoBERTa): decoupled weight decay, masked off biases and LayerNorm/RMSNorm scales.
+lamb (ALBERT): layer-wise adaptive Adam, the same decay mask.
+adafactor (T5): factored second moments, relative step size from the schedule (rsqrt for T5).
+Schedules: linear (warm-up from 0, then linear decay to 0 at train.steps), rsqrt (the peak for
+warmup_steps, then peak * sqrt(warmup_steps / step): T5's 1/sqrt(max(step, 10^4)) at lr 0.01),
+constant (after a linear warm-up).
+"""
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from bert_jax.errors import UserError
+
+OPTIMIZERS = ("adamw", "lamb", "adafactor")
+SCHEDULES = ("linear", "rsqrt", "constant")
+NO_DECAY_NAMES = ("bias", "scale")
+
+
+def learning_rate_schedule(config: Any) -> optax.Schedule:
+  o, steps = config.optimizer, config.train.steps
+  if o.schedule not in SCHEDULES:
+    raise UserError(f"optimizer.schedule must be one of {', '.join(SCHEDULES)}, got '{o.schedule}'")
+  if o.learning_rate <= 0 or o.warmup_steps < 0:
+    raise UserError("optimizer.learning_rate must be positive and optimizer.warmup_steps non-negative")
+  peak, warmup = float(o.learning_rate), int(o.warmup_steps)
+  if o.schedule == "rsqrt":
+    floor = max(warmup, 1)
+    return lambda step: peak * jnp.sqrt(floor / jnp.maximum(step, floor))
+  warm = optax.linear_schedule(0.0, peak, warmup) if warmup else optax.constant_schedule(peak)
+  after = (optax.linear_schedule(peak, 0.0, max(steps - warmup, 1)) if o.schedule == "linear"
+           else optax.constant_schedule(peak))
+  return optax.join_schedules([warm, after], [warmup])
+
+
+def decay_mask(params: Any) -> Any:
+  """True where weight decay applies: every parameter except biases and normalization scales."""
+  return jax.tree_util.tree_map_with_path(
+      lambda path, _: str(getattr(path[-1], "key", path[-1])) not in NO_DECAY_NAMES, params)
+
+
+def make_optimizer(config: Any, schedule: optax.Schedule) -> optax.GradientTransformation:
+  o = config.optimizer
+  if o.name == "adamw":
+    optimizer = optax.adamw(schedule, o.b1, o.b2, o.eps, weight_decay=o.weight_decay, mask=decay_mask)
+  elif o.name == "lamb":
+    optimizer = optax.lamb(schedule, o.b1, o.b2, o.eps, weight_decay=o.weight_decay, mask=decay_mask)
+  elif o.name == "adafactor":
+    optimizer = optax.adafactor(schedule, weight_decay_rate=o.weight_decay or None, weight_decay_mask=decay_mask)
+  else:
+    raise UserError(f"optimizer.name must be one of {', '.join(OPTIMIZERS)}, got '{o.name}'")
+  clip = config.train.clip_norm
+  if clip < 0:
+    raise UserError(f"train.clip_norm must be >= 0 (0 turns clipping off), got {clip}")
+  return optax.chain(optax.clip_by_global_norm(clip), optimizer) if clip else optimizer

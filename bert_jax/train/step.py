@@ -1,0 +1,81 @@
+"""The train and eval steps: pure functions of (state, batch), jitted with explicit shardings.
+
+Loss = sum_t sums[t] / counts[t] with counts over the whole global batch, so summing the losses and
+gradients of microbatches (lax.scan) gives exactly the gradient of the whole batch.
+"""
+
+from typing import Any, Callable
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import optax
+from jax.sharding import NamedSharding, PartitionSpec
+
+from bert_jax.objectives import training_loss
+from bert_jax.train.state import TrainState
+
+
+def split_microbatches(batch: dict, microbatches: int) -> dict:
+  """[B, ...] -> [M, B/M, ...]; microbatch m takes rows m, m+M, ..., so each keeps every device busy."""
+  def split(x_B):
+    x_NM = x_B.reshape((x_B.shape[0] // microbatches, microbatches) + x_B.shape[1:])
+    x_MN = jnp.swapaxes(x_NM, 0, 1)
+    return nn.with_logical_constraint(x_MN, (None, "batch") + (None,) * (x_B.ndim - 1))
+  return jax.tree_util.tree_map(split, batch)
+
+
+def make_train_step(model: nn.Module, objective: Any, optimizer: optax.GradientTransformation,
+                    microbatches: int) -> Callable[[TrainState, dict], tuple[TrainState, dict]]:
+
+  def train_step(state: TrainState, batch: dict) -> tuple[TrainState, dict]:
+    counts = objective.counts(batch)
+    step_key = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
+
+    def loss_fn(params, micro, key):
+      sums, metrics = objective.forward(model, params, micro, rngs={"dropout": key})
+      return training_loss(sums, counts), (sums, metrics)
+
+    grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+    if microbatches == 1:
+      (loss, (sums, metrics)), grads = grad_fn(state.params, batch, step_key)
+    else:
+      def accumulate(total, xs):
+        micro, index = xs
+        out = grad_fn(state.params, micro, jax.random.fold_in(step_key, index))
+        return jax.tree_util.tree_map(jnp.add, total, out), None
+
+      micro_batches = split_microbatches(batch, microbatches)
+      first = jax.tree_util.tree_map(lambda x: x[0], micro_batches)
+      zeros = jax.tree_util.tree_map(lambda s: jnp.zeros(s.shape, s.dtype),
+                                     jax.eval_shape(grad_fn, state.params, first, step_key))
+      ((loss, (sums, metrics)), grads), _ = jax.lax.scan(
+          accumulate, zeros, (micro_batches, jnp.arange(microbatches)))
+    updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+    new_state = state.replace(step=state.step + 1, params=optax.apply_updates(state.params, updates),
+                              opt_state=opt_state)
+    return new_state, {"loss": loss, "grad_norm": optax.tree.norm(grads), "sums": sums, "metrics": metrics,
+                       "counts": counts}
+
+  return train_step
+
+
+def make_eval_step(model: nn.Module, objective: Any) -> Callable[[Any, dict], dict]:
+  """Deterministic forward pass: the sums, metrics and counts that objective.summarize turns into numbers."""
+
+  def eval_step(params: Any, batch: dict) -> dict:
+    sums, metrics = objective.forward(model, params, batch)
+    return {"sums": sums, "metrics": metrics, "counts": objective.counts(batch)}
+
+  return eval_step
+
+
+def jit_train_step(train_step: Callable, state_shardings: TrainState, batch_shardings: dict) -> Callable:
+  replicated = NamedSharding(next(iter(batch_shardings.values())).mesh, PartitionSpec())
+  return jax.jit(train_step, in_shardings=(state_shardings, batch_shardings),
+                 out_shardings=(state_shardings, replicated), donate_argnums=0)
+
+
+def jit_eval_step(eval_step: Callable, param_shardings: Any, batch_shardings: dict) -> Callable:
+  replicated = NamedSharding(next(iter(batch_shardings.values())).mesh, PartitionSpec())
+  return jax.jit(eval_step, in_shardings=(param_shardings, batch_shardings), out_shardings=replicated)

@@ -1,0 +1,92 @@
+"""Optimizers and schedules: the papers' recipes, weight decay only where it belongs."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from bert_jax import config as config_lib
+from bert_jax.errors import UserError
+from bert_jax.train import optimizers
+
+
+def make_config(*overrides: str):
+  return config_lib.load_config("bert_tiny", [f"--config.{o}" for o in ("train.steps=100", *overrides)])
+
+
+PARAMS = {"dense": {"kernel": jnp.full((4, 3), 2.0), "bias": jnp.full((3,), 2.0)},
+          "layer_norm": {"scale": jnp.full((4,), 2.0), "bias": jnp.full((4,), 2.0)},
+          "embeddings": {"embedding": jnp.full((16, 4), 2.0)}}
+
+
+def test_decay_mask_spares_biases_and_norm_scales():
+  mask = optimizers.decay_mask(PARAMS)
+  assert mask == {"dense": {"kernel": True, "bias": False}, "layer_norm": {"scale": False, "bias": False},
+                  "embeddings": {"embedding": True}}
+
+
+@pytest.mark.parametrize("name", ["adamw", "lamb"])
+def test_weight_decay_moves_only_the_decayed_parameters(name):
+  config = make_config(f"optimizer.name={name}", "optimizer.weight_decay=0.1", "optimizer.schedule=constant",
+                       "optimizer.warmup_steps=0", "train.clip_norm=0.0")
+  optimizer = optimizers.make_optimizer(config, optimizers.learning_rate_schedule(config))
+  zero_grads = jax.tree_util.tree_map(jnp.zeros_like, PARAMS)
+  updates, _ = jax.jit(lambda p: optimizer.update(zero_grads, optimizer.init(p), p))(PARAMS)
+  moved = jax.tree_util.tree_map(lambda u: bool(jnp.any(u != 0)), updates)
+  assert moved == optimizers.decay_mask(PARAMS)
+  assert float(updates["dense"]["kernel"][0, 0]) < 0  # decay pulls towards zero
+
+
+@pytest.mark.parametrize("name", ["adamw", "lamb", "adafactor"])
+def test_each_optimizer_minimises_a_quadratic(name):
+  config = make_config(f"optimizer.name={name}", "optimizer.learning_rate=0.05", "optimizer.warmup_steps=0",
+                       "optimizer.schedule=constant", "optimizer.weight_decay=0.0")
+  optimizer = optimizers.make_optimizer(config, optimizers.learning_rate_schedule(config))
+  target = jax.tree_util.tree_map(lambda p: jnp.linspace(-1, 1, p.size).reshape(p.shape), PARAMS)
+  loss = lambda p: sum(jnp.sum((a - b) ** 2) for a, b in zip(jax.tree_util.tree_leaves(p),
+                                                            jax.tree_util.tree_leaves(target)))
+
+  def step(carry, _):
+    params, state = carry
+    updates, state = optimizer.update(jax.grad(loss)(params), state, params)
+    return (optax.apply_updates(params, updates), state), None
+
+  (params, _), _ = jax.jit(lambda p: jax.lax.scan(step, (p, optimizer.init(p)), length=60))(PARAMS)
+  assert float(loss(params)) < 0.2 * float(loss(PARAMS))
+
+
+def test_linear_schedule_warms_up_then_decays_to_zero():
+  schedule = optimizers.learning_rate_schedule(make_config("optimizer.learning_rate=1e-3",
+                                                           "optimizer.warmup_steps=10"))
+  values = np.array([schedule(s) for s in (0, 5, 10, 55, 100)])
+  np.testing.assert_allclose(values, [0.0, 5e-4, 1e-3, 5e-4, 0.0], atol=1e-9)
+
+
+def test_rsqrt_schedule_is_t5s():
+  schedule = optimizers.learning_rate_schedule(make_config("optimizer.schedule=rsqrt", "optimizer.learning_rate=0.01",
+                                                           "optimizer.warmup_steps=10000"))
+  for step in (0, 5000, 10000, 40000, 250000):
+    assert float(schedule(step)) == pytest.approx(1 / np.sqrt(max(step, 10000)), rel=1e-6)
+
+
+@pytest.mark.parametrize("clip_norm, expected_norm", [(1.0, 1.0), (0.0, None)])
+def test_gradients_are_clipped_to_the_global_norm(clip_norm, expected_norm):
+  config = make_config("optimizer.name=adamw", f"train.clip_norm={clip_norm}")
+  optimizer = optimizers.make_optimizer(config, optimizers.learning_rate_schedule(config))
+  grads = jax.tree_util.tree_map(lambda p: jnp.full_like(p, 100.0), PARAMS)
+  _, state = jax.jit(lambda p: optimizer.update(grads, optimizer.init(p), p))(PARAMS)
+  adam = state[1][0] if clip_norm else state[0]
+  seen_norm = float(optax.tree.norm(adam.mu)) / (1 - config.optimizer.b1)  # mu = (1 - b1) * gradient
+  assert seen_norm == pytest.approx(expected_norm or float(optax.tree.norm(grads)), rel=1e-5)
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["optimizer.name=sgd"], "optimizer.name must be one of"),
+    (["optimizer.schedule=cosine"], "optimizer.schedule must be one of"),
+    (["train.clip_norm=-1.0"], "train.clip_norm must be >= 0"),
+])
+def test_bad_optimizer_settings(overrides, message):
+  config = make_config(*overrides)
+  with pytest.raises(UserError, match=message):
+    optimizers.make_optimizer(config, optimizers.learning_rate_schedule(config))
