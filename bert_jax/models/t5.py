@@ -1,0 +1,358 @@
+"""T5 v1.0 and v1.1: a pre-norm encoder-decoder with RMSNorm and bucketed relative position biases.
+
+v1.0: ReLU feed-forward, output logits from the shared embedding with the d_model**-0.5 scaling.
+v1.1: gated GELU feed-forward (`feed_forward_proj='gated-gelu'`), an untied LM head, no dropout.
+
+Attention has no biases and no 1/sqrt(d) scaling (the initialization absorbs it). Each stack computes
+its relative position bias once (the table lives in the stack) and shares it with every layer.
+Packed rows: `*_segment_ids` (0 = padding, k > 0 = the k-th example of the row) keep attention inside
+an example; relative positions are differences of indices, which are the same inside a packed example
+as in the example alone, so packing changes no number.
+
+Parameter layout (unscanned): token_embedder/embedding, encoder/{relpos_bias, layers_K/{pre_attention_norm,
+attention, pre_mlp_norm, mlp}, final_norm}, decoder/{relpos_bias, layers_K/{pre_self_attention_norm,
+self_attention, pre_cross_attention_norm, cross_attention, pre_mlp_norm, mlp}, final_norm, logits_dense}
+(logits_dense only when untied). Attention: query/key/value kernels [embed, heads, kv], out [heads, kv,
+embed]; mlp: wi (or wi_0 gate, wi_1 linear) [embed, mlp], wo [mlp, embed]. With scan_layers the
+layers_K subtrees are stacked on a leading `layers` axis under `layers`; `to_layout` converts.
+"""
+
+import dataclasses
+import math
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from bert_jax.errors import UserError
+from bert_jax.models import layers
+from bert_jax.models.bert import REMAT_POLICIES
+
+FEED_FORWARD = {"relu": ("relu", False), "gated-gelu": ("gelu_new", True), "gated-relu": ("relu", True)}
+
+
+@dataclasses.dataclass(frozen=True)
+class T5Config:
+  vocab_size: int = 32128
+  d_model: int = 512
+  d_kv: int = 64
+  d_ff: int = 2048
+  num_layers: int = 6
+  num_decoder_layers: int = 6
+  num_heads: int = 8
+  relative_attention_num_buckets: int = 32
+  relative_attention_max_distance: int = 128
+  feed_forward_proj: str = "relu"  # relu (v1.0) | gated-gelu (v1.1) | gated-relu
+  tie_word_embeddings: bool = True  # v1.0: logits from the shared embedding, scaled by d_model**-0.5
+  dropout: float = 0.1
+  layer_norm_eps: float = 1e-6
+  pad_token_id: int = 0  # also the decoder's start token
+  eos_token_id: int = 1
+  scan_layers: bool = False
+  remat: str = "none"  # none, full, dots, dots_no_batch
+  dtype: str = "float32"
+
+  @property
+  def compute_dtype(self):
+    return jnp.dtype(self.dtype)
+
+
+def make_config(model_cfg: Any) -> T5Config:
+  fields = {f.name for f in dataclasses.fields(T5Config)}
+  values = {k: v for k, v in dict(model_cfg).items() if k != "family"}
+  unknown = sorted(set(values) - fields)
+  if unknown:
+    raise UserError(f"unknown model keys for the t5 family: {', '.join(unknown)}")
+  return T5Config(**values)
+
+
+def validate(cfg: T5Config) -> None:
+  for name in ("vocab_size", "d_model", "d_kv", "d_ff", "num_layers", "num_decoder_layers", "num_heads",
+               "relative_attention_num_buckets", "relative_attention_max_distance"):
+    value = getattr(cfg, name)
+    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+      raise UserError(f"model.{name} must be a positive integer, got {value!r}")
+  if cfg.relative_attention_num_buckets < 4:
+    raise UserError(f"model.relative_attention_num_buckets must be at least 4, got "
+                    f"{cfg.relative_attention_num_buckets}")
+  if cfg.feed_forward_proj not in FEED_FORWARD:
+    raise UserError(f"model.feed_forward_proj must be one of {', '.join(FEED_FORWARD)}, "
+                    f"got '{cfg.feed_forward_proj}'")
+  if cfg.remat != "none" and cfg.remat not in REMAT_POLICIES:
+    raise UserError(f"model.remat must be none or one of {', '.join(REMAT_POLICIES)}, got '{cfg.remat}'")
+  if not 0.0 <= cfg.dropout < 1.0:
+    raise UserError(f"model.dropout must be in [0, 1), got {cfg.dropout}")
+  if not 0 <= cfg.pad_token_id < cfg.vocab_size or not 0 <= cfg.eos_token_id < cfg.vocab_size:
+    raise UserError("model.pad_token_id and model.eos_token_id must be ids below model.vocab_size")
+  jnp.dtype(cfg.dtype)
+
+
+def relative_position_bucket(relative_position, bidirectional: bool, num_buckets: int, max_distance: int):
+  """Mesh TensorFlow's buckets for (key position - query position): exact below num_buckets/2 (per
+  direction), logarithmic up to max_distance, one bucket beyond."""
+  buckets = jnp.zeros_like(relative_position)
+  if bidirectional:
+    num_buckets //= 2
+    buckets += (relative_position > 0).astype(relative_position.dtype) * num_buckets
+    distance = jnp.abs(relative_position)
+  else:
+    distance = jnp.maximum(-relative_position, 0)
+  max_exact = num_buckets // 2
+  log_ratio = (jnp.log(jnp.maximum(distance, 1).astype(jnp.float32) / max_exact)
+               / math.log(max_distance / max_exact) * (num_buckets - max_exact))
+  large = jnp.minimum(max_exact + log_ratio.astype(relative_position.dtype), num_buckets - 1)
+  return buckets + jnp.where(distance < max_exact, distance, large)
+
+
+class RelativePositionBias(nn.Module):
+  """The [1, heads, q, k] bias from a [buckets, heads] table."""
+  cfg: T5Config
+  bidirectional: bool
+
+  @nn.compact
+  def __call__(self, q_len: int, k_len: int):
+    cfg = self.cfg
+    table_RH = self.param(
+        "rel_embedding", layers.partitioned(nn.initializers.normal(cfg.d_model ** -0.5), ("relpos", "heads")),
+        (cfg.relative_attention_num_buckets, cfg.num_heads), jnp.float32)
+    relative_QK = jnp.arange(k_len)[None, :] - jnp.arange(q_len)[:, None]
+    buckets_QK = relative_position_bucket(relative_QK, self.bidirectional, cfg.relative_attention_num_buckets,
+                                          cfg.relative_attention_max_distance)
+    bias_QKH = jnp.take(table_RH, buckets_QK, axis=0)
+    return jnp.transpose(bias_QKH, (2, 0, 1))[None].astype(cfg.compute_dtype)
+
+
+class RMSNorm(nn.Module):
+  """Scale-only normalization without mean subtraction, computed in float32."""
+  cfg: T5Config
+
+  @nn.compact
+  def __call__(self, x_BLD):
+    scale_D = self.param("scale", layers.partitioned(nn.initializers.ones, ("embed",)), (x_BLD.shape[-1],),
+                         jnp.float32)
+    x = x_BLD.astype(jnp.float32)
+    x = x * jax.lax.rsqrt(jnp.mean(jnp.square(x), axis=-1, keepdims=True) + self.cfg.layer_norm_eps)
+    return (x * scale_D).astype(self.cfg.compute_dtype)
+
+
+def _kernel(init_std: float, axes: tuple[str, ...]):
+  return layers.partitioned(nn.initializers.normal(init_std), axes)
+
+
+class Attention(nn.Module):
+  """Multi-head attention without biases or scaling; `bias_1HQK` and `mask_B1QK` come from the stack."""
+  cfg: T5Config
+  deterministic: bool
+
+  @nn.compact
+  def __call__(self, x_BQD, memory_BKD, bias_1HQK, mask_B1QK):
+    cfg = self.cfg
+
+    def projection(name, std):
+      return nn.DenseGeneral((cfg.num_heads, cfg.d_kv), use_bias=False, dtype=cfg.compute_dtype,
+                             param_dtype=jnp.float32, kernel_init=_kernel(std, ("embed", "heads", "kv")),
+                             name=name)
+
+    activation_axes = ("batch", "length", "heads", "kv")
+    q_BQHK = layers.constrain(projection("query", (cfg.d_model * cfg.d_kv) ** -0.5)(x_BQD), activation_axes)
+    k_BKHK = layers.constrain(projection("key", cfg.d_model ** -0.5)(memory_BKD), activation_axes)
+    v_BKHK = layers.constrain(projection("value", cfg.d_model ** -0.5)(memory_BKD), activation_axes)
+    logits_BHQK = jnp.einsum("bqhd,bkhd->bhqk", q_BQHK, k_BKHK).astype(jnp.float32)
+    if bias_1HQK is not None:
+      logits_BHQK = logits_BHQK + bias_1HQK.astype(jnp.float32)
+    logits_BHQK = jnp.where(mask_B1QK, logits_BHQK, jnp.finfo(jnp.float32).min)
+    probs_BHQK = jax.nn.softmax(logits_BHQK, axis=-1).astype(cfg.compute_dtype)
+    probs_BHQK = nn.Dropout(cfg.dropout)(probs_BHQK, deterministic=self.deterministic)
+    out_BQHK = layers.constrain(jnp.einsum("bhqk,bkhd->bqhd", probs_BHQK, v_BKHK), activation_axes)
+    return nn.DenseGeneral(cfg.d_model, axis=(-2, -1), use_bias=False, dtype=cfg.compute_dtype,
+                           param_dtype=jnp.float32,
+                           kernel_init=_kernel((cfg.num_heads * cfg.d_kv) ** -0.5, ("heads", "kv", "embed")),
+                           name="out")(out_BQHK)
+
+
+class MLP(nn.Module):
+  """wi -> activation (times wi_1 when gated) -> dropout -> wo."""
+  cfg: T5Config
+  deterministic: bool
+
+  @nn.compact
+  def __call__(self, x_BLD):
+    cfg = self.cfg
+    act_name, gated = FEED_FORWARD[cfg.feed_forward_proj]
+
+    def dense(features, axes, std, name):
+      return nn.DenseGeneral(features, use_bias=False, dtype=cfg.compute_dtype, param_dtype=jnp.float32,
+                             kernel_init=_kernel(std, axes), name=name)
+
+    act = layers.activation(act_name)
+    if gated:
+      h_BLF = (act(dense(cfg.d_ff, ("embed", "mlp"), cfg.d_model ** -0.5, "wi_0")(x_BLD))
+               * dense(cfg.d_ff, ("embed", "mlp"), cfg.d_model ** -0.5, "wi_1")(x_BLD))
+    else:
+      h_BLF = act(dense(cfg.d_ff, ("embed", "mlp"), cfg.d_model ** -0.5, "wi")(x_BLD))
+    h_BLF = layers.constrain(h_BLF, ("batch", "length", "mlp"))
+    h_BLF = nn.Dropout(cfg.dropout)(h_BLF, deterministic=self.deterministic)
+    return dense(cfg.d_model, ("mlp", "embed"), cfg.d_ff ** -0.5, "wo")(h_BLF)
+
+
+class EncoderLayer(nn.Module):
+  cfg: T5Config
+  deterministic: bool
+
+  @nn.compact
+  def __call__(self, x_BLD, bias_1HLL, mask_B1LL):
+    dropout = lambda y: nn.Dropout(self.cfg.dropout)(y, deterministic=self.deterministic)
+    h_BLD = RMSNorm(self.cfg, name="pre_attention_norm")(x_BLD)
+    x_BLD = x_BLD + dropout(Attention(self.cfg, self.deterministic, name="attention")(h_BLD, h_BLD, bias_1HLL,
+                                                                                      mask_B1LL))
+    h_BLD = RMSNorm(self.cfg, name="pre_mlp_norm")(x_BLD)
+    x_BLD = x_BLD + dropout(MLP(self.cfg, self.deterministic, name="mlp")(h_BLD))
+    return layers.constrain(x_BLD, ("batch", "length", "embed")), None
+
+
+class DecoderLayer(nn.Module):
+  cfg: T5Config
+  deterministic: bool
+
+  @nn.compact
+  def __call__(self, y_BTD, encoded_BLD, bias_1HTT, self_mask_B1TT, cross_mask_B1TL):
+    dropout = lambda y: nn.Dropout(self.cfg.dropout)(y, deterministic=self.deterministic)
+    h_BTD = RMSNorm(self.cfg, name="pre_self_attention_norm")(y_BTD)
+    y_BTD = y_BTD + dropout(Attention(self.cfg, self.deterministic, name="self_attention")(
+        h_BTD, h_BTD, bias_1HTT, self_mask_B1TT))
+    h_BTD = RMSNorm(self.cfg, name="pre_cross_attention_norm")(y_BTD)
+    y_BTD = y_BTD + dropout(Attention(self.cfg, self.deterministic, name="cross_attention")(
+        h_BTD, encoded_BLD, None, cross_mask_B1TL))
+    h_BTD = RMSNorm(self.cfg, name="pre_mlp_norm")(y_BTD)
+    y_BTD = y_BTD + dropout(MLP(self.cfg, self.deterministic, name="mlp")(h_BTD))
+    return layers.constrain(y_BTD, ("batch", "length", "embed")), None
+
+
+def _layer_stack(layer_cls, cfg: T5Config, deterministic: bool, num_layers: int, num_broadcast: int):
+  """The layers of a stack: one scanned module, or a list of modules."""
+  if cfg.remat != "none":
+    layer_cls = nn.remat(layer_cls, policy=REMAT_POLICIES[cfg.remat], prevent_cse=not cfg.scan_layers)
+  if cfg.scan_layers:
+    stack = nn.scan(layer_cls, variable_axes={"params": 0}, split_rngs={"params": True, "dropout": True},
+                    in_axes=(nn.broadcast,) * num_broadcast, length=num_layers,
+                    metadata_params={nn.PARTITION_NAME: "layers"})
+    return [stack(cfg, deterministic, name="layers")]
+  return [layer_cls(cfg, deterministic, name=f"layers_{k}") for k in range(num_layers)]
+
+
+def attention_mask(q_segment_BQ, k_segment_BK, causal: bool = False):
+  """[B, 1, Q, K]: a query sees the keys of its own example (same segment id, not padding)."""
+  mask_BQK = (q_segment_BQ[:, :, None] == k_segment_BK[:, None, :]) & (k_segment_BK[:, None, :] > 0)
+  if causal:
+    q_index_Q1, k_index_1K = jnp.arange(q_segment_BQ.shape[1])[:, None], jnp.arange(k_segment_BK.shape[1])[None, :]
+    mask_BQK &= (k_index_1K <= q_index_Q1)[None]
+  return mask_BQK[:, None]
+
+
+class Encoder(nn.Module):
+  cfg: T5Config
+  deterministic: bool
+
+  @nn.compact
+  def __call__(self, x_BLD, segment_BL):
+    cfg = self.cfg
+    length = x_BLD.shape[1]
+    bias_1HLL = RelativePositionBias(cfg, bidirectional=True, name="relpos_bias")(length, length)
+    mask_B1LL = attention_mask(segment_BL, segment_BL)
+    x_BLD = nn.Dropout(cfg.dropout)(x_BLD, deterministic=self.deterministic)
+    for layer in _layer_stack(EncoderLayer, cfg, self.deterministic, cfg.num_layers, 2):
+      x_BLD, _ = layer(x_BLD, bias_1HLL, mask_B1LL)
+    x_BLD = RMSNorm(cfg, name="final_norm")(x_BLD)
+    return nn.Dropout(cfg.dropout)(x_BLD, deterministic=self.deterministic)
+
+
+class Decoder(nn.Module):
+  cfg: T5Config
+  deterministic: bool
+
+  @nn.compact
+  def __call__(self, y_BTD, encoded_BLD, segment_BT, encoder_segment_BL, token_embedder: layers.Embed):
+    cfg = self.cfg
+    length = y_BTD.shape[1]
+    bias_1HTT = RelativePositionBias(cfg, bidirectional=False, name="relpos_bias")(length, length)
+    self_mask_B1TT = attention_mask(segment_BT, segment_BT, causal=True)
+    cross_mask_B1TL = attention_mask(segment_BT, encoder_segment_BL)
+    y_BTD = nn.Dropout(cfg.dropout)(y_BTD, deterministic=self.deterministic)
+    for layer in _layer_stack(DecoderLayer, cfg, self.deterministic, cfg.num_decoder_layers, 4):
+      y_BTD, _ = layer(y_BTD, encoded_BLD, bias_1HTT, self_mask_B1TT, cross_mask_B1TL)
+    y_BTD = RMSNorm(cfg, name="final_norm")(y_BTD)
+    y_BTD = nn.Dropout(cfg.dropout)(y_BTD, deterministic=self.deterministic)
+    if cfg.tie_word_embeddings:
+      return token_embedder.attend(y_BTD * cfg.d_model ** -0.5)
+    return nn.DenseGeneral(cfg.vocab_size, use_bias=False, dtype=cfg.compute_dtype, param_dtype=jnp.float32,
+                           kernel_init=_kernel(cfg.d_model ** -0.5, ("embed", "vocab")),
+                           name="logits_dense")(y_BTD)
+
+
+class T5(nn.Module):
+  """The encoder-decoder; `__call__` gives decoder logits [B, T, vocab]. Segment ids default to no padding."""
+  cfg: T5Config
+  deterministic: bool = True
+
+  def setup(self):
+    cfg = self.cfg
+    self.token_embedder = layers.Embed(cfg.vocab_size, cfg.d_model, ("vocab", "embed"), 1.0,
+                                       cfg.compute_dtype)
+    self.encoder = Encoder(cfg, self.deterministic)
+    self.decoder = Decoder(cfg, self.deterministic)
+
+  def encode(self, encoder_input_tokens, encoder_segment_ids=None):
+    segment_BL = _segments(encoder_input_tokens, encoder_segment_ids)
+    x_BLD = layers.constrain(self.token_embedder(encoder_input_tokens), ("batch", "length", "embed"))
+    return self.encoder(x_BLD, segment_BL)
+
+  def decode(self, encoded, decoder_input_tokens, encoder_segment_ids=None, decoder_segment_ids=None):
+    encoder_segment_BL = _segments(encoded[..., 0], encoder_segment_ids)
+    segment_BT = _segments(decoder_input_tokens, decoder_segment_ids)
+    y_BTD = layers.constrain(self.token_embedder(decoder_input_tokens), ("batch", "length", "embed"))
+    return self.decoder(y_BTD, encoded, segment_BT, encoder_segment_BL, self.token_embedder)
+
+  def __call__(self, encoder_input_tokens, decoder_input_tokens, encoder_segment_ids=None,
+               decoder_segment_ids=None):
+    encoded_BLD = self.encode(encoder_input_tokens, encoder_segment_ids)
+    return self.decode(encoded_BLD, decoder_input_tokens, encoder_segment_ids, decoder_segment_ids)
+
+
+def _segments(tokens, segment_ids):
+  return jnp.ones(tokens.shape, jnp.int32) if segment_ids is None else segment_ids
+
+
+def build(cfg: T5Config, deterministic: bool = True) -> T5:
+  return T5(cfg, deterministic)
+
+
+def build_encoder(cfg: T5Config) -> None:
+  """T5's published counts are for the whole encoder-decoder: no separate encoder count."""
+  return None
+
+
+def example_inputs(cfg: T5Config, batch: int = 1, length: int = 8) -> dict:
+  ids = jnp.ones((batch, length), jnp.int32)
+  return {"encoder_input_tokens": ids, "decoder_input_tokens": ids}
+
+
+def to_layout(params: dict, scanned: bool) -> dict:
+  """Converts a parameter tree between the unscanned (layers_K) and scanned (layers) layouts."""
+  params = jax.tree_util.tree_map(lambda x: x, params)  # a mutable copy
+  for stack_name in ("encoder", "decoder"):
+    stack = dict(params[stack_name])
+    if ("layers" in stack) == scanned:
+      continue
+    if scanned:
+      count = sum(1 for name in stack if name.startswith("layers_"))
+      blocks = [stack.pop(f"layers_{k}") for k in range(count)]
+      stack["layers"] = jax.tree_util.tree_map(lambda *xs: np.stack(xs), *blocks)
+    else:
+      stacked = stack.pop("layers")
+      count = jax.tree_util.tree_leaves(stacked)[0].shape[0]
+      for k in range(count):
+        stack[f"layers_{k}"] = jax.tree_util.tree_map(lambda x, k=k: x[k], stacked)
+    params[stack_name] = stack
+  return params

@@ -1,0 +1,224 @@
+"""T5's span corruption: noise spans become sentinels in the inputs; the targets spell them out.
+
+Raw text is concatenated across documents and cut into chunks of `lengths(...)[0]` tokens, so a chunk
+fills the encoder input (data.seq_len) exactly. In a chunk of n tokens, round(n * noise_density)
+tokens (clipped to [1, n - 1]) are noise, in round(noise / mean_noise_span_length) spans (at least
+1); a random segmentation splits noise and non-noise tokens into that many spans each, interleaved
+starting with non-noise. Inputs: every noise span replaced by one sentinel, then EOS. Targets: each
+sentinel followed by the span it replaced, then EOS. Sentinels count down from <extra_id_0>, the
+tokenizer's highest id.
+
+Features of one row (Li = data.seq_len, Lt = objective.targets_length): encoder_input_tokens [Li],
+encoder_segment_ids [Li], decoder_target_tokens [Lt], decoder_segment_ids [Lt], decoder_positions [Lt],
+all int32. Segment ids number the examples packed into a row from 1 (0 = padding); positions count
+from 0 within each example. The decoder input is the target shifted right, restarting with the
+start token (id 0) at every example's position 0.
+"""
+
+import itertools
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from bert_jax.errors import UserError
+from bert_jax.objectives import training_loss
+
+FEATURES = ("encoder_input_tokens", "encoder_segment_ids", "decoder_target_tokens", "decoder_segment_ids",
+            "decoder_positions")
+
+
+def noise_counts(length: int, noise_density: float, mean_noise_span_length: float) -> tuple[int, int]:
+  """(noise tokens, noise spans) of a chunk, computed in float32 exactly as the tf.data transform does."""
+  noise = int(np.round(np.float32(length) * np.float32(noise_density)))
+  noise = min(max(noise, 1), length - 1)
+  spans = int(np.round(np.float32(noise) / np.float32(mean_noise_span_length)))
+  return noise, max(spans, 1)
+
+
+def example_lengths(length: int, noise_density: float, mean_noise_span_length: float) -> tuple[int, int]:
+  """(inputs, targets) lengths with EOS of a chunk of `length` raw tokens."""
+  noise, spans = noise_counts(length, noise_density, mean_noise_span_length)
+  return length - noise + spans + 1, noise + spans + 1
+
+
+def lengths(inputs_length: int, noise_density: float, mean_noise_span_length: float) -> tuple[int, int]:
+  """(raw chunk length, targets length): the longest chunk whose inputs fit in `inputs_length` tokens."""
+  if inputs_length < 3:
+    raise UserError(f"data.seq_len={inputs_length} is too short for span corruption; use at least 3 tokens")
+  raw = inputs_length - 1  # its inputs hold at most raw + 1 tokens: it always fits
+  while example_lengths(raw + 1, noise_density, mean_noise_span_length)[0] <= inputs_length:
+    raw += 1
+  return raw, example_lengths(raw, noise_density, mean_noise_span_length)[1]
+
+
+class SpanCorruption:
+
+  def __init__(self, config: Any):
+    if config.model.get("family", None) != "t5":
+      raise UserError("objective span_corruption needs an encoder-decoder model: set model.family=t5 "
+                      "(use a t5_* config)")
+    self.config = config
+    o = config.objective
+    self.noise_density = float(o.noise_density)
+    self.mean_noise_span_length = float(o.mean_noise_span_length)
+    self.inputs_length = config.data.seq_len
+    self.targets_length = o.targets_length
+    self.validate()
+    self.raw_length, self.expected_targets_length = lengths(self.inputs_length, self.noise_density,
+                                                            self.mean_noise_span_length)
+    self.max_spans = noise_counts(self.raw_length, self.noise_density, self.mean_noise_span_length)[1]
+    for length in range(2, self.raw_length + 1):
+      noise, spans = noise_counts(length, self.noise_density, self.mean_noise_span_length)
+      if length - noise < spans:
+        raise UserError(f"noise_density={self.noise_density} leaves {length - noise} non-noise tokens for "
+                        f"{spans} noise spans in {length}-token chunks; lower objective.noise_density or "
+                        "raise objective.mean_noise_span_length")
+    if config.data.extra_ids < self.max_spans:
+      raise UserError(f"{self.raw_length}-token chunks have {self.max_spans} noise spans but data.extra_ids="
+                      f"{config.data.extra_ids} sentinels; set --config.data.extra_ids=100 (T5's vocabulary)")
+    if self.targets_length < self.expected_targets_length:
+      raise UserError(
+          f"objective.targets_length={self.targets_length} cannot hold the targets of {self.raw_length}-token "
+          f"chunks at noise_density={self.noise_density} (data.seq_len={self.inputs_length} needs "
+          f"{self.expected_targets_length}); set "
+          f"--config.objective.targets_length={self.expected_targets_length}")
+
+  def validate(self) -> None:
+    o = self.config.objective
+    if not 0.0 < self.noise_density < 1.0:
+      raise UserError(f"objective.noise_density must be in (0, 1), got {self.noise_density}")
+    if self.mean_noise_span_length < 1.0:
+      raise UserError(f"objective.mean_noise_span_length must be at least 1, got "
+                      f"{self.mean_noise_span_length}")
+    if not isinstance(o.targets_length, int) or o.targets_length < 2:
+      raise UserError(f"objective.targets_length must be an integer of at least 2, got {o.targets_length!r}")
+
+  def feature_spec(self, batch_size: int) -> dict:
+    return {name: ((batch_size, self.inputs_length if name.startswith("encoder") else self.targets_length),
+                   np.int32) for name in FEATURES}
+
+  def synthetic_batch(self, batch_size: int, rng: np.random.Generator) -> dict:
+    """Random tokens in full-length, unpacked rows: inputs data.seq_len long, targets as predicted."""
+    n_tg, V = self.expected_targets_length, self.config.model.vocab_size
+    targets_mask = (np.arange(self.targets_length) < n_tg).astype(np.int32)[None].repeat(batch_size, 0)
+    return {"encoder_input_tokens": rng.integers(2, V, (batch_size, self.inputs_length), dtype=np.int32),
+            "encoder_segment_ids": np.ones((batch_size, self.inputs_length), np.int32),
+            "decoder_target_tokens": rng.integers(2, V, (batch_size, self.targets_length), dtype=np.int32)
+                                     * targets_mask,
+            "decoder_segment_ids": targets_mask,
+            "decoder_positions": np.arange(self.targets_length, dtype=np.int32)[None] * targets_mask}
+
+  def dataset(self, documents, tokenizer, seed: int, train: bool):
+    """Rows of features from tokenized documents ({"token_ids": int32 [T], ...}, bert_jax.data.pipeline)."""
+    if tokenizer.extra_ids < self.max_spans:
+      raise UserError(f"tokenizer {tokenizer.path or '(in memory)'} has {tokenizer.extra_ids} <extra_id_N> "
+                      f"sentinels; span corruption needs {self.max_spans}: load it with "
+                      "--config.data.extra_ids=100, or leave data.tokenizer empty to train one with them")
+    if tokenizer.eos_id != self.config.model.eos_token_id:
+      raise UserError(f"the tokenizer's EOS id is {tokenizer.eos_id} but model.eos_token_id="
+                      f"{self.config.model.eos_token_id}; set --config.model.eos_token_id={tokenizer.eos_id}")
+    return self.rows(documents.map(_token_ids), tokenizer.sentinel_id(0), tokenizer.eos_id, seed)
+
+  def rows(self, documents, first_sentinel: int, eos_id: int, seed: int):
+    """Rows of features from a tf.data.Dataset of 1-D token ids."""
+    from bert_jax.data.tf_cpu import tf
+    from bert_jax.objectives import spans
+
+    @tf.autograph.experimental.do_not_convert
+    def corrupt_chunk(index, tokens):
+      return spans.corrupt(tokens, self.noise_density, self.mean_noise_span_length, first_sentinel, eos_id,
+                           tf.stack([tf.cast(seed, tf.int64), index]))
+
+    @tf.autograph.experimental.do_not_convert
+    def padded_row(example):
+      return spans.padded_row(example, self.inputs_length, self.targets_length)
+
+    examples = spans.chunks(documents, self.raw_length).enumerate().map(corrupt_chunk)
+    if self.config.objective.packing:
+      return spans.pack(examples, self.inputs_length, self.targets_length)
+    return examples.map(padded_row)
+
+  def forward(self, model, params, batch: dict, rngs: dict | None = None) -> tuple[dict, dict]:
+    logits_BTV = model.apply({"params": params}, batch["encoder_input_tokens"], decoder_inputs(batch),
+                             batch["encoder_segment_ids"], batch["decoder_segment_ids"], rngs=rngs)
+    logits_BTV = logits_BTV.astype(jnp.float32)
+    targets_BT = batch["decoder_target_tokens"]
+    weights_BT = (batch["decoder_segment_ids"] > 0).astype(jnp.float32)
+    nll_BT = optax.softmax_cross_entropy_with_integer_labels(logits_BTV, targets_BT)
+    correct_BT = (jnp.argmax(logits_BTV, -1) == targets_BT).astype(jnp.float32)
+    return {"targets": jnp.sum(nll_BT * weights_BT)}, {"targets_correct": jnp.sum(correct_BT * weights_BT)}
+
+  def counts(self, batch: dict) -> dict:
+    return {"targets": jnp.sum((batch["decoder_segment_ids"] > 0).astype(jnp.float32))}
+
+  def summarize(self, sums: dict, metrics: dict, counts: dict) -> dict:
+    sums, metrics, counts = jax.tree_util.tree_map(lambda x: float(np.asarray(x)), (sums, metrics, counts))
+    n = max(counts["targets"], 1.0)
+    result = {"loss": float(training_loss(sums, counts)), "targets_loss": sums["targets"] / n,
+              "targets_accuracy": metrics["targets_correct"] / n}
+    result["targets_perplexity"] = float(np.exp(min(result["targets_loss"], 50.0)))
+    return result
+
+  def greedy_decode(self, model, params, batch: dict) -> jax.Array:
+    """[B, targets_length] greedy predictions for the first example (segment 1) of each row."""
+    first_BL = batch["encoder_segment_ids"] == 1
+    return _greedy_decode(model, params, jnp.where(first_BL, batch["encoder_input_tokens"], 0),
+                          first_BL.astype(jnp.int32), self.targets_length, self.config.model.eos_token_id)
+
+  def decode_examples(self, model, params, batch: dict, tokenizer, count: int = 4) -> list[dict]:
+    """Inputs, targets and greedy prediction of the first example of `count` rows as text (sentinels written
+    <extra_id_N>), for a person to read what the model fills in."""
+    rows = {k: np.asarray(v)[:count] for k, v in batch.items()}
+    predicted = np.asarray(self.greedy_decode(model, params, rows))
+    eos = self.config.model.eos_token_id
+
+    def text(ids) -> str:
+      ids = [int(i) for i in ids if i != 0]
+      ids = ids[:ids.index(eos)] if eos in ids else ids
+      parts = []
+      for is_sentinel, group in itertools.groupby(ids, lambda i: i >= tokenizer.piece_count):
+        group = list(group)
+        parts += ([f"<extra_id_{tokenizer.vocab_size - 1 - i}>" for i in group] if is_sentinel
+                  else [tokenizer.decode(group)])
+      return " ".join(parts)
+
+    inputs = [ids[seg == 1] for ids, seg in zip(rows["encoder_input_tokens"], rows["encoder_segment_ids"])]
+    targets = [ids[seg == 1] for ids, seg in zip(rows["decoder_target_tokens"], rows["decoder_segment_ids"])]
+    return [{"inputs": text(inputs[i]), "targets": text(targets[i]), "predicted": text(predicted[i])}
+            for i in range(len(predicted))]
+
+
+def _token_ids(document: dict):
+  """The document's ids (a tf.data map function, kept out of autograph's reach)."""
+  return document["token_ids"]
+
+
+def decoder_inputs(batch: dict) -> jax.Array:
+  """The targets shifted right within each packed example, starting with the start token 0."""
+  targets_BT = batch["decoder_target_tokens"]
+  shifted_BT = jnp.pad(targets_BT, ((0, 0), (1, 0)))[:, :-1]
+  return jnp.where(batch["decoder_positions"] == 0, 0, shifted_BT)
+
+
+def _greedy_decode(model, params, encoder_tokens_BL, encoder_segments_BL, length: int, eos_id: int):
+  def run(params, encoder_tokens_BL, encoder_segments_BL):
+    variables = {"params": params}
+    encoded_BLD = model.apply(variables, encoder_tokens_BL, encoder_segments_BL, method="encode")
+
+    def step(t, state):
+      decoder_in_BT, out_BT, done_B = state
+      logits_BTV = model.apply(variables, encoded_BLD, decoder_in_BT, encoder_segments_BL,
+                               jnp.ones_like(decoder_in_BT), method="decode")
+      token_B = jnp.where(done_B, 0, jnp.argmax(logits_BTV[:, t], -1).astype(jnp.int32))
+      out_BT = out_BT.at[:, t].set(token_B)
+      decoder_in_BT = decoder_in_BT.at[:, t + 1].set(token_B, mode="drop")
+      return decoder_in_BT, out_BT, done_B | (token_B == eos_id)
+
+    zeros_BT = jnp.zeros((encoder_tokens_BL.shape[0], length), jnp.int32)
+    state = (zeros_BT, zeros_BT, jnp.zeros((encoder_tokens_BL.shape[0],), bool))
+    return jax.lax.fori_loop(0, length, step, state)[1]
+
+  return jax.jit(run)(params, encoder_tokens_BL, encoder_segments_BL)

@@ -1,0 +1,7 @@
+"""T5-large v1.0 (d1024 ff4096 L24+24 A16, ReLU, tied embeddings): 737,668,096 parameters."""
+
+from bert_jax import defaults
+
+
+def get_config():
+  return defaults.t5_config(d_model=1024, d_ff=4096, num_layers=24, num_decoder_layers=24, num_heads=16)
