@@ -30,7 +30,11 @@ def base_config() -> ml_collections.ConfigDict:
       "tfds_split": "train",
       "tokenizer": "",  # a SentencePiece .model; empty: train one on the source into <workdir>/tokenizer
       "tokenizer_type": "unigram",
+      "character_coverage": 0.9995,  # SentencePiece: share of characters kept as pieces (1.0 for small alphabets)
+      "tokenizer_sentences": 1_000_000,  # the tokenizer trains on the source's first N sentences
+      "extra_ids": 0,  # T5 sentinels <extra_id_N> on the top ids of the vocabulary
       "prepared_dir": "",  # empty: <workdir>/data
+      "shards": 32,  # training TFRecord files; each process reads a disjoint part of them
       "seq_len": 128,
       "shuffle_buffer": 10000,
       "eval_documents": 64,  # documents held out for evaluation
@@ -170,4 +174,97 @@ def tiny(c: ml_collections.ConfigDict, **model_overrides) -> ml_collections.Conf
   c.optimizer.update(learning_rate=1e-3, warmup_steps=30)
   c.checkpoint.every = 100
   c.eval.update(batches=4, batch_size=32)
+  return c
+
+
+def t5_model(**overrides) -> ml_collections.ConfigDict:
+  """T5-small (v1.0); v1.1 sizes set feed_forward_proj='gated-gelu', tie_word_embeddings=False, dropout=0."""
+  model = ml_collections.ConfigDict({
+      "family": "t5",
+      "vocab_size": 32128,
+      "d_model": 512,
+      "d_kv": 64,
+      "d_ff": 2048,
+      "num_layers": 6,
+      "num_decoder_layers": 6,
+      "num_heads": 8,
+      "relative_attention_num_buckets": 32,
+      "relative_attention_max_distance": 128,
+      "feed_forward_proj": "relu",
+      "tie_word_embeddings": True,
+      "dropout": 0.1,
+      "layer_norm_eps": 1e-6,
+      "pad_token_id": 0,
+      "eos_token_id": 1,
+      "scan_layers": False,
+      "remat": "none",
+      "dtype": "float32",
+  })
+  model.update(overrides)
+  return model
+
+
+def span_corruption_objective(**overrides) -> ml_collections.ConfigDict:
+  """T5's objective: 15% noise in spans of mean length 3; encoder inputs are data.seq_len tokens long."""
+  objective = ml_collections.ConfigDict({
+      "name": "span_corruption",
+      "noise_density": 0.15,
+      "mean_noise_span_length": 3.0,
+      "targets_length": 114,  # decoder length; at least what span_corruption.lengths predicts for data.seq_len
+      "packing": True,  # several short examples per row, kept apart by segment ids
+  })
+  objective.update(overrides)
+  return objective
+
+
+def t5_config(**model_overrides) -> ml_collections.ConfigDict:
+  """T5's recipe: Adafactor, lr 1/sqrt(max(step, 10^4)), batch 128 x 512 input tokens, 2^19 steps."""
+  c = base_config()
+  c.model = t5_model(**model_overrides)
+  c.objective = span_corruption_objective()
+  c.data.update(seq_len=512, extra_ids=100)
+  c.train.update(steps=2 ** 19, batch_size=128, log_every=100, clip_norm=0.0)
+  c.optimizer.update(name="adafactor", learning_rate=0.01, schedule="rsqrt", warmup_steps=10_000,
+                     weight_decay=0.0)
+  c.checkpoint.every = 10_000
+  return c
+
+
+def xlnet_config(**model_overrides) -> ml_collections.ConfigDict:
+  """XLNet-base (L12 H768 A12, V32000) with the XLNet-large recipe: seq 512, 85 predicted tokens in spans
+  (alpha 6, beta 1), factorization order within blocks of 256, Adam lr 4e-4, 40k warm-up, batch 8192, 500k steps."""
+  c = base_config()
+  c.model = ml_collections.ConfigDict({
+      "family": "xlnet",
+      "vocab_size": 32000,
+      "hidden_size": 768,
+      "num_layers": 12,
+      "num_heads": 12,
+      "intermediate_size": 3072,
+      "hidden_act": "gelu",
+      "dropout": 0.1,
+      "layer_norm_eps": 1e-12,
+      "initializer_range": 0.02,
+      "mem_len": 384,  # returned by the model; training runs each batch without memory from the last one
+      "reuse_len": 256,  # leading tokens of an example that form its own permutation block
+      "clamp_len": -1,
+      "scan_layers": False,
+      "remat": "none",
+      "dtype": "float32",
+  })
+  c.model.update(model_overrides)
+  c.objective = ml_collections.ConfigDict({
+      "name": "permutation_lm",
+      "num_predict": 85,  # predicted tokens per example, about seq_len / K with K = 6
+      "perm_size": 256,  # the factorization order is sampled within blocks of this many tokens
+      "max_ngram": 5,  # target spans of n <= max_ngram tokens, p(n) proportional to 1/n
+      "mask_alpha": 6,  # one span of n tokens in a context of n * mask_alpha / mask_beta tokens
+      "mask_beta": 1,
+      "bi_data": False,  # also emit every example read backwards (relative distances negated)
+      "random_b_prob": 0.5,  # segment B comes from elsewhere in the corpus instead of following A
+  })
+  c.data.seq_len = 512
+  c.train.update(steps=500_000, batch_size=8192, log_every=100)
+  c.optimizer.update(learning_rate=4e-4, warmup_steps=40_000, weight_decay=0.01, eps=1e-6)
+  c.checkpoint.every = 10_000
   return c

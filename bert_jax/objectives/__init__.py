@@ -8,7 +8,10 @@ An objective class is built from the whole config and provides:
   forward(model, params, batch, rngs) -> (sums, metrics): summed loss per term, summed metrics
   counts(batch)                    -> {term: denominator} for each loss term, from the batch alone
   summarize(totals)                -> readable metrics from accumulated sums, metrics and counts
-  dataset(documents, tokenizer, seed, train) -> unbatched tf.data.Dataset of features
+  dataset(documents, tokenizer, seed, train) -> unbatched tf.data.Dataset of features; documents is a
+      tf.data.Dataset of {"token_ids": int32 [T], "sentence_lengths": int32 [S]} (a document's sentences
+      concatenated: bert_jax.data.pipeline.documents), tokenizer a bert_jax.data.tokenizer.Tokenizer, seed an
+      int; the transform is stateless graph ops seeded by (seed, position in the stream)
 
 The training loss is sum over terms of sums[t] / counts[t], with counts taken over the whole global
 batch, so gradient accumulation over microbatches equals one large batch exactly.

@@ -5,6 +5,8 @@ Features of one example (length L = data.seq_len, P = objective.max_predictions)
   masked_positions [P] int32, masked_ids [P] int32 (the original tokens), masked_weights [P] float32
   (1 = a real prediction, 0 = padding), and sentence_label [] int32 when objective.sentence_task
   is nsp (1 = B is random) or sop (1 = A and B are swapped).
+The tf.data transform: documents -> segment pairs or full-sentence packing (bert_jax/data/segments.py) ->
+masking (bert_jax/objectives/masking.py), all in graph ops.
 """
 
 from typing import Any
@@ -16,6 +18,8 @@ import optax
 
 from bert_jax.errors import UserError
 from bert_jax.objectives import training_loss
+
+MASKING_GROUP = 64  # sequences masked in one vectorized step
 
 
 class MaskedLM:
@@ -39,6 +43,12 @@ class MaskedLM:
       raise UserError(f"objective.max_predictions must be in [1, data.seq_len={self.seq_len}], got {o.max_predictions}")
     if self.seq_len > self.config.model.max_position:
       raise UserError(f"data.seq_len={self.seq_len} exceeds model.max_position={self.config.model.max_position}")
+    if o.packing not in ("pairs", "full_sentences"):
+      raise UserError(f"objective.packing must be pairs or full_sentences, got '{o.packing}'")
+    if o.packing == "full_sentences" and o.sentence_task != "none":
+      raise UserError("objective.packing=full_sentences has no sentence pairs; set objective.sentence_task=none")
+    if o.max_ngram < 1 or not 0 <= o.mask_token_fraction + o.random_token_fraction <= 1:
+      raise UserError("objective.max_ngram must be >= 1 and mask_token_fraction + random_token_fraction <= 1")
 
   def feature_spec(self, batch_size: int) -> dict:
     L, P = self.seq_len, self.max_predictions
@@ -63,6 +73,31 @@ class MaskedLM:
     if self.sentence_task != "none":
       batch["sentence_label"] = rng.integers(0, 2, (batch_size,), dtype=np.int32)
     return batch
+
+  def dataset(self, documents, tokenizer, seed: int, train: bool):
+    """Unbatched features (feature_spec without the batch axis) from a stream of tokenized documents; the
+    masks differ wherever a document occurs in the stream, so a repeated stream is masked anew each epoch."""
+    from bert_jax.data import segments
+    from bert_jax.data.tf_cpu import tf
+    from bert_jax.objectives import masking
+
+    o = self.config.objective
+    ids = segments.SpecialIds(cls=tokenizer.cls_id, sep=tokenizer.sep_id, pad=tokenizer.pad_id)
+    if o.packing == "pairs":
+      sequences = segments.segment_pairs(documents, self.seq_len, o.sentence_task, o.short_seq_prob, ids, seed)
+    else:
+      sequences = segments.full_sentences(documents, self.seq_len, ids, seed)
+    tables = masking.Tables.from_tokenizer(tokenizer)
+    names = self.feature_spec(1)
+
+    @tf.autograph.experimental.do_not_convert
+    def features(group: dict) -> dict:  # sequences masked together, with the first one's seed
+      masked = masking.mask_tokens(group["input_ids"], group["seed"][0], tables, o.mask_rate, self.max_predictions,
+                                   o.whole_word, o.max_ngram, o.mask_token_fraction, o.random_token_fraction)
+      return {name: masked[name] if name in masked else group[name] for name in names}
+
+    groups = sequences.batch(MASKING_GROUP).map(features, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    return groups.unbatch()
 
   def forward(self, model, params, batch: dict, rngs: dict | None = None) -> tuple[dict, dict]:
     outputs = model.apply({"params": params}, batch["input_ids"], batch["token_type_ids"],

@@ -1,0 +1,29 @@
+"""`bert-jax prepare`: tokenize a source once into sharded TFRecords (training does this too when needed)."""
+
+import argparse
+
+from bert_jax import cli, config as config_lib
+
+HELP = "tokenize data.source into sharded TFRecords under <workdir>/data (training tokenizer first if needed)"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+  cli.add_config_argument(parser)
+  parser.add_argument("--workdir", required=True, help="where the tokenizer and prepared data go")
+  parser.add_argument("--source", help="overrides data.source: demo, a file, directory or glob, jsonl:PATH, tfds:NAME")
+  parser.add_argument("--output", help="overrides data.prepared_dir (default: <workdir>/data)")
+
+
+def run(args) -> int:
+  from bert_jax.data import pipeline  # TensorFlow loads only when the command runs
+
+  overrides = [*args.overrides, *([f"data.source={args.source}"] if args.source else []),
+               *([f"data.prepared_dir={args.output}"] if args.output else [])]
+  config = config_lib.load_config(args.config, overrides)
+  metadata = pipeline.prepare_if_needed(config, args.workdir)
+  for split, shards in metadata["splits"].items():
+    totals = {key: sum(s[key] for s in shards) for key in ("documents", "sentences", "tokens")}
+    print(f"{split}: {totals['documents']:,} documents, {totals['sentences']:,} sentences, {totals['tokens']:,} tokens "
+          f"in {len(shards)} files")
+  print(f"prepared data: {pipeline.prepared_dir(config, args.workdir)} (tokenizer {metadata['tokenizer']})")
+  return 0

@@ -1,0 +1,45 @@
+"""`bert-jax tokenizer`: train a SentencePiece tokenizer on a source (the config's, or --source)."""
+
+import argparse
+from pathlib import Path
+
+from bert_jax import cli, config as config_lib
+from bert_jax.data import tokenizer as tokenizer_lib
+from bert_jax.data.sources import Source
+from bert_jax.errors import UserError
+
+HELP = "train a SentencePiece tokenizer (unigram or BPE) with [PAD] [CLS] [SEP] [MASK] and optional T5 sentinels"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+  cli.add_config_argument(parser)
+  parser.add_argument("--output", required=True, help="the .model file to write")
+  parser.add_argument("--source", help="text to train on (default: data.source): demo, a file, directory or glob, "
+                                       "jsonl:PATH or tfds:NAME")
+  parser.add_argument("--vocab-size", type=int, help="ids in all, sentinels included (default: model.vocab_size)")
+  parser.add_argument("--model-type", choices=("unigram", "bpe"), help="default: data.tokenizer_type")
+  parser.add_argument("--character-coverage", type=float, help="default: data.character_coverage")
+  parser.add_argument("--extra-ids", type=int,
+                      help="T5 sentinels <extra_id_N> on the top ids (default: data.extra_ids)")
+  parser.add_argument("--max-sentences", type=int,
+                      help="train on the first N sentences (default: data.tokenizer_sentences)")
+  parser.add_argument("--force", action="store_true", help="overwrite --output if it exists")
+
+
+def run(args) -> int:
+  settings = {"data.source": args.source, "model.vocab_size": args.vocab_size, "data.tokenizer_type": args.model_type,
+              "data.character_coverage": args.character_coverage, "data.extra_ids": args.extra_ids,
+              "data.tokenizer_sentences": args.max_sentences}
+  overrides = [f"{key}={value}" for key, value in settings.items() if value is not None]
+  config = config_lib.load_config(args.config, [*args.overrides, *overrides])
+  output = Path(args.output)
+  if output.suffix != ".model":
+    raise UserError(f"--output {output} should end in .model")
+  if output.exists() and not args.force:
+    raise UserError(f"{output} exists; pass --force to overwrite it")
+  tokenizer = tokenizer_lib.train_for_config(config, Source(config.data), output)
+  sentinels = f" and {tokenizer.extra_ids} sentinels" if tokenizer.extra_ids else ""
+  print(f"wrote {output}: {tokenizer.piece_count} pieces{sentinels}; [PAD]={tokenizer.pad_id} </s>={tokenizer.eos_id} "
+        f"[CLS]={tokenizer.cls_id} [SEP]={tokenizer.sep_id} [MASK]={tokenizer.mask_id}")
+  print(f"use it with --config.data.tokenizer={output}")
+  return 0

@@ -1,0 +1,208 @@
+"""What training and evaluation call: prepare the data once, then stream batches of an objective's features.
+
+  prepare_if_needed(config, workdir)   tokenizer (data.tokenizer, or one trained into <workdir>/tokenizer) and
+                                       prepared TFRecords (data.prepared_dir, or <workdir>/data); process 0
+                                       writes, the other processes wait for its completion marker
+  train_dataset(config, workdir, i, n) infinite, process-local batches of train.batch_size // n
+  eval_dataset(config, workdir, i, n)  eval.batches batches of eval.batch_size // n from the held-out split,
+                                       identical on every call
+  documents(config, workdir, split, ...) one process's tokenized documents (what objective.dataset consumes)
+  load_tokenizer(config, workdir)      the tokenizer the prepared data was made with
+  to_global_arrays(batch, sharding)    process-local numpy batches -> global jax.Arrays over the mesh
+
+A training stream: this process's files (files[i::n]; every n-th document when there are fewer files than
+processes) -> interleaved reads -> documents shuffled (data.shuffle_buffer) anew each epoch, epochs repeated
+forever -> the objective's transform (new masks each epoch) -> examples shuffled over 16 batches -> batches
+-> prefetch. Everything is a seeded tf.data op, so the same config gives the same batches, and the
+iterator's position can be saved and restored exactly with tf.train.Checkpoint(iterator=iterator).
+"""
+
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import jax
+import numpy as np
+
+from bert_jax.data import prepare as prepare_lib
+from bert_jax.data import tokenizer as tokenizer_lib
+from bert_jax.data.sources import Source
+from bert_jax.data.tf_cpu import tf
+from bert_jax.errors import UserError
+from bert_jax.objectives import get_objective
+
+TOKENIZER_SETTINGS = "tokenizer.json"
+WAIT_SECONDS = 2.0
+EXAMPLE_SHUFFLE_BATCHES = 16  # the sequences of one document spread over this many batches
+
+
+def prepared_dir(config: Any, workdir: str | Path) -> Path:
+  return Path(config.data.prepared_dir or Path(workdir) / "data")
+
+
+def tokenizer_settings(config: Any, source: Source) -> dict:
+  return {"source": source.fingerprint(), "vocab_size": config.model.vocab_size,
+          "type": config.data.tokenizer_type, "character_coverage": config.data.character_coverage,
+          "pad_id": config.model.get("pad_token_id", 0), "extra_ids": config.data.extra_ids,
+          "sentences": config.data.tokenizer_sentences}
+
+
+def _tokenizer_for(config: Any, workdir: str | Path, source: Source) -> tokenizer_lib.Tokenizer:
+  """data.tokenizer when given; otherwise <workdir>/tokenizer/spm.model, trained on the source the first time."""
+  if config.data.tokenizer:
+    tokenizer = tokenizer_lib.load(config.data.tokenizer, config.data.extra_ids)
+  else:
+    directory = Path(workdir) / "tokenizer"
+    wanted = tokenizer_settings(config, source)
+    settings_path = directory / TOKENIZER_SETTINGS
+    if settings_path.is_file():
+      found = json.loads(settings_path.read_text())
+      if found != wanted:
+        changed = sorted(k for k in wanted if found.get(k) != wanted[k])
+        raise UserError(f"{directory} holds a tokenizer trained with other settings ({', '.join(changed)} differ); "
+                        "use a new --workdir or delete that directory")
+      tokenizer = tokenizer_lib.load(directory / "spm.model", config.data.extra_ids)
+    else:
+      print(f"training a {config.data.tokenizer_type} tokenizer of {config.model.vocab_size} ids on {source.spec}",
+            file=sys.stderr)
+      tokenizer = tokenizer_lib.train_for_config(config, source, directory / "spm.model")
+      partial = settings_path.with_name(TOKENIZER_SETTINGS + ".partial")
+      partial.write_text(json.dumps(wanted, indent=1))
+      partial.replace(settings_path)
+  tokenizer_lib.check_model_fit(tokenizer, config.model)
+  return tokenizer
+
+
+def prepare_if_needed(config: Any, workdir: str | Path) -> dict:
+  """Tokenizer and prepared data for config.data; a no-op when they are complete. Returns the metadata."""
+  directory = prepared_dir(config, workdir)
+  if jax.process_index() != 0:
+    return _wait_for_metadata(directory)
+  source = Source(config.data)
+  tokenizer = _tokenizer_for(config, workdir, source)
+  return prepare_lib.prepare(config, source, tokenizer, directory)
+
+
+def _wait_for_metadata(directory: Path) -> dict:
+  announced = False
+  while (metadata := prepare_lib.read_metadata(directory)) is None:
+    if not announced:
+      print(f"process {jax.process_index()}: waiting for process 0 to prepare {directory}", file=sys.stderr)
+      announced = True
+    time.sleep(WAIT_SECONDS)
+  return metadata
+
+
+def _metadata(config: Any, workdir: str | Path) -> dict:
+  directory = prepared_dir(config, workdir)
+  metadata = prepare_lib.read_metadata(directory)
+  if metadata is None:
+    raise UserError(f"no prepared data in {directory}; run `bert-jax prepare --config ... --workdir ...` first")
+  return metadata
+
+
+def load_tokenizer(config: Any, workdir: str | Path) -> tokenizer_lib.Tokenizer:
+  """The tokenizer of the prepared data, checked against the model (vocab size, pad id)."""
+  tokenizer = tokenizer_lib.load(_metadata(config, workdir)["tokenizer"], config.data.extra_ids)
+  tokenizer_lib.check_model_fit(tokenizer, config.model)
+  return tokenizer
+
+
+def _seed(config: Any, *purpose: int) -> int:
+  """A seed for one use (and one process), derived from config.seed."""
+  return int(np.random.SeedSequence([config.seed, *purpose]).generate_state(1)[0] >> 1)
+
+
+def _local_batch(global_batch: int, process_count: int, key: str) -> int:
+  if global_batch % process_count:
+    raise UserError(f"{key}={global_batch} is not divisible by the {process_count} processes")
+  return global_batch // process_count
+
+
+def _shards(config: Any, workdir: str | Path, split: str, process_index: int, process_count: int):
+  """(this process's shards, whether whole files are shared out; otherwise every process reads them all and
+  keeps every process_count-th document)."""
+  shards = [s for s in _metadata(config, workdir)["splits"][split] if s["documents"]]
+  by_file = len(shards) >= process_count
+  return (shards[process_index::process_count] if by_file else shards), by_file
+
+
+def _check_fills_a_batch(config: Any, workdir: str | Path, split: str, process_index: int, process_count: int,
+                         local_batch: int) -> None:
+  """An upper bound of the sequences one pass gives (each takes at least one sentence or seq_len - 3 tokens)
+  must reach a batch."""
+  mine, by_file = _shards(config, workdir, split, process_index, process_count)
+  share = 1 if by_file else process_count
+  most = (sum(s["sentences"] for s in mine) + sum(s["tokens"] for s in mine) // (config.data.seq_len - 3)) // share
+  if most < local_batch:
+    raise UserError(f"the {split} split is too small: process {process_index} of {process_count} gets at most "
+                    f"{most} sequences of data.seq_len={config.data.seq_len}, fewer than one batch of "
+                    f"{local_batch}; add text, or lower the batch size or data.eval_documents")
+
+
+def documents(config: Any, workdir: str | Path, split: str, process_index: int = 0, process_count: int = 1,
+              shuffle: bool = False):
+  """This process's documents of a split: {"token_ids": int32 [T], "sentence_lengths": int32 [S]}. With
+  `shuffle`, shuffled anew each epoch and repeated forever; otherwise one pass in file order."""
+  mine, by_file = _shards(config, workdir, split, process_index, process_count)
+  if not mine:
+    raise UserError(f"the prepared data has no {split} documents"
+                    + ("; set data.eval_documents > 0 and prepare it again" if split == "eval" else ""))
+  directory = prepared_dir(config, workdir)
+  files = tf.data.Dataset.from_tensor_slices([str(directory / s["file"]) for s in mine])
+  if shuffle:  # the same order in every process, so that sharding by document below stays disjoint
+    files = files.shuffle(len(mine), seed=_seed(config, 1), reshuffle_each_iteration=True)
+  found = files.interleave(tf.data.TFRecordDataset, cycle_length=min(len(mine), 8), block_length=1,
+                           num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+  if not by_file:
+    found = found.shard(process_count, process_index)
+  found = found.map(_parse_document, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+  if shuffle:
+    found = found.shuffle(config.data.shuffle_buffer, seed=_seed(config, 2, process_index),
+                          reshuffle_each_iteration=True).repeat()
+  return found
+
+
+@tf.autograph.experimental.do_not_convert
+def _parse_document(record):
+  parsed = tf.io.parse_single_example(record, {"token_ids": tf.io.RaggedFeature(tf.int64),
+                                               "sentence_lengths": tf.io.RaggedFeature(tf.int64)})
+  return {name: tf.cast(values, tf.int32) for name, values in parsed.items()}
+
+
+def _with_options(dataset):
+  options = tf.data.Options()
+  options.deterministic = True
+  return dataset.with_options(options)
+
+
+def train_dataset(config: Any, workdir: str | Path, process_index: int = 0, process_count: int = 1):
+  """Infinite process-local batches with the shapes and dtypes of objective.feature_spec(local batch)."""
+  objective = get_objective(config)
+  tokenizer = load_tokenizer(config, workdir)
+  batch = _local_batch(config.train.batch_size, process_count, "train.batch_size")
+  _check_fills_a_batch(config, workdir, "train", process_index, process_count, batch)
+  stream = documents(config, workdir, "train", process_index, process_count, shuffle=True)
+  examples = objective.dataset(stream, tokenizer, _seed(config, 3, process_index), True)
+  examples = examples.shuffle(EXAMPLE_SHUFFLE_BATCHES * batch, seed=_seed(config, 4, process_index))
+  return _with_options(examples.batch(batch, drop_remainder=True).prefetch(tf.data.AUTOTUNE))
+
+
+def eval_dataset(config: Any, workdir: str | Path, process_index: int = 0, process_count: int = 1):
+  """config.eval.batches batches from the held-out documents with fixed masks: the same numbers on every
+  call. A held-out split smaller than that many batches is cycled."""
+  objective = get_objective(config)
+  tokenizer = load_tokenizer(config, workdir)
+  batch = _local_batch(config.eval.batch_size, process_count, "eval.batch_size")
+  stream = documents(config, workdir, "eval", process_index, process_count)
+  _check_fills_a_batch(config, workdir, "eval", process_index, process_count, batch)
+  examples = objective.dataset(stream, tokenizer, _seed(config, 5, process_index), False)
+  batches = examples.repeat().batch(batch, drop_remainder=True).take(config.eval.batches)
+  return _with_options(batches.prefetch(tf.data.AUTOTUNE))
+
+
+def to_global_arrays(batch: dict, sharding: jax.sharding.Sharding) -> dict:
+  """Process-local numpy arrays (leading dim = local batch) -> global jax.Arrays sharded over the batch axes."""
+  return {name: jax.make_array_from_process_local_data(sharding, np.asarray(value)) for name, value in batch.items()}

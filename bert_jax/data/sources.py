@@ -1,0 +1,218 @@
+"""Text sources behind one interface: a `Source` yields documents, each a list of sentences.
+
+data.source names one of:
+  demo          the English documentation that ships with CPython (pydoc_data.topics): no download
+  PATH          a text file, a directory (every file below it) or a glob; data.text_format says how to read it:
+                'sentences' (one sentence per line, a blank line between documents: BERT's convention) or
+                'documents' (one document per line)
+  jsonl:PATH    JSON lines (PATH may be a glob); the document is the record's data.jsonl_field
+  tfds:NAME     a TFDS dataset (wikipedia/20230601.en, c4/en, ...) already prepared in data.tfds_data_dir;
+                split data.tfds_split, text feature data.jsonl_field
+Running text (documents format, JSON lines, TFDS, the demo's prose) is cut into sentences at line breaks, after
+. ! ? followed by whitespace, and after 。！？.
+
+Lines that are not valid UTF-8 are skipped and counted; `skipped_report()` names how many and where the first
+one was (prepare and the tokenizer command print it). Malformed JSON fails naming the file and line.
+"""
+
+import glob
+import json
+import os
+import re
+import sys
+from pathlib import Path
+from typing import Any, Iterator
+
+from bert_jax.errors import UserError
+
+TEXT_FORMATS = ("sentences", "documents")
+SENTENCE_BREAK = re.compile(r"(?<=[.!?])\s+|(?<=[。！？])")
+HEADING_RULE = re.compile(r"^\s*([*=\-~^#])\1{2,}\s*$")
+DEMO_DOCUMENT_CHARS = 1000  # the demo's sections are cut into documents of about this many characters
+
+
+def split_sentences(text: str) -> list[str]:
+  return [s.strip() for line in text.splitlines() for s in SENTENCE_BREAK.split(line) if s.strip()]
+
+
+class Source:
+  """One corpus named by config.data; errors about the source itself are raised here, before any work."""
+
+  def __init__(self, data_config: Any):
+    self.spec = data_config.source
+    self.text_format = data_config.text_format
+    self.field = data_config.jsonl_field
+    self.skipped_lines = 0
+    self.first_skipped = ""
+    if self.text_format not in TEXT_FORMATS:
+      raise UserError(f"data.text_format must be one of {', '.join(TEXT_FORMATS)}, got '{self.text_format}'")
+    if self.spec == "synthetic":
+      raise UserError("data.source=synthetic generates random batches and has no text to read")
+    if self.spec == "demo":
+      self.kind, self.files = "demo", []
+    elif self.spec.startswith("tfds:"):
+      self.kind, self.files = "tfds", []
+      self.builder = _tfds_builder(self.spec[len("tfds:"):], data_config.tfds_data_dir)
+      self.split = data_config.tfds_split
+    elif self.spec.startswith("jsonl:"):
+      self.kind, self.files = "jsonl", _expand(self.spec[len("jsonl:"):])
+    else:
+      self.kind, self.files = "text", _expand(self.spec)
+
+  def documents(self) -> Iterator[list[str]]:
+    """Non-empty documents in source order."""
+    if self.kind == "demo":
+      yield from _demo_documents()
+    elif self.kind == "tfds":
+      yield from self._tfds_documents()
+    elif self.kind == "jsonl":
+      for path in self.files:
+        yield from self._jsonl_documents(path)
+    else:
+      for path in self.files:
+        yield from self._text_documents(path)
+
+  def sentences(self) -> Iterator[str]:
+    for document in self.documents():
+      yield from document
+
+  def fingerprint(self) -> dict:
+    """What the prepared data depends on: a change here makes old prepared data stale."""
+    found = {"source": self.spec, "text_format": self.text_format}
+    if self.kind in ("jsonl", "tfds"):
+      found["field"] = self.field
+    if self.kind == "tfds":
+      found.update(split=self.split, version=str(self.builder.version), data_dir=str(self.builder.data_dir))
+    if self.kind == "demo":
+      found["python"] = "%d.%d" % sys.version_info[:2]
+    found["files"] = [[str(p), p.stat().st_size, p.stat().st_mtime_ns] for p in self.files]
+    return found
+
+  def skipped_report(self) -> str | None:
+    if not self.skipped_lines:
+      return None
+    return (f"warning: skipped {self.skipped_lines} line(s) that are not valid UTF-8 "
+            f"(the first at {self.first_skipped})")
+
+  def _lines(self, path: Path) -> Iterator[tuple[int, str]]:
+    with open(path, "rb") as f:
+      for number, raw in enumerate(f, 1):
+        try:
+          line = raw.decode("utf-8")
+        except UnicodeDecodeError:
+          self.skipped_lines += 1
+          self.first_skipped = self.first_skipped or f"{path}:{number}"
+          continue
+        yield number, line.lstrip("\ufeff").rstrip("\r\n")
+
+  def _text_documents(self, path: Path) -> Iterator[list[str]]:
+    if self.text_format == "documents":
+      for _, line in self._lines(path):
+        sentences = split_sentences(line)
+        if sentences:
+          yield sentences
+      return
+    document = []
+    for _, line in self._lines(path):
+      if line.strip():
+        document.append(line.strip())
+      elif document:
+        yield document
+        document = []
+    if document:
+      yield document
+
+  def _jsonl_documents(self, path: Path) -> Iterator[list[str]]:
+    for number, line in self._lines(path):
+      if not line.strip():
+        continue
+      try:
+        record = json.loads(line)
+      except json.JSONDecodeError as e:
+        raise UserError(f"{path}:{number} is not valid JSON ({e.msg})") from None
+      if not isinstance(record, dict) or not isinstance(record.get(self.field), str):
+        raise UserError(f"{path}:{number} has no text field '{self.field}'; set data.jsonl_field to the field "
+                        "that holds the document")
+      sentences = split_sentences(record[self.field])
+      if sentences:
+        yield sentences
+
+  def _tfds_documents(self) -> Iterator[list[str]]:
+    import tensorflow_datasets as tfds
+
+    features = self.builder.info.features
+    if self.field not in features:
+      raise UserError(f"TFDS dataset {self.builder.name} has no feature '{self.field}' (it has: "
+                      f"{', '.join(features)}); set data.jsonl_field")
+    if self.split not in self.builder.info.splits:
+      raise UserError(f"TFDS dataset {self.builder.name} has no split '{self.split}' (it has: "
+                      f"{', '.join(self.builder.info.splits)}); set data.tfds_split")
+    dataset = self.builder.as_dataset(split=self.split, shuffle_files=False)
+    for number, record in enumerate(tfds.as_numpy(dataset)):
+      try:
+        text = record[self.field].decode("utf-8")
+      except UnicodeDecodeError:
+        self.skipped_lines += 1
+        self.first_skipped = self.first_skipped or f"{self.builder.name}[{self.split}] record {number}"
+        continue
+      sentences = split_sentences(text)
+      if sentences:
+        yield sentences
+
+
+def _expand(pattern: str) -> list[Path]:
+  path = Path(pattern).expanduser()
+  if path.is_dir():
+    files = sorted(p for p in path.rglob("*") if p.is_file())
+  elif path.is_file():
+    files = [path]
+  else:
+    files = sorted(Path(p) for p in glob.glob(os.path.expanduser(pattern), recursive=True) if Path(p).is_file())
+  if not files:
+    raise UserError(f"data.source '{pattern}' matches no files; give a text file, a directory, a glob, "
+                    "jsonl:PATH, tfds:NAME or demo")
+  return files
+
+
+def _tfds_builder(name: str, data_dir: str):
+  import tensorflow_datasets as tfds
+
+  try:
+    builder = tfds.builder(name, data_dir=data_dir or None)
+  except tfds.core.registered.DatasetNotFoundError:
+    raise UserError(f"TFDS has no dataset named '{name}'; see https://www.tensorflow.org/datasets/catalog") from None
+  if not builder.is_prepared():
+    where = f" --data_dir {data_dir}" if data_dir else ""
+    raise UserError(f"TFDS dataset '{name}' is not prepared in {Path(builder.data_dir).parents[1]}; prepare it with "
+                    f"`tfds build {name}{where}` (or point data.tfds_data_dir at where it is)")
+  return builder
+
+
+def _demo_documents() -> Iterator[list[str]]:
+  try:
+    from pydoc_data.topics import topics
+  except ImportError:
+    raise UserError("the demo corpus needs CPython's pydoc_data module, which this Python lacks; set "
+                    "data.source to a text file") from None
+  for name in sorted(topics):
+    yield from _demo_topic_documents(topics[name])
+
+
+def _demo_topic_documents(text: str) -> Iterator[list[str]]:
+  """A topic's sections cut into documents of about DEMO_DOCUMENT_CHARS; code blocks give one sentence a line."""
+  document, size = [], 0
+  for paragraph in re.split(r"\n\s*\n", text):
+    lines = [line for line in paragraph.splitlines() if line.strip()]
+    heading = any(HEADING_RULE.match(line) for line in lines)
+    lines = [line for line in lines if not HEADING_RULE.match(line)]
+    if (heading or size >= DEMO_DOCUMENT_CHARS) and document:
+      yield document
+      document, size = [], 0
+    if all(line.startswith("   ") for line in lines):
+      sentences = [line.strip() for line in lines]
+    else:
+      sentences = split_sentences(" ".join(line.strip() for line in lines))
+    document.extend(sentences)
+    size += sum(len(s) for s in sentences)
+  if document:
+    yield document

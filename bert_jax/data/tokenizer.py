@@ -1,0 +1,202 @@
+"""SentencePiece tokenizers: trained on any source or loaded from a .model, with the ids objectives need.
+
+Special pieces of a tokenizer trained here (P = model.pad_token_id): [PAD] at id P, then </s>, [UNK], [CLS],
+[SEP], [MASK] on the lowest free ids, in that order. With P = 0: [PAD]=0 </s>=1 [UNK]=2 [CLS]=3 [SEP]=4
+[MASK]=5; with P = 1 (RoBERTa): </s>=0 [PAD]=1 [UNK]=2 [CLS]=3 [SEP]=4 [MASK]=5. [CLS], [SEP] and [MASK]
+are control pieces: text never encodes to them (a literal "[MASK]" in a corpus stays ordinary text).
+
+T5 sentinels: with extra_ids=N the SentencePiece model holds vocab_size - N pieces and <extra_id_K> is id
+vocab_size - 1 - K, above every piece (<extra_id_0> the highest), as T5's vocabularies do. They live in
+this wrapper, so the same N must be given when the .model is loaded (config.data.extra_ids).
+
+A loaded .model (ALBERT's, T5's, one trained elsewhere) works the same, provided it has the pieces the
+objective asks for; its pad id must equal model.pad_token_id.
+"""
+
+import hashlib
+import io
+import os
+import re
+import sys
+import unicodedata
+from pathlib import Path
+from typing import Any, Iterable
+
+import numpy as np
+import sentencepiece as spm
+
+from bert_jax.errors import UserError
+
+SPECIAL_PIECES = ("</s>", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
+WORD_BOUNDARY = "\u2581"  # SentencePiece's marker for a piece that begins after whitespace
+MODEL_TYPES = ("unigram", "bpe")
+
+
+class Tokenizer:
+  """A SentencePiece processor plus optional T5 sentinels on top of its ids."""
+
+  def __init__(self, processor: spm.SentencePieceProcessor, extra_ids: int = 0, path: str = ""):
+    self.processor = processor
+    self.extra_ids = extra_ids
+    self.path = path
+    self.piece_count = processor.get_piece_size()
+
+  @property
+  def vocab_size(self) -> int:
+    return self.piece_count + self.extra_ids
+
+  def piece_id(self, *names: str) -> int:
+    """The id of the first of `names` the model has (a piece it lacks maps to [UNK])."""
+    for name in names:
+      piece_id = self.processor.piece_to_id(name)
+      if not self.processor.is_unknown(piece_id) or name in ("[UNK]", "<unk>"):
+        return piece_id
+    raise UserError(f"tokenizer {self.path or '(in memory)'} has no {names[0]} piece, which this objective needs; "
+                    "train one with `bert-jax tokenizer` (it adds [CLS] [SEP] [MASK] [PAD])")
+
+  @property
+  def pad_id(self) -> int:
+    return self.processor.pad_id() if self.processor.pad_id() >= 0 else self.piece_id("[PAD]", "<pad>")
+
+  @property
+  def eos_id(self) -> int:
+    return self.processor.eos_id() if self.processor.eos_id() >= 0 else self.piece_id("</s>", "[SEP]")
+
+  @property
+  def cls_id(self) -> int:
+    return self.piece_id("[CLS]", "<cls>")
+
+  @property
+  def sep_id(self) -> int:
+    return self.piece_id("[SEP]", "<sep>")
+
+  @property
+  def mask_id(self) -> int:
+    return self.piece_id("[MASK]", "<mask>")
+
+  def sentinel_id(self, index: int) -> int:
+    if not 0 <= index < self.extra_ids:
+      raise ValueError(f"<extra_id_{index}> does not exist: the tokenizer has {self.extra_ids} extra ids")
+    return self.vocab_size - 1 - index
+
+  def special_mask(self) -> np.ndarray:
+    """[vocab_size] bool: ids that are never masked nor drawn as random replacements (control pieces,
+    [UNK], padding, unused pieces and sentinels)."""
+    p = self.processor
+    special = np.ones(self.vocab_size, bool)
+    special[:self.piece_count] = [p.is_control(i) or p.is_unknown(i) or p.is_unused(i)
+                                  for i in range(self.piece_count)]
+    special[self.pad_id] = True
+    return special
+
+  def word_starts(self) -> np.ndarray:
+    """[vocab_size] bool: pieces that begin a word (after whitespace, or a CJK character, which is a word of
+    its own as in BERT's Chinese models); the others continue the word before them."""
+    starts = np.ones(self.vocab_size, bool)
+    for i in range(self.piece_count):
+      piece = self.processor.id_to_piece(i)
+      starts[i] = piece.startswith(WORD_BOUNDARY) or (bool(piece) and _is_cjk(piece[0]))
+    return starts
+
+  def encode(self, texts: list[str]) -> list[list[int]]:
+    return self.processor.encode(texts, num_threads=os.cpu_count() or 1)
+
+  def decode(self, ids: Iterable[int]) -> str:
+    return self.processor.decode([int(i) for i in ids if int(i) < self.piece_count])
+
+  def sha256(self) -> str:
+    return hashlib.sha256(self.processor.serialized_model_proto()).hexdigest()
+
+
+def _is_cjk(char: str) -> bool:
+  return unicodedata.name(char, "").startswith(("CJK ", "HIRAGANA", "KATAKANA", "HANGUL"))
+
+
+def special_layout(pad_id: int) -> dict[str, int]:
+  """Piece -> id of the special pieces, [PAD] at pad_id and the rest on the lowest free ids."""
+  free = (i for i in range(len(SPECIAL_PIECES) + 1) if i != pad_id)
+  layout = {piece: next(free) for piece in SPECIAL_PIECES}
+  layout["[PAD]"] = pad_id
+  return layout
+
+
+def train(sentences: Iterable[str], output: str | Path, vocab_size: int, model_type: str = "unigram",
+          character_coverage: float = 0.9995, pad_id: int = 0, extra_ids: int = 0,
+          max_sentences: int = 1_000_000) -> Tokenizer:
+  """Trains on the first `max_sentences` non-empty sentences; writes `output` only when training succeeded."""
+  if model_type not in MODEL_TYPES:
+    raise UserError(f"tokenizer type must be one of {', '.join(MODEL_TYPES)}, got '{model_type}'")
+  piece_count = vocab_size - extra_ids
+  if piece_count <= len(SPECIAL_PIECES) + 1:
+    raise UserError(f"vocab size {vocab_size} leaves no room for ordinary pieces after {extra_ids} extra ids")
+  if not 0 <= pad_id < piece_count:
+    raise UserError(f"model.pad_token_id={pad_id} is outside the tokenizer's {piece_count} pieces")
+  lines = []
+  for sentence in sentences:
+    if sentence.strip():
+      lines.append(sentence)
+      if len(lines) >= max_sentences:
+        break
+  if not lines:
+    raise UserError("the corpus is empty: no text to train a tokenizer on")
+  layout = special_layout(pad_id)
+  model = io.BytesIO()
+  try:
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter(lines), model_writer=model, vocab_size=piece_count, model_type=model_type,
+        character_coverage=character_coverage, pad_id=layout["[PAD]"], eos_id=layout["</s>"],
+        unk_id=layout["[UNK]"], bos_id=-1, pad_piece="[PAD]", eos_piece="</s>", unk_piece="[UNK]",
+        control_symbols=["[CLS]", "[SEP]", "[MASK]"], max_sentence_length=1 << 16,
+        train_extremely_large_corpus=len(lines) > 10_000_000, minloglevel=2)
+  except RuntimeError as e:
+    limit = re.search(r"value <= (\d+)", str(e))
+    if limit:
+      most = int(limit.group(1)) + extra_ids
+      raise UserError(f"vocab size {vocab_size} is too large for this corpus (at most {most}); add text or set "
+                      f"--config.model.vocab_size={most} (bert-jax tokenizer: --vocab-size {most})") from None
+    chars = re.search(r"smaller than required_chars\. \d+ vs (\d+)", str(e))
+    if chars:
+      raise UserError(f"vocab size {vocab_size} cannot hold the corpus' {chars.group(1)} characters plus the special "
+                      "pieces; raise the vocab size or lower data.character_coverage") from None
+    raise UserError(f"SentencePiece could not train a tokenizer: {str(e).splitlines()[0]}") from None
+  output = Path(output)
+  output.parent.mkdir(parents=True, exist_ok=True)
+  partial = output.with_name(output.name + ".partial")
+  partial.write_bytes(model.getvalue())
+  os.replace(partial, output)
+  return load(output, extra_ids)
+
+
+def train_for_config(config: Any, source, output: str | Path) -> Tokenizer:
+  """A tokenizer for config.model (vocab size, pad id) trained on a sources.Source with config.data's settings."""
+  d = config.data
+  tokenizer = train(source.sentences(), output, config.model.vocab_size, d.tokenizer_type, d.character_coverage,
+                    config.model.get("pad_token_id", 0), d.extra_ids, d.tokenizer_sentences)
+  report = source.skipped_report()
+  if report:
+    print(report, file=sys.stderr)
+  return tokenizer
+
+
+def load(path: str | Path, extra_ids: int = 0) -> Tokenizer:
+  path = Path(path)
+  if not path.is_file():
+    raise UserError(f"tokenizer '{path}' does not exist; give a SentencePiece .model file or leave "
+                    "data.tokenizer empty to train one")
+  processor = spm.SentencePieceProcessor()
+  try:
+    processor.load(str(path))
+  except (OSError, RuntimeError):
+    raise UserError(f"tokenizer '{path}' is not a SentencePiece model") from None
+  return Tokenizer(processor, extra_ids, str(path))
+
+
+def check_model_fit(tokenizer: Tokenizer, model_config: Any) -> None:
+  """The model must have an embedding for every id and pad where the tokenizer pads."""
+  if tokenizer.vocab_size > model_config.vocab_size:
+    raise UserError(f"tokenizer {tokenizer.path} has {tokenizer.vocab_size} ids but model.vocab_size="
+                    f"{model_config.vocab_size}; set --config.model.vocab_size={tokenizer.vocab_size}")
+  model_pad = model_config.get("pad_token_id", 0)
+  if tokenizer.pad_id != model_pad:
+    raise UserError(f"tokenizer {tokenizer.path} pads with id {tokenizer.pad_id} but model.pad_token_id={model_pad}; "
+                    f"set --config.model.pad_token_id={tokenizer.pad_id} or use a tokenizer trained for this model")

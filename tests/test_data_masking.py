@@ -1,0 +1,134 @@
+"""Statistics of the masked-LM transform on thousands of sequences of the demo corpus: BERT (15% masked,
+80/10/10, NSP), whole-word masking, ALBERT (n-grams with p(n) ~ 1/n, SOP), RoBERTa (full sentences)."""
+
+import numpy as np
+import pytest
+
+from bert_jax.data import pipeline, segments
+from bert_jax.objectives import get_objective, masking
+from data_helpers import originals, prepared_workdir, take, tiny_config
+
+BATCHES = 80  # x 32 sequences of 64 tokens
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory):
+  return prepared_workdir(tmp_path_factory, tiny_config())
+
+
+def read(config, workdir, batches: int) -> dict:
+  """`batches` training batches, after checking the stream has exactly the objective's feature spec."""
+  dataset = pipeline.train_dataset(config, workdir)
+  spec = get_objective(config).feature_spec(config.train.batch_size)
+  assert {k: (tuple(v.shape), v.dtype.as_numpy_dtype) for k, v in dataset.element_spec.items()} == spec
+  return take(dataset, batches)
+
+
+def check_sequences(batch: dict, tokenizer, pairs: bool) -> None:
+  """Frames, padding, segment ids and attention masks agree; predictions are sorted, unique and real."""
+  ids, types, mask = originals(batch), batch["token_type_ids"], batch["attention_mask"]
+  lengths = mask.sum(1)
+  positions = np.arange(ids.shape[1])[None]
+  assert ((mask == 1) == (positions < lengths[:, None])).all()
+  assert ((ids == tokenizer.pad_id) == (mask == 0)).all()
+  assert (ids[:, 0] == tokenizer.cls_id).all() and (ids[np.arange(len(ids)), lengths - 1] == tokenizer.sep_id).all()
+  seps = (ids == tokenizer.sep_id).cumsum(1)
+  if pairs:
+    assert ((ids == tokenizer.sep_id).sum(1) == 2).all()
+    first_sep = (seps == 0) | ((seps == 1) & (ids == tokenizer.sep_id))
+    assert (types == ((~first_sep) & (mask == 1))).all()
+  else:
+    assert (types == 0).all()
+  weights = batch["masked_weights"]
+  count = weights.sum(1).astype(int)
+  assert ((weights == 1) == (np.arange(weights.shape[1])[None] < count[:, None])).all()
+  for row, n in zip(batch["masked_positions"], count):
+    assert (np.diff(row[:n]) > 0).all() and (row[n:] == 0).all()
+  rows, slots = np.nonzero(weights)
+  assert (batch["masked_positions"][rows, slots] < lengths[rows]).all()
+
+
+def masking_rates(batch: dict, tokenizer) -> tuple[float, np.ndarray]:
+  """(masked / candidates, fractions of predictions shown as [MASK], as themselves, as another token)."""
+  special = tokenizer.special_mask()
+  ids = originals(batch)
+  rows, slots = np.nonzero(batch["masked_weights"])
+  positions = batch["masked_positions"][rows, slots]
+  assert not special[batch["masked_ids"][rows, slots]].any()  # no special token is ever masked
+  unmasked = np.ones(ids.shape, bool)
+  unmasked[rows, positions] = False
+  assert (batch["input_ids"][unmasked] == ids[unmasked]).all()
+  shown = batch["input_ids"][rows, positions]
+  assert not special[shown[shown != tokenizer.mask_id]].any()  # random replacements are ordinary tokens
+  kinds = np.array([np.mean(shown == tokenizer.mask_id), np.mean(shown == ids[rows, positions])])
+  return len(rows) / (~special[ids]).sum(), np.append(kinds, 1 - kinds.sum())
+
+
+def test_bert_masking_and_nsp(workdir):
+  config = tiny_config()
+  tokenizer = pipeline.load_tokenizer(config, workdir)
+  batch = read(config, workdir, BATCHES)
+  check_sequences(batch, tokenizer, pairs=True)
+  rate, kinds = masking_rates(batch, tokenizer)
+  assert abs(rate - 0.15) < 0.01
+  np.testing.assert_allclose(kinds, [0.8, 0.1, 0.1], atol=0.02)
+  assert abs(batch["sentence_label"].mean() - 0.5) < 0.03
+
+
+def test_whole_words_are_masked_whole(workdir):
+  config = tiny_config("bert_tiny", "objective.whole_word=True")
+  tokenizer = pipeline.load_tokenizer(config, workdir)
+  batch = read(config, workdir, BATCHES // 2)
+  rate, _ = masking_rates(batch, tokenizer)
+  assert abs(rate - 0.15) < 0.01
+  ids = originals(batch)
+  candidate = ~tokenizer.special_mask()[ids]
+  previous = np.pad(candidate[:, :-1], ((0, 0), (1, 0)))
+  word = np.cumsum(candidate & (tokenizer.word_starts()[ids] | ~previous), axis=1)
+  masked = np.zeros(ids.shape, bool)
+  rows, slots = np.nonzero(batch["masked_weights"])
+  masked[rows, batch["masked_positions"][rows, slots]] = True
+  continuing = candidate[:, 1:] & (word[:, 1:] == word[:, :-1])
+  assert (masked[:, 1:][continuing] == masked[:, :-1][continuing]).all()
+  assert continuing[masked[:, 1:]].mean() > 0.2  # multi-piece words do get masked
+
+
+def test_albert_ngrams_and_sop(workdir):
+  config = tiny_config("albert_tiny")
+  tokenizer = pipeline.load_tokenizer(config, workdir)
+  batch = read(config, workdir, BATCHES // 2)
+  check_sequences(batch, tokenizer, pairs=True)
+  rate, _ = masking_rates(batch, tokenizer)
+  assert abs(rate - 0.15) < 0.01
+  assert abs(batch["sentence_label"].mean() - 0.5) < 0.03
+
+  # Span lengths, read from choose_spans on the same kind of sequences: p(n) ~ 1/n. A span chosen when fewer
+  # than 3 predictions were left may have been shortened to fit, so those are not counted.
+  tables = masking.Tables.from_tokenizer(tokenizer)
+  documents = pipeline.documents(config, workdir, "train", shuffle=True)
+  ids = segments.SpecialIds(tokenizer.cls_id, tokenizer.sep_id, tokenizer.pad_id)
+  sequences = segments.segment_pairs(documents, 64, "sop", 0.1, ids, seed=5)
+  spans = sequences.batch(64).map(
+      lambda s: masking.choose_spans(s["input_ids"], s["seed"][0], tables, 0.15, 10, False, 3)).unbatch()
+  counts = np.zeros(4)
+  for span_ids in spans.take(2000).as_numpy_iterator():
+    lengths = np.bincount(span_ids)[1:]
+    remaining = lengths.sum() - np.concatenate([[0], np.cumsum(lengths)[:-1]])
+    np.add.at(counts, lengths[remaining >= 3], 1)
+  p = np.array([1, 1 / 2, 1 / 3]) / (1 + 1 / 2 + 1 / 3)
+  assert counts[1:].sum() > 5000
+  np.testing.assert_allclose(counts[1:] / counts[1:].sum(), p, atol=0.02)
+
+
+def test_roberta_full_sentences(tmp_path_factory):
+  config = tiny_config("roberta_tiny")
+  workdir = prepared_workdir(tmp_path_factory, config)
+  tokenizer = pipeline.load_tokenizer(config, workdir)
+  assert tokenizer.pad_id == 1
+  batch = read(config, workdir, BATCHES // 2)
+  check_sequences(batch, tokenizer, pairs=False)
+  assert "sentence_label" not in batch
+  assert batch["attention_mask"].mean() > 0.8  # sequences are packed full across documents
+  rate, kinds = masking_rates(batch, tokenizer)
+  assert abs(rate - 0.15) < 0.01
+  np.testing.assert_allclose(kinds, [0.8, 0.1, 0.1], atol=0.03)
