@@ -4,10 +4,8 @@ collected from any position into `args.overrides`."""
 
 import argparse
 import importlib
-import os
 import sys
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # TensorFlow serves tf.data only: keep its start-up log quiet
 
 from bert_jax.errors import UserError
 

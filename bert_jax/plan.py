@@ -1,0 +1,184 @@
+"""Sizing a run before it costs anything: compile the real train step ahead of time for a mesh of virtual
+CPU devices (abstract state and batch: nothing is allocated) and read its memory, FLOPs and traffic.
+
+Memory per device is the compiled executable's buffer assignment: arguments (parameters, optimizer
+state, batch) + outputs not aliased to donated arguments + temporaries (activations kept for the
+backward pass and workspace). It comes from XLA's CPU compiler; a TPU or GPU compiler fuses and
+schedules differently, so read it as an estimate. FLOPs per step are XLA's cost analysis of the step
+(see step_flops), next to the closed-form count of analytic.py; the step time assumes the chips run those
+FLOPs at a stated fraction of their peak, and MFU counts only the analytic FLOPs in that time.
+
+Communication per device and step, from the parameter shardings, in the parameters' stored dtype;
+for a parameter of b bytes sharded over mesh axes S, with batch axes X (config.rules' `batch`, sizes > 1):
+  local = b / |S - X|                          what a device computes with
+  FSDP all-gather (forward and backward)      2 (1 - 1/|S & X|) local
+  gradient reduce-scatter                     (1 - 1/|S & X|) local
+  gradient all-reduce over the other axes     2 (1 - 1/|X - S|) local / |S & X|
+and tensor parallelism all-reduces activations: 2 (1 - 1/T) rows x d_model x dtype bytes per sequence on
+the device (analytic.tensor_parallel_rows). With train.microbatches = M each of these happens M times.
+"""
+
+import dataclasses
+import math
+import time
+from typing import Any, Sequence
+
+import jax
+import numpy as np
+
+from bert_jax import analytic, parallel, params as params_lib
+from bert_jax.errors import UserError
+
+GiB = 2 ** 30
+# Nothing runs the executable: skip the code generator's optimizations (same HLO, memory and costs).
+COMPILER_OPTIONS = {"xla_backend_optimization_level": 0, "xla_llvm_disable_expensive_passes": True}
+
+
+@dataclasses.dataclass(frozen=True)
+class Chip:
+  name: str
+  hbm_bytes: int
+  peak_flops: float  # dense bfloat16 FLOP/s
+
+
+CHIPS = {chip.name: chip for chip in (
+    Chip("v4", 32 * GiB, 275e12),
+    Chip("v5e", 16 * GiB, 197e12),
+    Chip("v5p", 95 * GiB, 459e12),
+    Chip("a100", 80 * GiB, 312e12),
+    Chip("h100", 80 * GiB, 989e12),
+)}
+
+
+def get_chip(name: str) -> Chip:
+  if name not in CHIPS:
+    raise UserError(f"unknown chip '{name}'; use one of {', '.join(CHIPS)}")
+  return CHIPS[name]
+
+
+def parse_mesh(text: str) -> dict[str, int]:
+  """'data=4,fsdp=8' -> sizes of every mesh axis (unnamed axes 1, -1 allowed for the rest)."""
+  sizes = {axis: 1 for axis in parallel.MESH_AXES}
+  for item in filter(None, text.split(",")):
+    axis, eq, value = item.partition("=")
+    axis = axis.strip()
+    if not eq:
+      raise UserError(f"--mesh item '{item}' has no '='; write e.g. --mesh data=4,fsdp=8")
+    if axis not in sizes:
+      raise UserError(f"--mesh names axis '{axis}'; the axes are {', '.join(parallel.MESH_AXES)}")
+    try:
+      sizes[axis] = int(value)
+    except ValueError:
+      raise UserError(f"--mesh {axis}={value}: the size must be an integer (-1: the rest of the devices)") from None
+  return sizes
+
+
+def resolve_mesh(sizes: dict[str, int], devices: int | None) -> dict[str, int]:
+  """Axis sizes with -1 resolved against `devices` (default: the product of the given sizes)."""
+  if devices is None:
+    if -1 in sizes.values():
+      raise UserError("--mesh has a -1 axis (the rest): give --devices N to say how many devices there are")
+    devices = math.prod(sizes.values())
+  return parallel.mesh_shape(sizes, devices)
+
+
+def sharded_bytes(tree: Any) -> int:
+  """Bytes one device holds of a tree of ShapeDtypeStructs carrying shardings (the largest shard)."""
+  return int(sum(np.prod(x.sharding.shard_shape(x.shape)) * np.dtype(x.dtype).itemsize
+                 for x in jax.tree_util.tree_leaves(tree)))
+
+
+def communication(trainer: Any, config: Any) -> dict[str, float]:
+  """Bytes each device sends per training step, by collective (see the module docstring)."""
+  mesh, rules = trainer.mesh, trainer.rules
+  batch_axes = {a for a in parallel.mesh_axes("batch", rules) if mesh.shape[a] > 1}
+  size = lambda axes: math.prod(mesh.shape[a] for a in axes)
+  gather = scatter = reduce = 0.0
+  for leaf, sharding in zip(jax.tree_util.tree_leaves(trainer.abstract_params),
+                            jax.tree_util.tree_leaves(trainer.param_shardings)):
+    axes = {a for entry in sharding.spec if entry for a in ((entry,) if isinstance(entry, str) else entry)}
+    axes = {a for a in axes if mesh.shape[a] > 1}
+    local = np.prod(leaf.shape) * np.dtype(leaf.dtype).itemsize / size(axes - batch_axes)
+    gathered, reduced = size(axes & batch_axes), size(batch_axes - axes)
+    gather += 2 * (1 - 1 / gathered) * local
+    scatter += (1 - 1 / gathered) * local
+    reduce += 2 * (1 - 1 / reduced) * local / gathered
+  tensor = mesh.shape["tensor"]
+  sequences = config.train.batch_size / size(batch_axes)
+  activation_bytes = np.dtype(config.model.dtype).itemsize * analytic.model_width(config)
+  tensor_bytes = 2 * (1 - 1 / tensor) * analytic.tensor_parallel_rows(config) * sequences * activation_bytes
+  m = config.train.microbatches
+  result = {"fsdp_all_gather": m * gather, "gradient_reduce_scatter": m * scatter,
+            "gradient_all_reduce": m * reduce, "tensor_all_reduce": tensor_bytes}
+  result["total"] = sum(result.values())
+  return result
+
+
+def abstract_batch(trainer: Any) -> dict:
+  spec = trainer.objective.feature_spec(trainer.config.train.batch_size)
+  return {name: jax.ShapeDtypeStruct(shape, dtype, sharding=trainer.batch_shardings[name])
+          for name, (shape, dtype) in spec.items()}
+
+
+def lower_train_step(trainer: Any) -> Any:
+  """The jitted train step lowered with abstract state and batch for the trainer's devices."""
+  with trainer.context():
+    return trainer._train_step.lower(trainer.abstract_state(), abstract_batch(trainer))
+
+
+def step_flops(config: Any, devices: Sequence[Any], lowered: Any) -> float:
+  """XLA's cost analysis of the whole step before partitioning. A cost analysis counts a loop's body once,
+  so a step with scanned layers or microbatches is lowered again with layers unrolled, batch in one piece."""
+  from bert_jax.train.loop import Trainer
+
+  if config.model.get("scan_layers", False) or config.train.microbatches > 1:
+    unrolled = config.copy_and_resolve_references()
+    unrolled.model.scan_layers = False
+    unrolled.train.microbatches = 1
+    lowered = lower_train_step(Trainer(unrolled, devices))
+  costs = lowered.cost_analysis()
+  return float((costs[0] if isinstance(costs, (list, tuple)) else costs)["flops"])
+
+
+def make_plan(config: Any, devices: Sequence[Any], chip: Chip | None = None, fraction: float = 0.4) -> dict:
+  """Everything `bert-jax plan` reports for config.mesh over `devices` (virtual CPU devices)."""
+  from bert_jax.train.loop import Trainer
+
+  if not 0.0 < fraction <= 1.0:
+    raise UserError(f"--fraction must be in (0, 1], got {fraction}")
+  start = time.perf_counter()
+  trainer = Trainer(config, devices)
+  lowered = lower_train_step(trainer)
+  compiled = lowered.compile(compiler_options=COMPILER_OPTIONS)
+  flops_per_step = step_flops(config, devices, lowered)
+  seconds = time.perf_counter() - start
+  n = len(devices)
+  state = trainer.abstract_state()
+  memory = compiled.memory_analysis()
+  bytes_per_device = (memory.argument_size_in_bytes + memory.output_size_in_bytes - memory.alias_size_in_bytes
+                      + memory.temp_size_in_bytes)
+  tokens = config.train.batch_size * config.data.seq_len
+  analytic_per_token = analytic.flops_per_token(config)
+  plan = {
+      "family": config.model.family, "mesh": {axis: int(s) for axis, s in trainer.mesh.shape.items()},
+      "devices": n, "dtype": config.model.dtype, "batch_size": config.train.batch_size,
+      "seq_len": config.data.seq_len, "microbatches": config.train.microbatches, "tokens_per_step": tokens,
+      "parameters": params_lib.count(trainer.abstract_params), "seconds": round(seconds, 1),
+      "bytes_per_device": int(bytes_per_device),
+      "memory": {"parameters": sharded_bytes(state.params), "optimizer_state": sharded_bytes(state.opt_state),
+                 "batch": sharded_bytes(abstract_batch(trainer)), "arguments": int(memory.argument_size_in_bytes),
+                 "outputs_not_aliased": int(memory.output_size_in_bytes - memory.alias_size_in_bytes),
+                 "temporaries": int(memory.temp_size_in_bytes)},
+      "flops_per_step": flops_per_step, "flops_per_token": flops_per_step / tokens,
+      "analytic_flops_per_step": analytic_per_token * tokens, "analytic_flops_per_token": analytic_per_token,
+      "xla_over_analytic": flops_per_step / (analytic_per_token * tokens),
+      "communication_bytes_per_device": communication(trainer, config),
+      "chip": None, "hbm_bytes": None, "fits": None, "fraction_of_peak": fraction, "step_seconds": None,
+      "tokens_per_second": None, "mfu": None,
+  }
+  if chip is not None:
+    step_seconds = flops_per_step / (n * chip.peak_flops * fraction)
+    plan.update(chip=chip.name, hbm_bytes=chip.hbm_bytes, fits=bytes_per_device <= chip.hbm_bytes,
+                step_seconds=step_seconds, tokens_per_second=tokens / step_seconds,
+                mfu=plan["analytic_flops_per_step"] / (step_seconds * n * chip.peak_flops))
+  return plan
