@@ -1,0 +1,65 @@
+"""`bert-jax bench` runs end to end on a tiny config, and the train step compiles exactly once."""
+
+import json
+
+import numpy as np
+
+from bert_jax import bench, cli, config as config_lib, params
+from bert_jax.objectives import get_objective
+from bert_jax.train.loop import Trainer
+
+TINY = ["train.batch_size=8", "data.seq_len=16", "objective.max_predictions=3", "data.source=synthetic"]
+
+
+def test_train_step_compiles_once():
+  trainer = Trainer(config_lib.load_config("bert_tiny", TINY))
+  state = trainer.init_state()
+  batches = trainer.batches("", 0)
+  with bench.compile_events() as first:
+    state, _ = trainer.train_step(state, next(batches))
+  with bench.compile_events() as later:
+    steps = [int(state.step)]
+    for _ in range(3):
+      state, outputs = trainer.train_step(state, next(batches))
+      steps.append(int(state.step))
+  assert bench.backend_compiles(first, "train_step") == 1
+  assert bench.compile_seconds(first, "train_step") > 0
+  assert bench.backend_compiles(later) == 0  # nothing at all compiles once the step runs
+  assert steps == [1, 2, 3, 4] and np.isfinite(float(outputs["loss"]))
+
+
+def test_hf_labels_sit_at_the_masked_positions():
+  config = config_lib.load_config("bert_tiny", TINY)
+  batch = get_objective(config).synthetic_batch(8, np.random.default_rng(0))
+  inputs = bench.hf_batch(batch)
+  labels = inputs["labels"].numpy()
+  for row in range(8):
+    real = batch["masked_weights"][row] > 0
+    expected = np.full(16, -100)
+    expected[batch["masked_positions"][row][real]] = batch["masked_ids"][row][real]
+    np.testing.assert_array_equal(labels[row], expected)
+  np.testing.assert_array_equal(inputs["next_sentence_label"].numpy(), batch["sentence_label"])
+
+
+def test_bench_command_json(tmp_path, capsys):
+  argv = ["bench", "--config", "bert_tiny", "--batch", "8", "--seq", "16", "--steps", "2", "--rounds", "2",
+          "--warmup", "1", "--compare-hf", "--pipeline-batches", "1", "--workdir", str(tmp_path), "--json"]
+  assert cli.main(argv) == 0
+  result = json.loads(capsys.readouterr().out)
+  config = config_lib.load_config("bert_tiny", ["train.batch_size=8", "data.seq_len=16",
+                                                "objective.max_predictions=3"])
+  assert result["flops_per_token"] == params.flops_per_token(config)
+  assert (result["batch_size"], result["seq_len"], result["steps"], result["recompilations"]) == (8, 16, 2, 0)
+  for run in (result, result["hf"]):
+    assert np.isclose(run["tokens_per_second"] * run["step_seconds"], 8 * 16)
+    assert run["mfu"] == run["tokens_per_second"] * result["flops_per_token"] / result["matmul_peak_flops"]
+    assert run["peak_host_memory_bytes"] > 100 * 2 ** 20
+  assert result["compile_seconds"] > 0 and result["hf"]["compile_seconds"] is None
+  assert np.isclose(result["speedup_vs_hf"], result["tokens_per_second"] / result["hf"]["tokens_per_second"])
+  assert result["pipeline_tokens_per_second"] > 0
+
+
+def test_bench_rejects_what_it_cannot_compare(capsys):
+  assert cli.main(["bench", "--config", "bert_tiny", "--steps", "0"]) == 2
+  assert cli.main(["bench", "--config", "albert_tiny", "--compare-hf"]) == 2
+  assert "plain BERT" in capsys.readouterr().err
