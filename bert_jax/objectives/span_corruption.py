@@ -190,6 +190,8 @@ class SpanCorruption:
     return [{"inputs": text(inputs[i]), "targets": text(targets[i]), "predicted": text(predicted[i])}
             for i in range(len(predicted))]
 
+  eval_extras = decode_examples  # what `bert-jax evaluate` writes beside the metrics
+
 
 def _token_ids(document: dict):
   """The document's ids (a tf.data map function, kept out of autograph's reach)."""

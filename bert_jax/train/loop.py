@@ -19,7 +19,7 @@ import jax
 import numpy as np
 from etils import epath
 
-from bert_jax import models, parallel, params as params_lib
+from bert_jax import checkpoint, models, parallel, params as params_lib
 from bert_jax.errors import UserError
 from bert_jax.metrics import MetricsWriter
 from bert_jax.objectives import get_objective
@@ -29,12 +29,15 @@ from bert_jax.train.state import TrainState
 
 @dataclasses.dataclass
 class Hook:
-  """Calls fn(step, state) every `every` steps and after the last step."""
+  """Calls fn(step, state) every `every` steps, after the last step, and at any step where `when(step)` (asked at
+  every step) is true."""
   every: int
   fn: Callable[[int, TrainState], None]
+  when: Callable[[int], bool] | None = None
 
   def due(self, step: int, last_step: int) -> bool:
-    return step == last_step or (self.every > 0 and step % self.every == 0)
+    asked = self.when is not None and self.when(step)
+    return asked or step == last_step or (self.every > 0 and step % self.every == 0)
 
 
 class Trainer:
@@ -177,16 +180,28 @@ def save_config(config: Any, workdir: str) -> None:
 
 
 def train(config: Any, workdir: str, hooks: Sequence[Hook] = ()) -> tuple[TrainState, list[dict]]:
-  """A whole run from a fresh state; only process 0 writes the config and the logs."""
+  """A whole run, resumed from the newest good checkpoint in W/checkpoints (a fresh run saves step 0); only
+  process 0 writes the config and the logs. On SIGTERM it saves the current step, waits for the commit and
+  returns."""
+  from bert_jax import evaluate  # it builds on this module's Trainer
+
   trainer = Trainer(config)
   writes = jax.process_index() == 0
   if writes:
     save_config(config, workdir)
-  state = trainer.init_state()
-  batches = trainer.batches(workdir, int(state.step))
+  checkpoints = checkpoint.Checkpoints(workdir, config)
+  state, batches = checkpoints.restore_or_init(trainer, workdir)
+  evaluator = evaluate.Evaluator(trainer, workdir) if config.checkpoint.best_metric else None
+  saver = checkpoint.Saver(checkpoints, batches, evaluator)
   writer = MetricsWriter(workdir, config.train.steps, int(state.step), enabled=writes)
   writer.info(trainer.describe())
   try:
-    return trainer.run(state, batches, writer, hooks)
+    if int(state.step) == 0:
+      saver.save(0, state)
+    return trainer.run(state, batches, writer, [*hooks, Hook(config.checkpoint.every, saver.save, saver.due)])
+  except checkpoint.Preempted as stop:
+    writer.info(str(stop))
+    return stop.state, []
   finally:
+    saver.close()
     writer.close()

@@ -1,0 +1,57 @@
+"""Exact resume of `bert-jax train` on the demo corpus (real tf.data pipeline, dropout on): a run killed with SIGKILL
+after its checkpoint of step 30, then stopped by SIGTERM, then run to the end, logs the same numbers at every step
+31..60 as an uninterrupted run."""
+
+import signal
+import time
+
+from checkpoint_helpers import demo_overrides, finish, records, reference_run, start_train
+
+TIMING = ("tokens_per_second", "mfu", "eta_seconds")
+
+
+def comparable(record: dict) -> dict:
+  return {k: v for k, v in record.items() if k not in TIMING}
+
+
+def wait_for(condition, process, what: str, timeout: float = 600) -> None:
+  deadline = time.monotonic() + timeout
+  while not condition():
+    assert process.poll() is None, f"the run ended before {what}:\n{process.communicate()[0][-3000:]}"
+    assert time.monotonic() < deadline, f"timed out waiting for {what}"
+    time.sleep(0.02)
+
+
+def test_sigkill_then_sigterm_then_resume_matches_an_uninterrupted_run(tmp_path_factory, tmp_path):
+  overrides = demo_overrides(tmp_path_factory)
+  killed = start_train(tmp_path, overrides)
+  reference_dir, reference = reference_run(tmp_path_factory)
+  wait_for(lambda: (tmp_path / "checkpoints" / "30").is_dir(), killed, "checkpoint 30")
+  killed.kill()
+  killed.wait()
+  assert not (tmp_path / "checkpoints" / "60").exists(), "the run reached step 60 before it was killed"
+  before = len(records(tmp_path))
+  assert before >= 30
+
+  stopped = start_train(tmp_path, overrides)
+  wait_for(lambda: len(records(tmp_path)) > before, stopped, "a step after the restart")
+  stopped.send_signal(signal.SIGTERM)
+  output = finish(stopped)
+  assert "resuming from checkpoint 30 in" in output
+  after_stop = records(tmp_path)
+  step = after_stop[-1]["step"]
+  assert after_stop[before]["step"] == 31 and 30 < step < 60
+  saved = tmp_path / "checkpoints" / str(step)
+  assert f"stopped on SIGTERM after step {step}; its checkpoint is in {saved}; run the same command to resume" in output
+  assert (saved / "data" / "process_0-of-1.index").is_file()
+
+  output = finish(start_train(tmp_path, overrides))
+  assert f"resuming from checkpoint {step} in" in output
+  resumed = {r["step"]: comparable(r) for r in records(tmp_path)[before:]}
+  if reference is not None:
+    finish(reference)
+  expected = {r["step"]: comparable(r) for r in records(reference_dir)}
+  assert sorted(resumed) == list(range(31, 61))
+  for s in range(31, 61):
+    assert resumed[s] == expected[s], f"step {s}: {resumed[s]} != {expected[s]}"
+  assert [comparable(r) for r in records(tmp_path)[:30]] == [expected[s] for s in range(1, 31)]
