@@ -5,7 +5,6 @@ parameter perturbed, so LayerNorm scales and biases are not at their initial 1 a
 downloaded. Inputs carry padding at the end of some rows.
 """
 
-from pathlib import Path
 
 import jax
 import numpy as np

@@ -2,7 +2,6 @@
 
 import json
 
-import pytest
 
 from bert_jax import config as config_lib, params
 from bert_jax.metrics import MetricsWriter, console_line

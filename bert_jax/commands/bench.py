@@ -40,7 +40,7 @@ def _check(args) -> None:
       import torch  # noqa: F401
       import transformers  # noqa: F401
     except ImportError:
-      raise UserError("--compare-hf needs torch and transformers: pip install torch transformers") from None
+      raise UserError("--compare-hf needs torch and transformers: pip install -e '.[bench]'") from None
 
 
 def run(args) -> int:

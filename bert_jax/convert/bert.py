@@ -36,7 +36,8 @@ def _to_ours(kind: str, x: np.ndarray, cfg: bert.BertConfig) -> np.ndarray:
   return x
 
 
-def _to_hf(kind: str, x: np.ndarray) -> np.ndarray:
+def to_hf_kernel(kind: str, x: np.ndarray) -> np.ndarray:
+  """One of our kernels or biases in the layout of a torch Linear (`kind` from the conversion table)."""
   if kind == "dense":
     return x.T
   if kind == "qkv":
@@ -210,7 +211,7 @@ def to_hf(model_config: Any, params: dict) -> tuple[dict, dict]:
   cfg = bert.make_config(model_config)
   model_type = _hf_model_type(cfg)
   flat = traverse_util.flatten_dict(bert.to_layout(params, cfg, scanned=False), sep="/")
-  state_dict = {hf: np.asarray(_to_hf(kind, np.asarray(flat[ours])), np.float32)
+  state_dict = {hf: np.asarray(to_hf_kernel(kind, np.asarray(flat[ours])), np.float32)
                 for ours, hf, kind in _table(cfg, model_type)}
   hf_config = {
       "model_type": model_type, "architectures": [_architecture(model_type, cfg)],

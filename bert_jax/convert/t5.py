@@ -14,6 +14,7 @@ from flax import traverse_util
 
 from bert_jax import defaults
 from bert_jax.errors import UserError
+from bert_jax.convert.bert import to_hf_kernel
 from bert_jax.models import t5
 
 _CONFIG_KEYS = {  # ours: HF's
@@ -75,16 +76,6 @@ def _to_ours(kind: str, x: np.ndarray, cfg: t5.T5Config) -> np.ndarray:
   return x
 
 
-def _to_hf(kind: str, x: np.ndarray) -> np.ndarray:
-  if kind == "dense":
-    return x.T
-  if kind == "qkv":
-    return x.reshape(x.shape[0], -1).T
-  if kind == "out":
-    return x.reshape(-1, x.shape[-1]).T
-  return x
-
-
 def _is_tied(state_dict: dict, hf_config: dict) -> bool:
   scaled = hf_config.get("scale_decoder_outputs", hf_config.get("tie_word_embeddings", True))
   head = state_dict.get("lm_head.weight")
@@ -121,7 +112,7 @@ def from_hf(state_dict: dict, hf_config: dict) -> tuple[ml_collections.ConfigDic
 def to_hf(model_config: Any, params: dict) -> tuple[dict, dict]:
   cfg = t5.make_config(model_config)
   flat = traverse_util.flatten_dict(t5.to_layout(params, scanned=False), sep="/")
-  state_dict = {hf: _to_hf(kind, np.asarray(flat[ours])) for ours, hf, kind in _table(cfg)}
+  state_dict = {hf: to_hf_kernel(kind, np.asarray(flat[ours])) for ours, hf, kind in _table(cfg)}
   hf_config = {"model_type": "t5", "architectures": ["T5ForConditionalGeneration"],
                "is_encoder_decoder": True,
                "decoder_start_token_id": cfg.pad_token_id, "tie_word_embeddings": cfg.tie_word_embeddings,

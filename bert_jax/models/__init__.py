@@ -9,6 +9,7 @@
 Nothing else in the codebase switches on a family's name.
 """
 
+import dataclasses
 import importlib
 from types import ModuleType
 from typing import Any
@@ -41,3 +42,12 @@ def validate_model_config(model_config: Any) -> None:
 def build_model(model_config: Any, deterministic: bool = True):
   module = family(model_config)
   return module.build(module.make_config(model_config), deterministic)
+
+
+def dataclass_config(cls: type, model_config: Any, family_name: str):
+  """A family's frozen settings dataclass from config.model; a key the family does not know is an error."""
+  values = {k: v for k, v in dict(model_config).items() if k != "family"}
+  unknown = sorted(set(values) - {f.name for f in dataclasses.fields(cls)})
+  if unknown:
+    raise UserError(f"unknown model keys for the {family_name} family: {', '.join(unknown)}")
+  return cls(**values)

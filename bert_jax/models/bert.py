@@ -20,15 +20,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from bert_jax import models
 from bert_jax.errors import UserError
 from bert_jax.models import layers
+from bert_jax.models.layers import REMAT_POLICIES
 
 SHARE_MODES = ("none", "all", "attention", "ffn")
-REMAT_POLICIES = {
-    "full": None,
-    "dots": jax.checkpoint_policies.checkpoint_dots,
-    "dots_no_batch": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
-}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -68,12 +65,7 @@ class BertConfig:
 
 
 def make_config(model_cfg: Any) -> BertConfig:
-  fields = {f.name for f in dataclasses.fields(BertConfig)}
-  values = {k: v for k, v in dict(model_cfg).items() if k != "family"}
-  unknown = sorted(set(values) - fields)
-  if unknown:
-    raise UserError(f"unknown model keys for the bert family: {', '.join(unknown)}")
-  return BertConfig(**values)
+  return models.dataclass_config(BertConfig, model_cfg, "bert")
 
 
 def validate(cfg: BertConfig) -> None:

@@ -30,6 +30,13 @@ def partitioned(init: Callable, axes: tuple[str | None, ...]) -> Callable:
   return lambda *args, **kwargs: LogicallyPartitioned(init(*args, **kwargs), axes)
 
 
+# model.remat: what a rematerialised layer keeps for the backward pass ("none" turns remat off).
+REMAT_POLICIES = {
+    "full": None,
+    "dots": jax.checkpoint_policies.checkpoint_dots,
+    "dots_no_batch": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
+}
+
 ACTIVATIONS: dict[str, Callable] = {
     "gelu": lambda x: jax.nn.gelu(x, approximate=False),  # exact erf GELU, as BERT/ALBERT use
     "gelu_new": lambda x: jax.nn.gelu(x, approximate=True),

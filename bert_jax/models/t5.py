@@ -26,9 +26,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from bert_jax import models
 from bert_jax.errors import UserError
 from bert_jax.models import layers
-from bert_jax.models.bert import REMAT_POLICIES
+from bert_jax.models.layers import REMAT_POLICIES
 
 FEED_FORWARD = {"relu": ("relu", False), "gated-gelu": ("gelu_new", True), "gated-relu": ("relu", True)}
 
@@ -60,12 +61,7 @@ class T5Config:
 
 
 def make_config(model_cfg: Any) -> T5Config:
-  fields = {f.name for f in dataclasses.fields(T5Config)}
-  values = {k: v for k, v in dict(model_cfg).items() if k != "family"}
-  unknown = sorted(set(values) - fields)
-  if unknown:
-    raise UserError(f"unknown model keys for the t5 family: {', '.join(unknown)}")
-  return T5Config(**values)
+  return models.dataclass_config(T5Config, model_cfg, "t5")
 
 
 def validate(cfg: T5Config) -> None:

@@ -23,9 +23,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from bert_jax import models
 from bert_jax.errors import UserError
 from bert_jax.models import layers
-from bert_jax.models.bert import REMAT_POLICIES
+from bert_jax.models.layers import REMAT_POLICIES
 
 
 @dataclasses.dataclass(frozen=True)
@@ -56,12 +57,7 @@ class XLNetConfig:
 
 
 def make_config(model_cfg: Any) -> XLNetConfig:
-  fields = {f.name for f in dataclasses.fields(XLNetConfig)}
-  values = {k: v for k, v in dict(model_cfg).items() if k != "family"}
-  unknown = sorted(set(values) - fields)
-  if unknown:
-    raise UserError(f"unknown model keys for the xlnet family: {', '.join(unknown)}")
-  return XLNetConfig(**values)
+  return models.dataclass_config(XLNetConfig, model_cfg, "xlnet")
 
 
 def validate(cfg: XLNetConfig) -> None:
