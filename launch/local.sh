@@ -8,6 +8,7 @@
 #   DEVICES_PER_PROCESS=4   virtual CPU devices in each process
 #   PORT=12355              coordinator port
 #   PYTHON=python3          the interpreter that has bert-jax installed
+#   DRY_RUN=1               print the commands instead of running them
 # Example (2 "hosts" x 4 devices, one mesh axis across the hosts):
 #   launch/local.sh 2 configs/bert_tiny.py /tmp/rehearsal --config.mesh.dcn=2 --config.data.source=synthetic
 # Process 0 prints the logs; process I>0 writes its output to WORKDIR/process_I.log.
@@ -20,6 +21,15 @@ shift 3
 DEVICES_PER_PROCESS="${DEVICES_PER_PROCESS:-4}"
 PORT="${PORT:-12355}"
 PYTHON="${PYTHON:-python3}"
+
+if [[ -n "${DRY_RUN:-}" ]]; then
+  for ((i = 0; i < NUM; i++)); do
+    printf '%q ' "$PYTHON" -m bert_jax.cli train --config "$CONFIG" --workdir "$WORKDIR" \
+      --coordinator "127.0.0.1:${PORT}" --num-processes "$NUM" --process-id "$i" "$@"
+    echo
+  done
+  exit 0
+fi
 
 mkdir -p "$WORKDIR"
 export JAX_PLATFORMS=cpu

@@ -54,3 +54,14 @@ def test_kubernetes_jobset_is_an_indexed_job_of_bert_jax_train():
   assert job["completionMode"] == "Indexed" and job["parallelism"] == job["completions"]
   container = job["template"]["spec"]["containers"][0]
   assert "bert-jax train" in container["args"][0] and "--process-id" in container["args"][0]
+
+
+def test_local_dry_run_prints_one_process_per_rank():
+  result = run(["bash", str(LAUNCH / "local.sh"), "2", "configs/bert_tiny.py", "/tmp/rehearsal",
+                "--config.mesh.dcn=2"], {"DRY_RUN": "1", "PORT": "23456"})
+  assert result.returncode == 0, result.stderr
+  lines = result.stdout.strip().splitlines()
+  assert len(lines) == 2
+  for rank, line in enumerate(lines):
+    assert "bert_jax.cli train" in line and "--coordinator 127.0.0.1:23456" in line
+    assert f"--num-processes 2 --process-id {rank} --config.mesh.dcn=2" in line
