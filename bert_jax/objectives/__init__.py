@@ -20,6 +20,8 @@ batch, so gradient accumulation over microbatches equals one large batch exactly
 import importlib
 from typing import Any
 
+import numpy as np
+
 from bert_jax.errors import UserError
 
 OBJECTIVES = {
@@ -40,3 +42,14 @@ def get_objective(config: Any):
 def training_loss(sums: dict, counts: dict):
   """sum_t sums[t] / counts[t]; an empty term (count 0) contributes 0."""
   return sum(sums[t] / (counts[t] + (counts[t] == 0)) for t in sums)
+
+
+def summarize_tokens(term: str, sums: dict, metrics: dict, counts: dict) -> dict:
+  """Host-side numbers: the total loss, and `term`'s loss, accuracy (from metrics[f"{term}_correct"]) and
+  perplexity per counted token."""
+  n = max(float(counts[term]), 1.0)
+  loss = float(sums[term]) / n
+  return {"loss": float(training_loss({t: float(v) for t, v in sums.items()},
+                                      {t: float(v) for t, v in counts.items()})),
+          f"{term}_loss": loss, f"{term}_accuracy": float(metrics[f"{term}_correct"]) / n,
+          f"{term}_perplexity": float(np.exp(min(loss, 50.0)))}

@@ -11,13 +11,12 @@ masking (bert_jax/objectives/masking.py), all in graph ops.
 
 from typing import Any
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 
 from bert_jax.errors import UserError
-from bert_jax.objectives import training_loss
+from bert_jax.objectives import summarize_tokens
 
 MASKING_GROUP = 64  # sequences masked in one vectorized step
 
@@ -121,13 +120,9 @@ class MaskedLM:
     return counts
 
   def summarize(self, sums: dict, metrics: dict, counts: dict) -> dict:
-    sums, metrics, counts = jax.tree_util.tree_map(lambda x: float(np.asarray(x)), (sums, metrics, counts))
-    mlm_count = max(counts["mlm"], 1.0)
-    result = {"loss": float(training_loss(sums, counts)), "mlm_loss": sums["mlm"] / mlm_count,
-              "mlm_accuracy": metrics["mlm_correct"] / mlm_count}
-    result["mlm_perplexity"] = float(np.exp(min(result["mlm_loss"], 50.0)))
+    result = summarize_tokens("mlm", sums, metrics, counts)
     if self.sentence_task != "none":
-      n = max(counts["sentence"], 1.0)
-      result[f"{self.sentence_task}_loss"] = sums["sentence"] / n
-      result[f"{self.sentence_task}_accuracy"] = metrics["sentence_correct"] / n
+      n = max(float(counts["sentence"]), 1.0)
+      result[f"{self.sentence_task}_loss"] = float(sums["sentence"]) / n
+      result[f"{self.sentence_task}_accuracy"] = float(metrics["sentence_correct"]) / n
     return result

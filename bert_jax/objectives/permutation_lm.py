@@ -18,7 +18,7 @@ import numpy as np
 import optax
 
 from bert_jax.errors import UserError
-from bert_jax.objectives import training_loss
+from bert_jax.objectives import summarize_tokens
 
 SPECIAL_TOKENS = 3  # [SEP] after A, [SEP] after B, [CLS]
 
@@ -118,9 +118,4 @@ class PermutationLM:
     return {"plm": jnp.sum(batch["target_weights"])}
 
   def summarize(self, sums: dict, metrics: dict, counts: dict) -> dict:
-    sums, metrics, counts = jax.tree_util.tree_map(lambda x: float(np.asarray(x)), (sums, metrics, counts))
-    n = max(counts["plm"], 1.0)
-    result = {"loss": float(training_loss(sums, counts)), "plm_loss": sums["plm"] / n,
-              "plm_accuracy": metrics["plm_correct"] / n}
-    result["plm_perplexity"] = float(np.exp(min(result["plm_loss"], 50.0)))
-    return result
+    return summarize_tokens("plm", sums, metrics, counts)

@@ -24,7 +24,7 @@ import numpy as np
 import optax
 
 from bert_jax.errors import UserError
-from bert_jax.objectives import training_loss
+from bert_jax.objectives import summarize_tokens
 
 FEATURES = ("encoder_input_tokens", "encoder_segment_ids", "decoder_target_tokens", "decoder_segment_ids",
             "decoder_positions")
@@ -155,12 +155,7 @@ class SpanCorruption:
     return {"targets": jnp.sum((batch["decoder_segment_ids"] > 0).astype(jnp.float32))}
 
   def summarize(self, sums: dict, metrics: dict, counts: dict) -> dict:
-    sums, metrics, counts = jax.tree_util.tree_map(lambda x: float(np.asarray(x)), (sums, metrics, counts))
-    n = max(counts["targets"], 1.0)
-    result = {"loss": float(training_loss(sums, counts)), "targets_loss": sums["targets"] / n,
-              "targets_accuracy": metrics["targets_correct"] / n}
-    result["targets_perplexity"] = float(np.exp(min(result["targets_loss"], 50.0)))
-    return result
+    return summarize_tokens("targets", sums, metrics, counts)
 
   def greedy_decode(self, model, params, batch: dict) -> jax.Array:
     """[B, targets_length] greedy predictions for the first example (segment 1) of each row."""
