@@ -23,6 +23,7 @@ import numpy as np
 from bert_jax import models
 from bert_jax.errors import UserError
 from bert_jax.models import layers
+from bert_jax.models.dropout import Dropout
 from bert_jax.models.layers import REMAT_POLICIES
 
 SHARE_MODES = ("none", "all", "attention", "ffn")
@@ -114,7 +115,7 @@ class AttentionBlock(nn.Module):
     y_BLH = layers.SelfAttention(
         cfg.num_heads, cfg.hidden_size // cfg.num_heads, cfg.attention_dropout, cfg.initializer_range,
         cfg.compute_dtype, name="self")(x_BLH, mask_B11L, self.deterministic)
-    y_BLH = nn.Dropout(cfg.dropout)(y_BLH, deterministic=self.deterministic)
+    y_BLH = Dropout(cfg.dropout)(y_BLH, deterministic=self.deterministic)
     return layers.layer_norm(cfg.layer_norm_eps, cfg.compute_dtype, "layer_norm")(x_BLH + y_BLH)
 
 
@@ -131,7 +132,7 @@ class FeedForwardBlock(nn.Module):
     h_BLF = layers.constrain(layers.activation(cfg.hidden_act)(h_BLF), ("batch", "length", "mlp"))
     y_BLH = layers.dense(cfg.hidden_size, ("mlp", "embed"), cfg.initializer_range, cfg.compute_dtype,
                          "output")(h_BLF)
-    y_BLH = nn.Dropout(cfg.dropout)(y_BLH, deterministic=self.deterministic)
+    y_BLH = Dropout(cfg.dropout)(y_BLH, deterministic=self.deterministic)
     return layers.layer_norm(cfg.layer_norm_eps, cfg.compute_dtype, "layer_norm")(x_BLH + y_BLH)
 
 
@@ -171,7 +172,7 @@ class Embeddings(nn.Module):
     self.position_embeddings = embed(cfg.max_position, (None, "embed"))
     self.token_type_embeddings = embed(cfg.type_vocab_size, (None, "embed"))
     self.layer_norm = layers.layer_norm(cfg.layer_norm_eps, cfg.compute_dtype, "layer_norm")
-    self.dropout = nn.Dropout(cfg.dropout)
+    self.dropout = Dropout(cfg.dropout)
 
   def __call__(self, input_ids_BL, token_type_ids_BL):
     cfg = self.cfg

@@ -10,6 +10,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from bert_jax.models.dropout import Dropout
+
 Dtype = jnp.dtype
 
 
@@ -94,7 +96,7 @@ class SelfAttention(nn.Module):
       logits_BHLL = jnp.einsum("bqhk,bshk->bhqs", q_BLHK, k_BLHK) / jnp.sqrt(self.head_dim).astype(self.dtype)
       logits_BHLL = jnp.where(mask_B11L, logits_BHLL, jnp.finfo(logits_BHLL.dtype).min)
       probs_BHLL = jax.nn.softmax(logits_BHLL.astype(jnp.float32), axis=-1).astype(self.dtype)
-      probs_BHLL = nn.Dropout(self.dropout)(probs_BHLL, deterministic=False)
+      probs_BHLL = Dropout(self.dropout)(probs_BHLL, deterministic=False)
       out_BLHK = jnp.einsum("bhqs,bshk->bqhk", probs_BHLL, v_BLHK)
     out_BLHK = constrain(out_BLHK, ("batch", "length", "heads", "kv"))
     return nn.DenseGeneral(

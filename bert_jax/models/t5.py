@@ -29,6 +29,7 @@ import numpy as np
 from bert_jax import models
 from bert_jax.errors import UserError
 from bert_jax.models import layers
+from bert_jax.models.dropout import Dropout
 from bert_jax.models.layers import REMAT_POLICIES
 
 FEED_FORWARD = {"relu": ("relu", False), "gated-gelu": ("gelu_new", True), "gated-relu": ("relu", True)}
@@ -160,7 +161,7 @@ class Attention(nn.Module):
       logits_BHQK = logits_BHQK + bias_1HQK.astype(jnp.float32)
     logits_BHQK = jnp.where(mask_B1QK, logits_BHQK, jnp.finfo(jnp.float32).min)
     probs_BHQK = jax.nn.softmax(logits_BHQK, axis=-1).astype(cfg.compute_dtype)
-    probs_BHQK = nn.Dropout(cfg.dropout)(probs_BHQK, deterministic=self.deterministic)
+    probs_BHQK = Dropout(cfg.dropout)(probs_BHQK, deterministic=self.deterministic)
     out_BQHK = layers.constrain(jnp.einsum("bhqk,bkhd->bqhd", probs_BHQK, v_BKHK), activation_axes)
     return nn.DenseGeneral(cfg.d_model, axis=(-2, -1), use_bias=False, dtype=cfg.compute_dtype,
                            param_dtype=jnp.float32,
@@ -189,7 +190,7 @@ class MLP(nn.Module):
     else:
       h_BLF = act(dense(cfg.d_ff, ("embed", "mlp"), cfg.d_model ** -0.5, "wi")(x_BLD))
     h_BLF = layers.constrain(h_BLF, ("batch", "length", "mlp"))
-    h_BLF = nn.Dropout(cfg.dropout)(h_BLF, deterministic=self.deterministic)
+    h_BLF = Dropout(cfg.dropout)(h_BLF, deterministic=self.deterministic)
     return dense(cfg.d_model, ("mlp", "embed"), cfg.d_ff ** -0.5, "wo")(h_BLF)
 
 
@@ -199,7 +200,7 @@ class EncoderLayer(nn.Module):
 
   @nn.compact
   def __call__(self, x_BLD, bias_1HLL, mask_B1LL):
-    dropout = lambda y: nn.Dropout(self.cfg.dropout)(y, deterministic=self.deterministic)
+    dropout = lambda y: Dropout(self.cfg.dropout)(y, deterministic=self.deterministic)
     h_BLD = RMSNorm(self.cfg, name="pre_attention_norm")(x_BLD)
     x_BLD = x_BLD + dropout(Attention(self.cfg, self.deterministic, name="attention")(h_BLD, h_BLD, bias_1HLL,
                                                                                       mask_B1LL))
@@ -214,7 +215,7 @@ class DecoderLayer(nn.Module):
 
   @nn.compact
   def __call__(self, y_BTD, encoded_BLD, bias_1HTT, self_mask_B1TT, cross_mask_B1TL):
-    dropout = lambda y: nn.Dropout(self.cfg.dropout)(y, deterministic=self.deterministic)
+    dropout = lambda y: Dropout(self.cfg.dropout)(y, deterministic=self.deterministic)
     h_BTD = RMSNorm(self.cfg, name="pre_self_attention_norm")(y_BTD)
     y_BTD = y_BTD + dropout(Attention(self.cfg, self.deterministic, name="self_attention")(
         h_BTD, h_BTD, bias_1HTT, self_mask_B1TT))
@@ -257,11 +258,11 @@ class Encoder(nn.Module):
     length = x_BLD.shape[1]
     bias_1HLL = RelativePositionBias(cfg, bidirectional=True, name="relpos_bias")(length, length)
     mask_B1LL = attention_mask(segment_BL, segment_BL)
-    x_BLD = nn.Dropout(cfg.dropout)(x_BLD, deterministic=self.deterministic)
+    x_BLD = Dropout(cfg.dropout)(x_BLD, deterministic=self.deterministic)
     for layer in _layer_stack(EncoderLayer, cfg, self.deterministic, cfg.num_layers, 2):
       x_BLD, _ = layer(x_BLD, bias_1HLL, mask_B1LL)
     x_BLD = RMSNorm(cfg, name="final_norm")(x_BLD)
-    return nn.Dropout(cfg.dropout)(x_BLD, deterministic=self.deterministic)
+    return Dropout(cfg.dropout)(x_BLD, deterministic=self.deterministic)
 
 
 class Decoder(nn.Module):
@@ -275,11 +276,11 @@ class Decoder(nn.Module):
     bias_1HTT = RelativePositionBias(cfg, bidirectional=False, name="relpos_bias")(length, length)
     self_mask_B1TT = attention_mask(segment_BT, segment_BT, causal=True)
     cross_mask_B1TL = attention_mask(segment_BT, encoder_segment_BL)
-    y_BTD = nn.Dropout(cfg.dropout)(y_BTD, deterministic=self.deterministic)
+    y_BTD = Dropout(cfg.dropout)(y_BTD, deterministic=self.deterministic)
     for layer in _layer_stack(DecoderLayer, cfg, self.deterministic, cfg.num_decoder_layers, 4):
       y_BTD, _ = layer(y_BTD, encoded_BLD, bias_1HTT, self_mask_B1TT, cross_mask_B1TL)
     y_BTD = RMSNorm(cfg, name="final_norm")(y_BTD)
-    y_BTD = nn.Dropout(cfg.dropout)(y_BTD, deterministic=self.deterministic)
+    y_BTD = Dropout(cfg.dropout)(y_BTD, deterministic=self.deterministic)
     if cfg.tie_word_embeddings:
       return token_embedder.attend(y_BTD * cfg.d_model ** -0.5)
     return nn.DenseGeneral(cfg.vocab_size, use_bias=False, dtype=cfg.compute_dtype, param_dtype=jnp.float32,

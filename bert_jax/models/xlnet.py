@@ -26,6 +26,7 @@ import numpy as np
 from bert_jax import models
 from bert_jax.errors import UserError
 from bert_jax.models import layers
+from bert_jax.models.dropout import Dropout
 from bert_jax.models.layers import REMAT_POLICIES
 
 
@@ -124,7 +125,7 @@ class RelativeAttention(nn.Module):
     self.segment_embedding = self.param("segment_embedding", layers.partitioned(normal, (None, "heads", "kv")),
                                         (2,) + shape[1:], jnp.float32)
     self.layer_norm = layers.layer_norm(cfg.layer_norm_eps, cfg.compute_dtype, "layer_norm")
-    self.dropout = nn.Dropout(cfg.dropout)
+    self.dropout = Dropout(cfg.dropout)
 
   def _project(self, x, kernel):
     return layers.constrain(jnp.einsum("bld,dnk->blnk", x, kernel.astype(self.cfg.compute_dtype)),
@@ -176,10 +177,10 @@ class FeedForward(nn.Module):
     y_BLF = layers.dense(cfg.intermediate_size, ("embed", "mlp"), cfg.initializer_range, cfg.compute_dtype,
                          "intermediate")(x_BLD)
     y_BLF = layers.constrain(layers.activation(cfg.hidden_act)(y_BLF), ("batch", "length", "mlp"))
-    y_BLF = nn.Dropout(cfg.dropout)(y_BLF, deterministic=self.deterministic)
+    y_BLF = Dropout(cfg.dropout)(y_BLF, deterministic=self.deterministic)
     y_BLD = layers.dense(cfg.hidden_size, ("mlp", "embed"), cfg.initializer_range, cfg.compute_dtype,
                          "output")(y_BLF)
-    y_BLD = nn.Dropout(cfg.dropout)(y_BLD, deterministic=self.deterministic)
+    y_BLD = Dropout(cfg.dropout)(y_BLD, deterministic=self.deterministic)
     return layers.layer_norm(cfg.layer_norm_eps, cfg.compute_dtype, "layer_norm")(x_BLD + y_BLD)
 
 
@@ -236,7 +237,7 @@ class XLNetEncoder(nn.Module):
     else:
       layer_cls = _layer_cls(cfg)
       self.layer_list = [layer_cls(cfg, self.deterministic, name=f"layer_{k}") for k in range(cfg.num_layers)]
-    self.dropout = nn.Dropout(cfg.dropout)
+    self.dropout = Dropout(cfg.dropout)
 
   def _context(self, input_ids_BL, token_type_ids_BL, attention_mask_BL, perm_mask_BLL, target_positions_BP,
                reversed_B, mlen: int) -> dict:
