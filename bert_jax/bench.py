@@ -5,7 +5,7 @@ is its own and neither library's threads or allocator touch the other's numbers.
 (`run_benchmark`) sends commands over the worker's stdin and reads one JSON line per command back:
 
   run N   N training steps, each timed to completion -> {"step_seconds": [...], "compilations": int}
-  peak    the best FLOP/s of a large matmul in the compute dtype (JAX worker only) -> {"flops": float}
+  peak    the best FLOP/s of a large matmul in the compute dtype (XLA's or PyTorch's) -> {"flops": float}
   quit    -> {"peak_rss_bytes": int}, then the worker exits
 
 Both workers train on the same synthetic batches (objective.synthetic_batch, drawn by the parent into an
@@ -254,6 +254,19 @@ class TorchStep:
       self.steps += 1
     return times
 
+  def peak(self, size: int = 2048, repeats: int = 5) -> float:
+    """The best FLOP/s of a float32 [size, size] x [size, size] matmul in PyTorch (its BLAS, all threads)."""
+    import torch
+
+    a, b = torch.randn(size, size), torch.randn(size, size)
+    torch.mm(a, b)
+    best = math.inf
+    for _ in range(repeats):
+      start = time.perf_counter()
+      torch.mm(a, b)
+      best = min(best, time.perf_counter() - start)
+    return 2.0 * size ** 3 / best
+
 
 def worker_main(argv: Sequence[str]) -> None:
   """A worker: argv = [framework, JSON settings]; commands on stdin, replies on the original stdout (everything
@@ -361,7 +374,7 @@ def run_benchmark(spec: str, overrides: Sequence[str], steps: int, warmup: int, 
       if warmup:
         worker.ask(f"run {warmup}")
     times: dict[str, list[float]] = {w.framework: [] for w in workers}
-    compilations, peak = 0, 0.0
+    compilations, peak, hf_peak = 0, 0.0, 0.0
     per_round = max(1, math.ceil(steps / rounds))
     for r in range(rounds):
       for worker in workers:
@@ -369,6 +382,8 @@ def run_benchmark(spec: str, overrides: Sequence[str], steps: int, warmup: int, 
         times[worker.framework] += reply["step_seconds"]
         compilations += reply["compilations"]
       peak = max(peak, workers[0].ask("peak")["flops"])
+      if compare_hf:
+        hf_peak = max(hf_peak, workers[1].ask("peak")["flops"])
       progress(f"round {r + 1}/{rounds}: " + ", ".join(
           f"{name} {config.train.batch_size * config.data.seq_len / statistics.median(t):,.0f} tokens/s"
           for name, t in times.items()))
@@ -386,6 +401,7 @@ def run_benchmark(spec: str, overrides: Sequence[str], steps: int, warmup: int, 
   if compare_hf:
     result["hf"] = _summary(config, workers[1].started, times["torch"], finished["torch"], flops_per_token, peak)
     result["hf"]["torch_threads"] = workers[1].started["torch_threads"]
+    result["hf"]["matmul_peak_flops"] = hf_peak
     result["speedup_vs_hf"] = result["tokens_per_second"] / result["hf"]["tokens_per_second"]
   return result
 

@@ -55,6 +55,7 @@ def test_bench_command_json(tmp_path, capsys):
     assert run["mfu"] == run["tokens_per_second"] * result["flops_per_token"] / result["matmul_peak_flops"]
     assert run["peak_host_memory_bytes"] > 100 * 2 ** 20
   assert result["compile_seconds"] > 0 and result["hf"]["compile_seconds"] is None
+  assert result["matmul_peak_flops"] > 1e9 and result["hf"]["matmul_peak_flops"] > 1e9
   assert np.isclose(result["speedup_vs_hf"], result["tokens_per_second"] / result["hf"]["tokens_per_second"])
   assert result["pipeline_tokens_per_second"] > 0
 

@@ -79,7 +79,8 @@ def report(r: dict) -> str:
       f"{r['config']}: batch {r['batch_size']} x {r['seq_len']} tokens, {r['dtype']}, {r['device_count']} x {r['device_kind']} "
       f"({r['cpu_count']} CPUs); median of {r['steps']} steps in {r['rounds']} rounds",
       f"  model FLOPs per token {r['flops_per_token'] / 1e9:.3f} G; measured matmul peak "
-      f"{r['matmul_peak_flops'] / 1e9:,.0f} GFLOP/s",
+      f"{r['matmul_peak_flops'] / 1e9:,.0f} GFLOP/s (XLA)"
+      + (f", {r['hf']['matmul_peak_flops'] / 1e9:,.0f} GFLOP/s (PyTorch)" if "hf" in r else ""),
       f"  JAX      {r['tokens_per_second']:>10,.0f} tokens/s  step {r['step_seconds']:.3f} s  MFU {mfu}  "
       f"compile {r['compile_seconds']:.1f} s  peak host memory {_gib(r['peak_host_memory_bytes'])}  "
       f"recompilations {r['recompilations']}"]
