@@ -84,7 +84,21 @@ def compile_seconds(events: Sequence[tuple[str, float, str]], fun_name: str) -> 
   return sum(seconds for _, seconds, name in events if _named(name, fun_name))
 
 
-def matmul_peak_flops(dtype: str, size: int = 2048, repeats: int = 5) -> float:
+PEAK_MATMUL_SIZE = 2048
+
+
+def matmul_flops_per_second(matmul: Callable[[], Any], size: int = PEAK_MATMUL_SIZE, repeats: int = 5) -> float:
+  """The best FLOP/s of `matmul()`, a blocking [size, size] x [size, size] product, after one warm-up call."""
+  matmul()
+  best = math.inf
+  for _ in range(repeats):
+    start = time.perf_counter()
+    matmul()
+    best = min(best, time.perf_counter() - start)
+  return 2.0 * size ** 3 / best
+
+
+def matmul_peak_flops(dtype: str, size: int = PEAK_MATMUL_SIZE) -> float:
   """The best FLOP/s of a [size, size] x [size, size] matmul in `dtype` on the first device."""
   import jax
   import jax.numpy as jnp
@@ -92,13 +106,7 @@ def matmul_peak_flops(dtype: str, size: int = 2048, repeats: int = 5) -> float:
   keys = jax.random.split(jax.random.key(0))
   a, b = (jax.random.normal(k, (size, size), jnp.float32).astype(dtype) for k in keys)
   matmul = jax.jit(jnp.dot)
-  matmul(a, b).block_until_ready()
-  best = math.inf
-  for _ in range(repeats):
-    start = time.perf_counter()
-    matmul(a, b).block_until_ready()
-    best = min(best, time.perf_counter() - start)
-  return 2.0 * size ** 3 / best
+  return matmul_flops_per_second(lambda: matmul(a, b).block_until_ready(), size)
 
 
 def peak_rss_bytes() -> int:
@@ -254,18 +262,12 @@ class TorchStep:
       self.steps += 1
     return times
 
-  def peak(self, size: int = 2048, repeats: int = 5) -> float:
-    """The best FLOP/s of a float32 [size, size] x [size, size] matmul in PyTorch (its BLAS, all threads)."""
+  def peak(self) -> float:
+    """The best FLOP/s of a float32 matmul in PyTorch (its BLAS, all threads)."""
     import torch
 
-    a, b = torch.randn(size, size), torch.randn(size, size)
-    torch.mm(a, b)
-    best = math.inf
-    for _ in range(repeats):
-      start = time.perf_counter()
-      torch.mm(a, b)
-      best = min(best, time.perf_counter() - start)
-    return 2.0 * size ** 3 / best
+    a, b = torch.randn(PEAK_MATMUL_SIZE, PEAK_MATMUL_SIZE), torch.randn(PEAK_MATMUL_SIZE, PEAK_MATMUL_SIZE)
+    return matmul_flops_per_second(lambda: torch.mm(a, b))
 
 
 def worker_main(argv: Sequence[str]) -> None:
