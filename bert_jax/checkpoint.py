@@ -8,11 +8,15 @@
 
 A step directory appears only once every process has written it (Orbax renames it from a temporary name), and
 old steps are deleted only after the next one is committed, so a crash at any moment leaves the last good
-checkpoint. A damaged step (a missing or truncated file) is reported and moved to W/damaged_checkpoints when an
-older one restores; a checkpoint of another model is an error, never skipped.
+checkpoint. A save runs in the background; the loop asks at every step whether it has finished, and a save that
+failed stops the run with one line (the step, the path, the cause). Once committed, process 0 adds the size and
+SHA-256 of every file (MANIFEST), so a restore finds a missing, truncated or corrupt file before reading it. Such a
+damaged step is reported and moved to W/damaged_checkpoints when an older one restores; any other failure to restore
+is an error, and a checkpoint of another model is an error, never skipped.
 """
 
 import dataclasses
+import hashlib
 import json
 import signal
 import sys
@@ -23,55 +27,26 @@ import orbax.checkpoint as ocp
 from etils import epath
 from jax.experimental import multihost_utils
 
-from bert_jax.errors import UserError
-from bert_jax.train.batches import PipelineBatches
-from bert_jax.train.state import TrainState
+from bert_jax.errors import RunError, UserError, is_disk_full
 
 CHECKPOINT_DIR = "checkpoints"
 DAMAGED_DIR = "damaged_checkpoints"
-SYNTHETIC_POSITION = "synthetic.json"
+MANIFEST = "bert_jax_sha256.json"  # sizes and SHA-256 of every file of a committed step, written by process 0
 
 
-def _process_prefix(index: int, count: int) -> str:
-  return f"process_{index}-of-{count}"
+class Damaged(Exception):
+  """A checkpoint with a missing, truncated or corrupt file."""
 
 
 class DataPositionHandler(ocp.CheckpointHandler):
-  """Each process writes its own input position: a tf.train.Checkpoint of its iterator (process_I-of-N.*), or
-  process 0 the synthetic stream's step. Saving is synchronous: the position is the one of the saved step."""
+  """Each process writes its own input position through the batch source (`save_position`/`restore_position`).
+  Saving is synchronous: the position is the one of the saved step."""
 
   def save(self, directory: epath.Path, args: "DataPositionSave") -> None:
-    batches = args.batches
-    if isinstance(batches, PipelineBatches):
-      from bert_jax.data.tf_cpu import tf
-
-      prefix = directory / _process_prefix(jax.process_index(), jax.process_count())
-      tf.train.Checkpoint(iterator=batches.iterator).write(str(prefix))
-    elif jax.process_index() == 0:
-      (directory / SYNTHETIC_POSITION).write_text(json.dumps({"step": batches.step}))
+    args.batches.save_position(directory)
 
   def restore(self, directory: epath.Path, args: "DataPositionRestore") -> None:
-    batches = args.batches
-    saved = sorted(p.name.removesuffix(".index") for p in directory.glob("process_*.index"))
-    synthetic = directory / SYNTHETIC_POSITION
-    if not isinstance(batches, PipelineBatches):
-      if saved:
-        raise UserError(f"{directory.parent} holds a tf.data position but data.source is synthetic; "
-                        "train with the data.source it was saved with, or use a new --workdir")
-      batches.step = json.loads(synthetic.read_text())["step"]
-      return
-    if synthetic.exists():
-      raise UserError(f"{directory.parent} was written with data.source=synthetic; train with the data.source it "
-                      "was saved with, or use a new --workdir")
-    mine = _process_prefix(jax.process_index(), jax.process_count())
-    counts = {name.rpartition("-of-")[2] for name in saved}
-    if saved and str(jax.process_count()) not in counts:
-      raise UserError(f"{directory.parent} holds the data positions of {' or '.join(sorted(counts))} processes, "
-                      f"this run has {jax.process_count()}; resume with the same number of processes")
-    from bert_jax.data.tf_cpu import tf
-
-    # read() of a missing or truncated file raises, which marks the checkpoint damaged.
-    tf.train.Checkpoint(iterator=batches.iterator).read(str(directory / mine)).assert_consumed()
+    args.batches.restore_position(directory)
 
 
 @ocp.args.register_with_handler(DataPositionHandler, for_save=True)
@@ -89,7 +64,7 @@ class DataPositionRestore(ocp.args.CheckpointArgs):
 class Preempted(Exception):
   """Raised after the checkpoint of a preempted run has been committed."""
 
-  def __init__(self, step: int, state: TrainState, directory: epath.Path):
+  def __init__(self, step: int, state: Any, directory: epath.Path):
     super().__init__(f"stopped on SIGTERM after step {step}; its checkpoint is in {directory / str(step)}; "
                      "run the same command to resume")
     self.step, self.state = step, state
@@ -125,28 +100,98 @@ def _options(checkpoint_config: Any, read_only: bool) -> ocp.CheckpointManagerOp
                                       **common)
 
 
-def _path_name(path: tuple) -> str:
-  return "/".join(str(getattr(k, "key", getattr(k, "name", getattr(k, "idx", k)))) for k in path)
-
-
 def _shapes(tree: Any) -> dict[str, tuple]:
-  return {_path_name(path): tuple(leaf.shape) for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]}
+  return {jax.tree_util.keystr(path, simple=True, separator="/"): tuple(leaf.shape)
+          for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]}
 
 
-def short_error(error: Exception) -> str:
+def short_error(error: BaseException) -> str:
   lines = str(error).strip().splitlines()
   return f"{type(error).__name__}: {lines[0][:160] if lines else ''}"
 
 
-def _train_state_tree(state: TrainState) -> dict:
+def _causes(error: BaseException):
+  while error is not None:
+    yield error
+    error = error.__cause__ or error.__context__
+
+
+READ_FAILURES = ("error while reading", "error opening", "not_found", "data_loss", "out_of_range", "no such file",
+                 "unexpected end", "truncated", "corrupt")
+
+
+def is_damage(error: BaseException) -> bool:
+  """Whether a failed restore means a missing, truncated or corrupt file (rather than a bug or a bad config)."""
+  for cause in _causes(error):
+    if isinstance(cause, (Damaged, FileNotFoundError, json.JSONDecodeError)):
+      return True
+    if type(cause).__name__ in ("DamagedPosition", "DataLossError", "NotFoundError", "OutOfRangeError"):
+      return True
+    if any(words in str(cause).lower() for words in READ_FAILURES):
+      return True
+  return False
+
+
+def _walk(directory: epath.Path):
+  for path in sorted(directory.iterdir()):
+    if path.is_dir():
+      yield from _walk(path)
+    else:
+      yield path
+
+
+def _files(step_dir: epath.Path) -> dict[str, epath.Path]:
+  """The files of the step's items (Orbax may rewrite the step's own metadata files later)."""
+  return {str(p.relative_to(step_dir)): p for p in _walk(step_dir) if p.parent != step_dir}
+
+
+def _sha256(path: epath.Path) -> str:
+  with path.open("rb") as f:
+    return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+def write_manifest(step_dir: epath.Path) -> None:
+  """Sizes and SHA-256 of every file of a committed step, written whole and then renamed into the step."""
+  manifest = {name: [path.stat().length, _sha256(path)] for name, path in _files(step_dir).items()}
+  partial = step_dir / (MANIFEST + ".partial")
+  partial.write_text(json.dumps(manifest, indent=0))
+  partial.rename(step_dir / MANIFEST)
+
+
+def verify(step_dir: epath.Path, items: tuple[str, ...] = ()) -> bool:
+  """Raises Damaged when a file the manifest lists (under `items`, or all) is missing, of another size or another
+  SHA-256; returns False when the step has no manifest (a crash between the commit and the manifest)."""
+  path = step_dir / MANIFEST
+  if not path.exists():
+    return False
+  try:
+    manifest = json.loads(path.read_text())
+  except ValueError as error:
+    raise Damaged(f"{path} is unreadable ({error})") from None
+  for name, (size, digest) in manifest.items():
+    if items and name.split("/")[0] not in items:
+      continue
+    file = step_dir / name
+    if not file.exists():
+      raise Damaged(f"{file} is missing")
+    if file.stat().length != size:
+      raise Damaged(f"{file} is truncated ({file.stat().length} of {size} bytes)")
+    if _sha256(file) != digest:
+      raise Damaged(f"{file} is corrupt (its SHA-256 differs from the one written with it)")
+  return True
+
+
+def _train_state_tree(state: Any) -> dict:
   return {"step": state.step, "opt_state": state.opt_state, "rng": state.rng}
 
 
 class Checkpoints:
-  """The Orbax CheckpointManager of a workdir, with the restore rules above."""
+  """The Orbax CheckpointManager of a workdir, with the save checks and restore rules above."""
 
   def __init__(self, workdir: str | epath.Path, config: Any, read_only: bool = False):
     self.workdir = epath.Path(workdir)
+    if not self.workdir.is_absolute():
+      raise ValueError(f"Checkpoints needs an absolute workdir (resolve it at the command line), got {workdir}")
     self.directory = self.workdir / CHECKPOINT_DIR
     self.config = config
     keep, every = config.checkpoint.keep, config.checkpoint.every
@@ -161,31 +206,67 @@ class Checkpoints:
     handlers = {"params": ocp.StandardCheckpointHandler(), "train_state": ocp.StandardCheckpointHandler(),
                 "data": DataPositionHandler()}
     self.manager = ocp.CheckpointManager(self.directory, options=options, item_handlers=handlers)
+    self.pending: int | None = None  # the step being written in the background
 
   def steps(self) -> list[int]:
     return sorted(self.manager.all_steps())
 
-  def save(self, step: int, state: TrainState, batches: Any, metrics: dict | None = None) -> bool:
-    """Starts writing `step` (all processes call it); returns False when that step exists already."""
+  def _failed(self, step: int, error: BaseException) -> RunError:
+    committed = [s for s in self.steps() if s != step]
+    kept = f"the last committed checkpoint is {committed[-1]}" if committed else "no checkpoint was committed"
+    cause = "no space left on device" if is_disk_full(error) else short_error(error)
+    return RunError(f"checkpoint {step} could not be written to {self.directory / str(step)} ({cause}); training "
+                    f"stopped; {kept}; fix the cause and run the same command to resume")
+
+  def poll(self, block: bool = False) -> None:
+    """Finishes the background save once it is done (or, with `block`, waits for it): a failure raises RunError,
+    a success gets its manifest."""
+    if self.pending is None or (not block and self.manager.is_saving_in_progress()):
+      return
+    step, self.pending = self.pending, None
+    try:
+      self.manager.wait_until_finished()
+    except Exception as error:
+      raise self._failed(step, error) from error
+    if step not in self.manager.all_steps():
+      raise self._failed(step, RuntimeError("the save was not committed"))
+    if jax.process_index() == 0:
+      try:
+        write_manifest(self.directory / str(step))
+      except OSError as error:
+        raise self._failed(step, error) from error
+
+  def save(self, step: int, state: Any, batches: Any, metrics: dict | None = None) -> bool:
+    """Starts writing `step` (all processes call it) once the previous save is committed; returns False when that
+    step exists already."""
+    self.poll(block=True)
     if step in self.manager.all_steps():
       return False
     args = ocp.args.Composite(params=ocp.args.StandardSave(state.params),
                               train_state=ocp.args.StandardSave(_train_state_tree(state)),
                               data=DataPositionSave(batches))
-    return self.manager.save(step, args=args, metrics=metrics, force=True)
+    try:
+      started = self.manager.save(step, args=args, metrics=metrics, force=True)
+    except Exception as error:
+      raise self._failed(step, error) from error
+    self.pending = step if started else None
+    return started
 
   def wait(self) -> None:
-    self.manager.wait_until_finished()
+    self.poll(block=True)
 
   def close(self) -> None:
-    self.manager.close()
+    try:
+      self.poll(block=True)
+    finally:
+      self.manager.close()
 
   def _check_model(self, step: int, item: str, wanted: Any) -> None:
-    """A UserError when the saved tree has other names or shapes than this config's; any failure to read the
-    metadata propagates (a damaged checkpoint)."""
+    """A UserError when the saved tree has other names or shapes than this config's; a failure to read the
+    metadata propagates."""
     metadata = self.manager.item_metadata(step)[item]
     if metadata is None:
-      raise FileNotFoundError(f"{self.directory / str(step) / item} has no metadata")
+      raise Damaged(f"{self.directory / str(step) / item} has no metadata")
     saved, expected = _shapes(metadata.tree), _shapes(wanted)
     where = f"checkpoint {step} in {self.directory}"
     fix = "use the config it was trained with, or a new --workdir"
@@ -202,17 +283,35 @@ class Checkpoints:
       raise UserError(f"{where} holds another optimizer state than this config makes (was optimizer.name "
                       f"changed?); {fix}")
 
-  def restore(self, step: int, trainer: Any, batches: Any) -> TrainState:
+  def _restoring(self, step: int, items: tuple[str, ...], restore: Callable[[], Any]) -> Any:
+    """restore() after the step's checksums pass; a missing, truncated or corrupt file raises Damaged, a
+    checkpoint of another model UserError, and anything else propagates as it is."""
+    try:
+      verify(self.directory / str(step), items)
+      return restore()
+    except (Damaged, UserError):
+      raise
+    except Exception as error:
+      if is_damage(error):
+        raise Damaged(short_error(error)) from error
+      raise
+
+  def restore(self, step: int, trainer: Any, batches: Any) -> Any:
     """The full train state of `step` on the trainer's mesh; `batches` continues from the saved position."""
     abstract = trainer.abstract_state()
-    self._check_model(step, "params", abstract.params)
-    self._check_model(step, "train_state", _train_state_tree(abstract))
-    restored = self.manager.restore(step, args=ocp.args.Composite(
-        params=ocp.args.StandardRestore(abstract.params),
-        train_state=ocp.args.StandardRestore(_train_state_tree(abstract)),
-        data=DataPositionRestore(batches)))
+
+    def read() -> Any:
+      self._check_model(step, "params", abstract.params)
+      self._check_model(step, "train_state", _train_state_tree(abstract))
+      return self.manager.restore(step, args=ocp.args.Composite(
+          params=ocp.args.StandardRestore(abstract.params),
+          train_state=ocp.args.StandardRestore(_train_state_tree(abstract)),
+          data=DataPositionRestore(batches)))
+
+    restored = self._restoring(step, (), read)
     rest = restored["train_state"]
-    return TrainState(step=rest["step"], params=restored["params"], opt_state=rest["opt_state"], rng=rest["rng"])
+    return abstract.replace(step=rest["step"], params=restored["params"], opt_state=rest["opt_state"],
+                            rng=rest["rng"])
 
   def restore_params(self, step: int, trainer: Any) -> Any:
     """Only the parameters of `step`, placed on the trainer's mesh (for evaluation and export)."""
@@ -220,8 +319,12 @@ class Checkpoints:
       shown = ", ".join(map(str, self.steps())) or "none"
       raise UserError(f"no checkpoint of step {step} in {self.directory}; it has: {shown}")
     target = trainer.abstract_state().params
-    self._check_model(step, "params", target)
-    return self.manager.restore(step, args=ocp.args.Composite(params=ocp.args.StandardRestore(target)))["params"]
+
+    def read() -> Any:
+      self._check_model(step, "params", target)
+      return self.manager.restore(step, args=ocp.args.Composite(params=ocp.args.StandardRestore(target)))["params"]
+
+    return self._restoring(step, ("params",), read)
 
   def _set_aside(self, step: int) -> None:
     """Moves a damaged step out of the manager's directory, so the step can be written again."""
@@ -237,17 +340,15 @@ class Checkpoints:
       multihost_utils.sync_global_devices(f"bert_jax_set_aside_{step}")
     self.manager.reload()
 
-  def restore_or_init(self, trainer: Any, workdir: str | epath.Path) -> tuple[TrainState, Any]:
+  def restore_or_init(self, trainer: Any, workdir: str | epath.Path) -> tuple[Any, Any]:
     """The state and batches of the newest checkpoint that restores, or fresh ones when there is none."""
     damaged = []
     for step in reversed(self.steps()):
       batches = trainer.batches(str(workdir), step)
       try:
         state = self.restore(step, trainer, batches)
-      except UserError:
-        raise
-      except Exception as error:  # any failure to read a step means its files are damaged
-        report(f"checkpoint {step} in {self.directory} is damaged ({short_error(error)})")
+      except Damaged as error:
+        report(f"checkpoint {step} in {self.directory} is damaged ({error})")
         damaged.append((step, error))
         continue
       for bad, _ in damaged:
@@ -255,7 +356,7 @@ class Checkpoints:
       report(f"resuming from checkpoint {step} in {self.directory}")
       return state, batches
     if damaged:
-      listed = "; ".join(f"step {step}: {short_error(error)}" for step, error in damaged)
+      listed = "; ".join(f"step {step}: {error}" for step, error in damaged)
       raise UserError(f"no checkpoint in {self.directory} could be restored ({listed}); move them away to start "
                       "afresh")
     return trainer.init_state(), trainer.batches(str(workdir), 0)
@@ -286,10 +387,12 @@ class Preemption:
 
 
 class Saver:
-  """What the training loop calls: `due(step)` at every step (preemption), `save(step, state)` at checkpoint
-  steps, after the last step and when preempted; it then waits for the commit and raises Preempted."""
+  """What the training loop calls: `due(step)` at every step (preemption; it also finishes a background save that
+  is done, so a failed save stops the run), `save(step, state)` at checkpoint steps, after the last step and when
+  preempted; it then waits for the commit and raises Preempted. `metrics_fn(step, params)` gives the eval metrics
+  kept with a checkpoint (for checkpoint.best_metric)."""
 
-  def __init__(self, checkpoints: Checkpoints, batches: Any, metrics_fn: Callable[[Any], dict] | None = None):
+  def __init__(self, checkpoints: Checkpoints, batches: Any, metrics_fn: Callable[[int, Any], dict] | None = None):
     self.checkpoints = checkpoints
     self.batches = batches
     self.metrics_fn = metrics_fn
@@ -297,13 +400,14 @@ class Saver:
     self.preempted_at = None
 
   def due(self, step: int) -> bool:
+    self.checkpoints.poll()
     if self.preempted_at is None and self.preemption.reached(step):
       self.preempted_at = step
     return self.preempted_at == step
 
-  def save(self, step: int, state: TrainState) -> None:
-    metrics = self.metrics_fn(state.params) if self.metrics_fn else None
+  def save(self, step: int, state: Any) -> None:
     best = self.checkpoints.config.checkpoint.best_metric
+    metrics = self.metrics_fn(step, state.params) if self.metrics_fn and best else None
     if metrics is not None and best not in metrics:
       raise UserError(f"checkpoint.best_metric '{best}' is not an eval metric of this objective; use one of "
                       f"{', '.join(metrics)}")
@@ -314,4 +418,3 @@ class Saver:
 
   def close(self) -> None:
     self.preemption.close()
-    self.checkpoints.close()

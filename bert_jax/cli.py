@@ -4,6 +4,8 @@ collected from any position into `args.overrides`."""
 
 import argparse
 import importlib
+import logging
+import os
 import sys
 
 
@@ -44,14 +46,22 @@ def parse(argv: list[str]) -> argparse.Namespace:
   return args
 
 
+def _quiet_library_logs() -> None:
+  """Orbax logs each failure of a background save as a long traceback on absl's logger; the run reports such a
+  failure itself, in one line. BERT_JAX_VERBOSE=1 keeps the libraries' logs."""
+  if os.environ.get("BERT_JAX_VERBOSE") != "1":
+    logging.getLogger("absl").setLevel(logging.CRITICAL)
+
+
 def main(argv: list[str] | None = None) -> int:
   argv = sys.argv[1:] if argv is None else argv
+  _quiet_library_logs()
   try:
     args = parse(argv)
     return args.run(args) or 0
   except UserError as e:
     print(f"bert-jax: error: {e}", file=sys.stderr)
-    return 2
+    return e.exit_code
   except KeyboardInterrupt:
     print("bert-jax: interrupted", file=sys.stderr)
     return 130

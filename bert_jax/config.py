@@ -113,6 +113,9 @@ def validate(config: ml_collections.ConfigDict) -> None:
     raise UserError(
         f"train.batch_size={config.train.batch_size} is not divisible by "
         f"train.microbatches={config.train.microbatches}")
+  every = config.eval.every
+  if not isinstance(every, int) or isinstance(every, bool) or every < 0:
+    raise UserError(f"config key 'eval.every' must be >= 0 (0: no evaluation during training), got {every!r}")
   validate_model_config(config.model)
 
 

@@ -1,5 +1,25 @@
-"""The one exception type a user sees as a single line (the CLI prints it without a traceback)."""
+"""The exceptions a user sees as a single line (the CLI prints them without a traceback)."""
 
 
 class UserError(Exception):
-  """Bad input the user can fix; the message says what is wrong and what to do."""
+  """Bad input the user can fix; the message says what is wrong and what to do. Exit status 2."""
+  exit_code = 2
+
+
+class RunError(UserError):
+  """A run that cannot go on for a reason outside its input (a full disk, a failed write); the message names the
+  cause and what was kept. Exit status 1."""
+  exit_code = 1
+
+
+def is_disk_full(error: BaseException) -> bool:
+  """Whether an error (or one that caused it) is a full disk or quota, from the OS, TensorFlow or TensorStore."""
+  import errno
+
+  while error is not None:
+    if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
+      return True
+    if "no space left on device" in str(error).lower():
+      return True
+    error = error.__cause__ or error.__context__
+  return False

@@ -1,5 +1,7 @@
 """Training logs: a console line per log step under a tqdm progress bar, TensorBoard events in
-W/tensorboard, and one JSON object per log step in W/metrics.jsonl. Only process 0 writes."""
+W/tensorboard, and one JSON object per log step in W/metrics.jsonl (evaluations during training add rows whose
+keys start with eval/). Only process 0 writes. A run resumed from step S first drops the rows and TensorBoard
+events after S that an interrupted run wrote, so every step appears once."""
 
 import datetime
 import json
@@ -29,6 +31,26 @@ def console_line(record: dict, total_steps: int) -> str:
   return " | ".join(parts)
 
 
+def _step_of(line: str) -> int | None:
+  """The step of a row, or None for a line cut short by a crash."""
+  try:
+    return json.loads(line)["step"]
+  except (ValueError, KeyError, TypeError):
+    return None
+
+
+def drop_rows_after(path: epath.Path, step: int) -> None:
+  """Rewrites metrics.jsonl without its rows of steps after `step` (whole, then renamed)."""
+  if not path.exists():
+    return
+  lines = path.read_text().splitlines(keepends=True)
+  kept = [line for line in lines if (found := _step_of(line)) is not None and found <= step]
+  if len(kept) != len(lines):
+    partial = path.with_name(path.name + ".partial")
+    partial.write_text("".join(kept))
+    partial.replace(path)
+
+
 class MetricsWriter:
 
   def __init__(self, workdir: str, total_steps: int, start_step: int = 0, enabled: bool = True):
@@ -41,8 +63,10 @@ class MetricsWriter:
 
     self.dir = epath.Path(workdir)
     self.dir.mkdir(parents=True, exist_ok=True)
-    self.jsonl = (self.dir / "metrics.jsonl").open("a")
-    self.tensorboard = SummaryWriter(str(self.dir / "tensorboard"))
+    path = self.dir / "metrics.jsonl"
+    drop_rows_after(path, start_step)
+    self.jsonl = path.open("a")
+    self.tensorboard = SummaryWriter(str(self.dir / "tensorboard"), purge_step=start_step + 1)
     self.bar = tqdm(total=total_steps, initial=start_step, unit="step", dynamic_ncols=True, disable=None)
 
   def write(self, record: dict[str, Any]) -> None:
@@ -60,6 +84,19 @@ class MetricsWriter:
     self.step = step
     self.bar.set_postfix(loss=f"{record['loss']:.4f}")
     tqdm.write(console_line(record, self.total_steps))
+
+  def write_eval(self, record: dict[str, Any]) -> None:
+    """An evaluation during training: a metrics.jsonl row with keys eval/..., TensorBoard eval/..., a line."""
+    if not self.enabled:
+      return
+    step = record["step"]
+    self.jsonl.write(json.dumps({"step": step, **{f"eval/{k}": v for k, v in record.items() if k != "step"}}) + "\n")
+    self.jsonl.flush()
+    for key, value in record.items():
+      if key != "step":
+        self.tensorboard.add_scalar(f"eval/{key}", value, step)
+    self.tensorboard.flush()
+    tqdm.write(" | ".join([f"eval at step {step}"] + [f"{k} {_format(v)}" for k, v in record.items() if k != "step"]))
 
   def info(self, line: str) -> None:
     if self.enabled:

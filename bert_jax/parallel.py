@@ -6,6 +6,7 @@ within one. config.rules maps the models' logical axis names to mesh axes.
 """
 
 import math
+import os
 from typing import Any, Sequence
 
 import flax.linen as nn
@@ -25,6 +26,17 @@ def cluster_detected() -> bool:
   from jax._src.clusters import ClusterEnv  # the detection jax.distributed.initialize() runs itself
 
   return any(not env.opt_in_only_method and env.is_env_present() for env in ClusterEnv._cluster_types)
+
+
+def enable_compilation_cache() -> str | None:
+  """A persistent XLA compilation cache, so that a resumed run, an evaluation or a rerun does not compile again:
+  JAX_COMPILATION_CACHE_DIR when set, otherwise ~/.cache/bert_jax/xla (BERT_JAX_COMPILATION_CACHE=off: none)."""
+  if os.environ.get("BERT_JAX_COMPILATION_CACHE") == "off":
+    return None
+  if not jax.config.jax_compilation_cache_dir:
+    cache = os.path.join(os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "bert_jax", "xla")
+    jax.config.update("jax_compilation_cache_dir", cache)
+  return jax.config.jax_compilation_cache_dir
 
 
 def initialize_distributed(coordinator: str | None = None, num_processes: int | None = None,

@@ -9,4 +9,5 @@ def get_config():
   c.train.update(steps=1000, batch_size=32, log_every=50)
   c.optimizer.update(learning_rate=1e-3, warmup_steps=100)
   c.checkpoint.every = 250
+  c.eval.every = 250
   return c

@@ -62,5 +62,7 @@ def finished_reference_run(tmp_path_factory) -> Path:
 
 
 def records(workdir: Path) -> list[dict]:
+  """The training rows of metrics.jsonl (evaluation rows, with keys eval/..., left out)."""
   path = workdir / "metrics.jsonl"
-  return [json.loads(line) for line in path.read_text().splitlines()] if path.is_file() else []
+  rows = [json.loads(line) for line in path.read_text().splitlines()] if path.is_file() else []
+  return [row for row in rows if "loss" in row]

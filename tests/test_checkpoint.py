@@ -11,6 +11,7 @@ import pytest
 
 from bert_jax import checkpoint, config as config_lib
 from bert_jax.errors import UserError
+from bert_jax.train import batches as batches_lib
 from bert_jax.train.loop import Trainer
 
 # A failed Orbax restore of a damaged checkpoint leaves reads that later report to its closed event loop.
@@ -93,11 +94,15 @@ def test_damaged_latest_checkpoint_is_reported_and_skipped(fresh, tmp_path, caps
   assert checkpoint.Checkpoints(tmp_path, trainer.config).steps() == [1, 2]
 
 
-def test_no_restorable_checkpoint_is_an_error_and_moves_nothing(fresh, tmp_path):
+@pytest.mark.parametrize("manifest", [True, False])
+def test_no_restorable_checkpoint_is_an_error_and_moves_nothing(fresh, tmp_path, manifest):
   trainer, state = fresh
   save_steps(tmp_path, trainer, state, [1])
-  (tmp_path / "checkpoints" / "1" / "data" / checkpoint.SYNTHETIC_POSITION).unlink()
-  with pytest.raises(UserError, match=r"no checkpoint in .* could be restored \(step 1: FileNotFoundError"):
+  (tmp_path / "checkpoints" / "1" / "data" / batches_lib.SYNTHETIC_POSITION).unlink()
+  if not manifest:  # a crash between the commit and the manifest: the failed read itself tells
+    (tmp_path / "checkpoints" / "1" / checkpoint.MANIFEST).unlink()
+  cause = r".*/1/data/synthetic.json is missing\)" if manifest else r"FileNotFoundError"
+  with pytest.raises(UserError, match=rf"no checkpoint in .* could be restored \(step 1: {cause}"):
     checkpoint.Checkpoints(tmp_path, trainer.config).restore_or_init(trainer, tmp_path)
   assert (tmp_path / "checkpoints" / "1").is_dir()
 
@@ -126,7 +131,7 @@ def test_a_best_metric_the_objective_lacks_is_an_error(fresh, tmp_path):
   trainer, state = fresh
   checkpoints = checkpoint.Checkpoints(tmp_path, small_config("checkpoint.best_metric=mlm_acc"))
   saver = checkpoint.Saver(checkpoints, trainer.batches(str(tmp_path), 0),
-                           lambda params: {"loss": 1.0, "mlm_accuracy": 0.5})
+                           lambda step, params: {"loss": 1.0, "mlm_accuracy": 0.5})
   with pytest.raises(UserError, match=r"checkpoint.best_metric 'mlm_acc' is not an eval metric of this objective; "
                                       r"use one of loss, mlm_accuracy$"):
     saver.save(0, state)

@@ -3,7 +3,7 @@
 import argparse
 from pathlib import Path
 
-from bert_jax import cli, config as config_lib, convert, defaults
+from bert_jax import cli, config as config_lib, convert, defaults, models, workdir as workdir_lib
 from bert_jax.convert import files
 from bert_jax.errors import UserError
 
@@ -17,14 +17,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
   direction.add_argument("--to-hf", action="store_true", help="export --params (with --config) to --output")
   cli.add_config_argument(parser, required=False)
   parser.set_defaults(config=None)
-  parser.add_argument("--params", help="with --to-hf: an Orbax parameter checkpoint (e.g. OUT/params)")
+  parser.add_argument("--params", help="with --to-hf: an Orbax parameter checkpoint (OUT/params of an import) or "
+                                       "a training checkpoint's step (WORKDIR/checkpoints/STEP)")
   parser.add_argument("--output", required=True, help="the directory to write")
-
-
-def _usable_positions(model_config) -> int:
-  """Positions a sequence may fill: RoBERTa's offset positions lose pad_token_id + 1 of the table."""
-  offset = model_config.pad_token_id + 1 if model_config.get("position_offset", False) else 0
-  return model_config.max_position - offset
 
 
 def write_config_file(path: Path, recipe: str, model_config, source: str) -> None:
@@ -35,8 +30,9 @@ def write_config_file(path: Path, recipe: str, model_config, source: str) -> Non
            "  c.model.update({"]
   lines += [f"      {key!r}: {value!r}," for key, value in model_config.items()]
   lines.append("  })")
-  if "max_position" in model_config and recipe_config.data.seq_len > _usable_positions(model_config):
-    lines.append(f"  c.data.seq_len = {_usable_positions(model_config)}")
+  positions = models.max_sequence_length(model_config)
+  if positions is not None and recipe_config.data.seq_len > positions:
+    lines.append(f"  c.data.seq_len = {positions}")
   lines.append("  return c")
   path.write_text("\n".join(lines) + "\n")
 
@@ -62,12 +58,13 @@ def export_hf(config_spec: str, overrides: list[str], params_path: str, output: 
 
 
 def run(args) -> int:
+  output = workdir_lib.resolve(args.output)  # Orbax takes absolute paths only
   if args.from_hf:
-    out = import_hf(args.from_hf, args.output)
+    out = import_hf(workdir_lib.resolve(args.from_hf), output)
     print(f"wrote {out / 'config.py'} and {out / 'params'}; use --config {out / 'config.py'}")
     return 0
   if not args.params or not args.config:
     raise UserError("--to-hf needs --params (the parameter checkpoint) and --config (its model config)")
-  out = export_hf(args.config, args.overrides, args.params, args.output)
+  out = export_hf(args.config, args.overrides, workdir_lib.resolve(args.params), output)
   print(f"wrote {out / 'config.json'} and {out / 'model.safetensors'}")
   return 0

@@ -3,7 +3,7 @@
 import argparse
 import json
 
-from bert_jax import cli, config as config_lib, parallel
+from bert_jax import cli, config as config_lib, parallel, workdir as workdir_lib
 
 HELP = "evaluate checkpoints of a workdir on fixed held-out batches (writes W/eval/<step>.json and TensorBoard)"
 
@@ -25,13 +25,15 @@ def _line(record: dict) -> str:
 
 def run(args) -> int:
   config = config_lib.load_config(args.config, args.overrides)
+  parallel.enable_compilation_cache()
   parallel.initialize_distributed()
   from bert_jax import evaluate  # after distributed start-up: nothing may touch devices before it
 
+  workdir = workdir_lib.resolve(args.workdir)
   if args.watch:
-    records = evaluate.watch(config, args.workdir)
+    records = evaluate.watch(config, workdir)
   else:
-    records = evaluate.evaluate(config, args.workdir, args.step, args.all)
+    records = evaluate.evaluate(config, workdir, args.step, args.all)
   for record in records:
     print(json.dumps(record) if args.json else _line(record), flush=True)
   return 0

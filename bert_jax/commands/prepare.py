@@ -2,7 +2,7 @@
 
 import argparse
 
-from bert_jax import cli, config as config_lib
+from bert_jax import cli, config as config_lib, workdir as workdir_lib
 
 HELP = "tokenize data.source into sharded TFRecords under <workdir>/data (training tokenizer first if needed)"
 
@@ -20,10 +20,11 @@ def run(args) -> int:
   overrides = [*args.overrides, *([f"data.source={args.source}"] if args.source else []),
                *([f"data.prepared_dir={args.output}"] if args.output else [])]
   config = config_lib.load_config(args.config, overrides)
-  metadata = pipeline.prepare_if_needed(config, args.workdir)
+  workdir = workdir_lib.resolve(args.workdir)
+  metadata = pipeline.prepare_if_needed(config, workdir)
   for split, shards in metadata["splits"].items():
     totals = {key: sum(s[key] for s in shards) for key in ("documents", "sentences", "tokens")}
     print(f"{split}: {totals['documents']:,} documents, {totals['sentences']:,} sentences, {totals['tokens']:,} tokens "
           f"in {len(shards)} files")
-  print(f"prepared data: {pipeline.prepared_dir(config, args.workdir)} (tokenizer {metadata['tokenizer']})")
+  print(f"prepared data: {pipeline.prepared_dir(config, workdir)} (tokenizer {metadata['tokenizer']})")
   return 0

@@ -3,9 +3,9 @@
 import argparse
 from pathlib import Path
 
-from bert_jax import cli, config as config_lib
+from bert_jax import cli, config as config_lib, workdir as workdir_lib
 from bert_jax.data import tokenizer as tokenizer_lib
-from bert_jax.data.sources import Source
+from bert_jax.data.sources import Source, absolute_spec
 from bert_jax.errors import UserError
 
 HELP = "train a SentencePiece tokenizer (unigram or BPE) with [PAD] [CLS] [SEP] [MASK] and optional T5 sentinels"
@@ -27,12 +27,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args) -> int:
-  settings = {"data.source": args.source, "model.vocab_size": args.vocab_size, "data.tokenizer_type": args.model_type,
+  source = absolute_spec(args.source) if args.source else None
+  settings = {"data.source": source, "model.vocab_size": args.vocab_size, "data.tokenizer_type": args.model_type,
               "data.character_coverage": args.character_coverage, "data.extra_ids": args.extra_ids,
               "data.tokenizer_sentences": args.max_sentences}
   overrides = [f"{key}={value}" for key, value in settings.items() if value is not None]
   config = config_lib.load_config(args.config, [*args.overrides, *overrides])
-  output = Path(args.output)
+  output = Path(workdir_lib.resolve(args.output))
   if output.suffix != ".model":
     raise UserError(f"--output {output} should end in .model")
   if output.exists() and not args.force:

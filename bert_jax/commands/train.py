@@ -2,7 +2,7 @@
 
 import argparse
 
-from bert_jax import cli, config as config_lib, parallel
+from bert_jax import cli, config as config_lib, parallel, workdir as workdir_lib
 
 HELP = "train a model (one process per host; multi-host runs join via cluster detection or --coordinator)"
 
@@ -17,8 +17,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args) -> int:
   config = config_lib.load_config(args.config, args.overrides)  # config errors before joining a cluster
+  parallel.enable_compilation_cache()
   parallel.initialize_distributed(args.coordinator, args.num_processes, args.process_id)
   from bert_jax.train import loop  # after distributed start-up: nothing may touch devices before it
 
-  loop.train(config, args.workdir)
+  loop.train(config, workdir_lib.resolve(args.workdir))
   return 0

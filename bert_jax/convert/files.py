@@ -12,6 +12,7 @@ from safetensors.numpy import save_file
 
 from bert_jax.errors import UserError
 
+ORBAX_ITEM_METADATA = "_METADATA"  # in every directory of one Orbax pytree item
 # Checkpoints written before LayerNorm's parameters were renamed.
 _LEGACY_SUFFIXES = {".gamma": ".weight", ".beta": ".bias"}
 
@@ -84,16 +85,42 @@ def save_params(path: str | Path, params: dict) -> None:
     checkpointer.save(path, params)
 
 
-def restore_params(path: str | Path) -> dict:
-  """The parameter tree of an Orbax checkpoint: a params tree, or a state with a `params` entry."""
+def params_item(path: str | Path) -> Path:
+  """The Orbax item that holds parameters: `path` itself (what `convert` writes, or a training checkpoint's
+  STEP/params), or the `params` item of a training checkpoint's step directory."""
   path = Path(path).resolve()
-  if not path.is_dir():
-    raise UserError(f"parameter checkpoint {path} not found; pass the directory `convert` or `train` wrote")
+  wanted = ("pass the params directory `convert --from-hf` wrote (OUT/params) or a training checkpoint's step "
+            "(WORKDIR/checkpoints/STEP)")
+  if not path.exists():
+    raise UserError(f"parameter checkpoint {path} not found; {wanted}")
+  for item in (path, path / "params"):
+    if (item / ORBAX_ITEM_METADATA).is_file():
+      return item
+  listed = path.iterdir() if path.is_dir() else ()
+  steps = sorted(int(p.name) for p in listed if p.name.isdigit() and (p / "params").is_dir())
+  if steps:
+    raise UserError(f"{path} holds the training checkpoints of steps {', '.join(map(str, steps))}; pass one step, "
+                    f"e.g. --params {path / str(steps[-1])}")
+  raise UserError(f"{path} is not a parameter checkpoint; {wanted}")
+
+
+def restore_params(path: str | Path) -> dict:
+  """The parameter tree of an Orbax checkpoint (see params_item for the paths it takes)."""
+  item = params_item(path)
   device = jax.sharding.SingleDeviceSharding(jax.local_devices(backend="cpu")[0])
-  with ocp.StandardCheckpointer() as checkpointer:
-    # A target on one host device restores a checkpoint written on any mesh.
-    target = jax.tree_util.tree_map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device),
-                                    checkpointer.metadata(path).item_metadata.tree)
-    tree = checkpointer.restore(path, target)
+  try:
+    with ocp.StandardCheckpointer() as checkpointer:
+      saved = checkpointer.metadata(item).item_metadata.tree
+      if isinstance(saved, dict) and "opt_state" in saved:
+        raise UserError(f"{item} holds a training state, not parameters; pass {item.parent} or "
+                        f"{item.parent / 'params'}")
+      # A target on one host device restores a checkpoint written on any mesh.
+      target = jax.tree_util.tree_map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device), saved)
+      tree = checkpointer.restore(item, target)
+  except UserError:
+    raise
+  except Exception as error:  # any other failure to read the files: the checkpoint is damaged
+    first = (str(error).strip().splitlines() or [""])[0][:200]
+    raise UserError(f"cannot read the parameter checkpoint {item} ({type(error).__name__}: {first})") from None
   tree = tree.get("params", tree) if isinstance(tree, dict) else tree
   return jax.tree_util.tree_map(np.asarray, tree)

@@ -18,6 +18,7 @@ iterator's position can be saved and restored exactly with tf.train.Checkpoint(i
 """
 
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -26,20 +27,22 @@ from typing import Any
 import jax
 import numpy as np
 
-from bert_jax.data import prepare as prepare_lib
+from bert_jax.data import files, prepare as prepare_lib
 from bert_jax.data import tokenizer as tokenizer_lib
 from bert_jax.data.sources import Source
 from bert_jax.data.tf_cpu import tf
 from bert_jax.errors import UserError
 from bert_jax.objectives import get_objective
+from bert_jax.workdir import resolve
 
+TOKENIZER_MODEL = "spm.model"
 TOKENIZER_SETTINGS = "tokenizer.json"
 WAIT_SECONDS = 2.0
 EXAMPLE_SHUFFLE_BATCHES = 16  # the sequences of one document spread over this many batches
 
 
 def prepared_dir(config: Any, workdir: str | Path) -> Path:
-  return Path(config.data.prepared_dir or Path(workdir) / "data")
+  return Path(resolve(config.data.prepared_dir or os.path.join(str(workdir), "data")))
 
 
 def tokenizer_settings(config: Any, source: Source) -> dict:
@@ -52,27 +55,49 @@ def tokenizer_settings(config: Any, source: Source) -> dict:
 def _tokenizer_for(config: Any, workdir: str | Path, source: Source) -> tokenizer_lib.Tokenizer:
   """data.tokenizer when given; otherwise <workdir>/tokenizer/spm.model, trained on the source the first time."""
   if config.data.tokenizer:
-    tokenizer = tokenizer_lib.load(config.data.tokenizer, config.data.extra_ids)
+    tokenizer = tokenizer_lib.load(resolve(config.data.tokenizer), config.data.extra_ids)
   else:
-    directory = Path(workdir) / "tokenizer"
-    wanted = tokenizer_settings(config, source)
-    settings_path = directory / TOKENIZER_SETTINGS
-    if settings_path.is_file():
-      found = json.loads(settings_path.read_text())
-      if found != wanted:
-        changed = sorted(k for k in wanted if found.get(k) != wanted[k])
-        raise UserError(f"{directory} holds a tokenizer trained with other settings ({', '.join(changed)} differ); "
-                        "use a new --workdir or delete that directory")
-      tokenizer = tokenizer_lib.load(directory / "spm.model", config.data.extra_ids)
-    else:
-      print(f"training a {config.data.tokenizer_type} tokenizer of {config.model.vocab_size} ids on {source.spec}",
-            file=sys.stderr)
-      tokenizer = tokenizer_lib.train_for_config(config, source, directory / "spm.model")
-      partial = settings_path.with_name(TOKENIZER_SETTINGS + ".partial")
-      partial.write_text(json.dumps(wanted, indent=1))
-      partial.replace(settings_path)
+    tokenizer = _workdir_tokenizer(config, Path(resolve(str(workdir))) / "tokenizer", source)
   tokenizer_lib.check_model_fit(tokenizer, config.model)
   return tokenizer
+
+
+def _workdir_tokenizer(config: Any, directory: Path, source: Source) -> tokenizer_lib.Tokenizer:
+  """The tokenizer directory (spm.model and the settings it was trained with) is published whole, once."""
+  wanted = tokenizer_settings(config, source)
+  found = _trained_settings(directory)
+  if found is None:
+    print(f"training a {config.data.tokenizer_type} tokenizer of {config.model.vocab_size} ids on {source.spec}",
+          file=sys.stderr)
+    model = tokenizer_lib.train_serialized_for_config(config, source)
+    with files.private_directory(directory) as private:
+      (private / TOKENIZER_MODEL).write_bytes(model)
+      (private / TOKENIZER_SETTINGS).write_text(json.dumps(wanted, indent=1))
+      files.publish(private, directory)  # or another run published first: its settings are checked below
+    found = _trained_settings(directory)
+  if found != wanted:
+    changed = sorted(k for k in wanted if found.get(k) != wanted[k])
+    raise UserError(f"{directory} holds a tokenizer trained with other settings ({', '.join(changed)} differ); "
+                    "use a new --workdir or delete that directory")
+  tokenizer = tokenizer_lib.load(directory / TOKENIZER_MODEL, config.data.extra_ids)
+  if tokenizer.vocab_size != wanted["vocab_size"]:
+    raise UserError(f"{tokenizer.path} has {tokenizer.vocab_size} ids but was trained with {wanted['vocab_size']}, "
+                    f"so the file is damaged; delete {directory} to train the tokenizer again")
+  return tokenizer
+
+
+def _trained_settings(directory: Path) -> dict | None:
+  """The settings a published tokenizer directory was trained with; None when there is none."""
+  path = directory / TOKENIZER_SETTINGS
+  if path.is_file():
+    try:
+      return json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError):
+      raise UserError(f"{path} is damaged (not JSON); delete {directory} to train the tokenizer again") from None
+  if directory.is_dir() and any(directory.iterdir()):
+    raise UserError(f"{directory} holds files but no {TOKENIZER_SETTINGS}, so it is not a tokenizer trained here; "
+                    "move them away or use a new --workdir")
+  return None
 
 
 def prepare_if_needed(config: Any, workdir: str | Path) -> dict:
@@ -96,16 +121,27 @@ def _wait_for_metadata(directory: Path) -> dict:
 
 
 def _metadata(config: Any, workdir: str | Path) -> dict:
+  """The metadata of complete prepared data."""
   directory = prepared_dir(config, workdir)
   metadata = prepare_lib.read_metadata(directory)
   if metadata is None:
     raise UserError(f"no prepared data in {directory}; run `bert-jax prepare --config ... --workdir ...` first")
+  prepare_lib.check_complete(directory, metadata)
   return metadata
 
 
 def load_tokenizer(config: Any, workdir: str | Path) -> tokenizer_lib.Tokenizer:
-  """The tokenizer of the prepared data, checked against the model (vocab size, pad id)."""
-  tokenizer = tokenizer_lib.load(_metadata(config, workdir)["tokenizer"], config.data.extra_ids)
+  """The tokenizer the prepared data was made with (the very file: its sha256 is checked), checked against the
+  model (vocab size, pad id)."""
+  directory = prepared_dir(config, workdir)
+  metadata = _metadata(config, workdir)
+  path = Path(metadata["tokenizer"])
+  if not path.is_file():
+    raise UserError(f"tokenizer {path}, which the data in {directory} was prepared with, is missing; restore it, "
+                    f"or delete {directory} to prepare the data again")
+  tokenizer = tokenizer_lib.load(path, config.data.extra_ids)
+  if tokenizer.sha256() != metadata["settings"]["tokenizer_sha256"]:
+    raise prepare_lib.tokenizer_changed(directory, metadata["tokenizer"], path)
   tokenizer_lib.check_model_fit(tokenizer, config.model)
   return tokenizer
 

@@ -3,25 +3,28 @@
 A prepared directory holds
   train-00000-of-00032.tfrecord ...  one tf.train.Example per document: token_ids (int64 list: its sentences
   eval-00000-of-00008.tfrecord ...   concatenated) and sentence_lengths (int64 list, every length > 0)
-  metadata.json                      the settings it was made from, the tokenizer and the counts per shard
+  metadata.json                      the settings it was made from, the tokenizer and the counts (and bytes)
+                                     per shard
 The first data.eval_documents documents of the source form the eval split; the others go round-robin over
-data.shards training shards. Shards are written under a temporary name and renamed once complete, and
-metadata.json is written last: a directory without it is incomplete and is prepared again. A failed run
-removes what it wrote. Preparing again with the same settings and input is a no-op.
+data.shards training shards. Everything is written into a private directory next to the target and published
+by renaming that directory, so a prepared directory is complete or absent; a failed run removes what it
+wrote. When two runs prepare the same directory at once, the first to publish wins and the other uses its
+data (or fails, when its settings differ). Preparing again with the same settings and input is a no-op.
 """
 
 import itertools
 import json
-import os
 import sys
 from pathlib import Path
 from typing import Any, Iterator
 
 from tqdm import tqdm
 
+from bert_jax.data import files
 from bert_jax.data.sources import Source
 from bert_jax.data.tokenizer import Tokenizer
 from bert_jax.errors import UserError
+from bert_jax.workdir import resolve
 
 METADATA = "metadata.json"
 FORMAT_VERSION = 1
@@ -34,7 +37,23 @@ def shard_name(split: str, index: int, count: int) -> str:
 
 def read_metadata(directory: str | Path) -> dict | None:
   path = Path(directory) / METADATA
-  return json.loads(path.read_text()) if path.is_file() else None
+  if not path.is_file():
+    return None
+  try:
+    return json.loads(path.read_text())
+  except (json.JSONDecodeError, UnicodeDecodeError):
+    raise UserError(f"{path} is damaged (not JSON); delete {directory} and prepare the data again") from None
+
+
+def check_complete(directory: str | Path, metadata: dict) -> None:
+  """Every shard the metadata names is there, with the size it was written with."""
+  for shards in metadata["splits"].values():
+    for shard in shards:
+      path = Path(directory) / shard["file"]
+      size = path.stat().st_size if path.is_file() else None
+      if size is None or size != shard.get("bytes", size):
+        what = "is missing" if size is None else f"has {size} bytes, not the {shard['bytes']} it was written with"
+        raise UserError(f"{path} {what}; delete {directory} and prepare the data again")
 
 
 def settings(config: Any, source: Source, tokenizer: Tokenizer) -> dict:
@@ -44,20 +63,51 @@ def settings(config: Any, source: Source, tokenizer: Tokenizer) -> dict:
 
 def prepare(config: Any, source: Source, tokenizer: Tokenizer, directory: str | Path) -> dict:
   """Writes the prepared directory unless it is already complete for these settings; returns its metadata."""
-  directory = Path(directory)
+  directory = Path(resolve(str(directory)))
   wanted = settings(config, source, tokenizer)
   found = read_metadata(directory)
   if found is not None:
-    if found["settings"] == wanted:
-      return found
-    changed = sorted(k for k in wanted if found["settings"].get(k) != wanted[k])
-    raise UserError(f"{directory} holds data prepared with other settings ({', '.join(changed)} differ); delete it "
-                    "or set data.prepared_dir to a new directory")
+    return _usable(found, wanted, directory, tokenizer)
   if config.data.shards <= 0 or config.data.eval_documents < 0:
     raise UserError("data.shards must be positive and data.eval_documents not negative")
+  if directory.is_dir() and any(directory.iterdir()):
+    raise _not_prepared_data(directory)
   directory.mkdir(parents=True, exist_ok=True)
-  for stale in [*directory.glob("train-*.tfrecord*"), *directory.glob("eval-*.tfrecord*")]:
-    stale.unlink()
+  with files.private_directory(directory) as private:
+    metadata = _write(config, source, tokenizer, private, wanted)
+    if files.publish(private, directory):
+      return metadata
+  found = read_metadata(directory)  # another run published first
+  if found is None:
+    raise _not_prepared_data(directory)
+  return _usable(found, wanted, directory, tokenizer)
+
+
+def tokenizer_changed(directory: Path, recorded: str, path: str | Path) -> UserError:
+  """The error for a tokenizer whose sha256 is not the one the data in `directory` was prepared with."""
+  path = str(Path(path).resolve())
+  what = (f"tokenizer {path} has changed since the data in {directory} was prepared with it (its sha256 differs)"
+          if path == recorded else f"{directory} was prepared with tokenizer {recorded}, not {path}")
+  return UserError(f"{what}; restore that tokenizer, or delete {directory} to prepare the data again")
+
+
+def _not_prepared_data(directory: Path) -> UserError:
+  return UserError(f"{directory} holds files but no {METADATA}, so it is not prepared data; move them away or set "
+                   "data.prepared_dir to a new directory")
+
+
+def _usable(found: dict, wanted: dict, directory: Path, tokenizer: Tokenizer) -> dict:
+  changed = sorted(k for k in wanted if found["settings"].get(k) != wanted[k])
+  if changed == ["tokenizer_sha256"]:
+    raise tokenizer_changed(directory, found["tokenizer"], tokenizer.path)
+  if changed:
+    raise UserError(f"{directory} holds data prepared with other settings ({', '.join(changed)} differ); delete it "
+                    "or set data.prepared_dir to a new directory")
+  check_complete(directory, found)
+  return found
+
+
+def _write(config: Any, source: Source, tokenizer: Tokenizer, directory: Path, wanted: dict) -> dict:
   writers = _ShardWriters(directory, config.data.shards, max(1, min(config.data.shards, config.data.eval_documents)))
   try:
     with tqdm(desc=f"prepare {source.spec}", unit=" docs", mininterval=2.0, file=sys.stderr) as progress:
@@ -65,23 +115,19 @@ def prepare(config: Any, source: Source, tokenizer: Tokenizer, directory: str | 
         held_out = index < config.data.eval_documents
         writers.write("eval" if held_out else "train", token_ids, lengths)
         progress.update()
-    report = source.skipped_report()
-    if report:
-      print(report, file=sys.stderr)
-    if writers.documents("train") == 0:
-      held = writers.documents("eval")
-      raise UserError(f"data.source '{source.spec}' has no text for training" + (
-          f": all {held} documents are held out for evaluation (lower data.eval_documents)" if held else
-          " (the corpus is empty)"))
-    shards = writers.finish()
-  except BaseException:
-    writers.abort()
-    raise
+  finally:
+    writers.close()
+  report = source.skipped_report()
+  if report:
+    print(report, file=sys.stderr)
+  if writers.documents("train") == 0:
+    held = writers.documents("eval")
+    raise UserError(f"data.source '{source.spec}' has no text for training" + (
+        f": all {held} documents are held out for evaluation (lower data.eval_documents)" if held else
+        " (the corpus is empty)"))
   metadata = {"settings": wanted, "tokenizer": str(Path(tokenizer.path).resolve()), "vocab_size": tokenizer.vocab_size,
-              "skipped_lines": source.skipped_lines, "splits": shards}
-  partial = directory / (METADATA + ".partial")
-  partial.write_text(json.dumps(metadata, indent=1))
-  os.replace(partial, directory / METADATA)
+              "skipped_lines": source.skipped_lines, "splits": writers.shards()}
+  (directory / METADATA).write_text(json.dumps(metadata, indent=1))
   return metadata
 
 
@@ -97,7 +143,7 @@ def _tokenized(source: Source, tokenizer: Tokenizer) -> Iterator[tuple[list[int]
 
 
 class _ShardWriters:
-  """Round-robin TFRecord writers per split, under temporary names until `finish` renames them."""
+  """Round-robin TFRecord writers per split."""
 
   def __init__(self, directory: Path, train_shards: int, eval_shards: int):
     from bert_jax.data.tf_cpu import tf
@@ -105,8 +151,7 @@ class _ShardWriters:
     self.tf = tf
     self.paths = {split: [directory / shard_name(split, i, n) for i in range(n)]
                   for split, n in (("train", train_shards), ("eval", eval_shards))}
-    self.writers = {split: [tf.io.TFRecordWriter(str(p) + ".partial") for p in paths]
-                    for split, paths in self.paths.items()}
+    self.writers = {split: [tf.io.TFRecordWriter(str(p)) for p in paths] for split, paths in self.paths.items()}
     self.counts = {split: [{"documents": 0, "sentences": 0, "tokens": 0} for _ in paths]
                    for split, paths in self.paths.items()}
     self.next = {"train": 0, "eval": 0}
@@ -127,20 +172,12 @@ class _ShardWriters:
   def documents(self, split: str) -> int:
     return sum(c["documents"] for c in self.counts[split])
 
-  def finish(self) -> dict:
+  def close(self) -> None:
     for writers in self.writers.values():
       for writer in writers:
         writer.close()
-    for paths in self.paths.values():
-      for path in paths:
-        os.replace(str(path) + ".partial", path)
-    return {split: [{"file": path.name, **counts} for path, counts in zip(self.paths[split], self.counts[split])]
-            for split in self.paths}
 
-  def abort(self) -> None:
-    for split, writers in self.writers.items():
-      for writer, path in zip(writers, self.paths[split]):
-        writer.close()
-        for name in (str(path) + ".partial", str(path)):
-          if os.path.exists(name):
-            os.remove(name)
+  def shards(self) -> dict:
+    """{split: [{"file", "documents", "sentences", "tokens", "bytes"}, ...]} of the closed files."""
+    return {split: [{"file": path.name, **counts, "bytes": path.stat().st_size}
+                    for path, counts in zip(self.paths[split], self.counts[split])] for split in self.paths}

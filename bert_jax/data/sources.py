@@ -11,8 +11,9 @@ data.source names one of:
 Running text (documents format, JSON lines, TFDS, the demo's prose) is cut into sentences at line breaks, after
 . ! ? followed by whitespace, and after 。！？.
 
-Lines that are not valid UTF-8 are skipped and counted; `skipped_report()` names how many and where the first
-one was (prepare and the tokenizer command print it). Malformed JSON fails naming the file and line.
+Lines that are not valid UTF-8 are skipped and counted, afresh on each pass over the source; `skipped_report()`
+names how many the last pass skipped and where the first one was (prepare and the tokenizer command print it).
+Malformed JSON fails naming the file and line.
 """
 
 import glob
@@ -24,11 +25,21 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from bert_jax.errors import UserError
+from bert_jax.workdir import resolve
 
 TEXT_FORMATS = ("sentences", "documents")
 SENTENCE_BREAK = re.compile(r"(?<=[.!?])\s+|(?<=[。！？])")
 HEADING_RULE = re.compile(r"^\s*([*=\-~^#])\1{2,}\s*$")
 DEMO_DOCUMENT_CHARS = 1000  # the demo's sections are cut into documents of about this many characters
+
+
+def absolute_spec(spec: str) -> str:
+  """data.source with its local path made absolute (globs stay globs); demo, synthetic, tfds:NAME and URLs as
+  given."""
+  prefix = "jsonl:" if spec.startswith("jsonl:") else ""
+  if spec in ("demo", "synthetic") or spec.startswith("tfds:"):
+    return spec
+  return prefix + resolve(spec[len(prefix):])
 
 
 def split_sentences(text: str) -> list[str]:
@@ -60,7 +71,8 @@ class Source:
       self.kind, self.files = "text", _expand(self.spec)
 
   def documents(self) -> Iterator[list[str]]:
-    """Non-empty documents in source order."""
+    """Non-empty documents in source order; a new pass, with its own count of skipped lines."""
+    self.skipped_lines, self.first_skipped = 0, ""
     if self.kind == "demo":
       yield from _demo_documents()
     elif self.kind == "tfds":

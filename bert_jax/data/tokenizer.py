@@ -10,7 +10,8 @@ vocab_size - 1 - K, above every piece (<extra_id_0> the highest), as T5's vocabu
 this wrapper, so the same N must be given when the .model is loaded (config.data.extra_ids).
 
 A loaded .model (ALBERT's, T5's, one trained elsewhere) works the same, provided it has the pieces the
-objective asks for; its pad id must equal model.pad_token_id.
+objective asks for; model.vocab_size must be its number of ids (or that rounded up to a multiple of
+VOCAB_ROUNDING) and its pad id must equal model.pad_token_id.
 """
 
 import hashlib
@@ -25,11 +26,14 @@ from typing import Any, Iterable
 import numpy as np
 import sentencepiece as spm
 
+from bert_jax.data import files
 from bert_jax.errors import UserError
+from bert_jax.workdir import resolve
 
 SPECIAL_PIECES = ("</s>", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 WORD_BOUNDARY = "\u2581"  # SentencePiece's marker for a piece that begins after whitespace
 MODEL_TYPES = ("unigram", "bpe")
+VOCAB_ROUNDING = 128  # a model's vocabulary may be the tokenizer's rounded up to a multiple of this (T5's 32128)
 
 
 class Tokenizer:
@@ -124,6 +128,14 @@ def train(sentences: Iterable[str], output: str | Path, vocab_size: int, model_t
           character_coverage: float = 0.9995, pad_id: int = 0, extra_ids: int = 0,
           max_sentences: int = 1_000_000) -> Tokenizer:
   """Trains on the first `max_sentences` non-empty sentences; writes `output` only when training succeeded."""
+  model = train_serialized(sentences, vocab_size, model_type, character_coverage, pad_id, extra_ids, max_sentences)
+  return _write(output, model, extra_ids)
+
+
+def train_serialized(sentences: Iterable[str], vocab_size: int, model_type: str = "unigram",
+                     character_coverage: float = 0.9995, pad_id: int = 0, extra_ids: int = 0,
+                     max_sentences: int = 1_000_000) -> bytes:
+  """The serialized SentencePiece model `train` writes."""
   if model_type not in MODEL_TYPES:
     raise UserError(f"tokenizer type must be one of {', '.join(MODEL_TYPES)}, got '{model_type}'")
   piece_count = vocab_size - extra_ids
@@ -159,23 +171,30 @@ def train(sentences: Iterable[str], output: str | Path, vocab_size: int, model_t
       raise UserError(f"vocab size {vocab_size} cannot hold the corpus' {chars.group(1)} characters plus the special "
                       "pieces; raise the vocab size or lower data.character_coverage") from None
     raise UserError(f"SentencePiece could not train a tokenizer: {str(e).splitlines()[0]}") from None
-  output = Path(output)
+  return model.getvalue()
+
+
+def _write(output: str | Path, model: bytes, extra_ids: int) -> Tokenizer:
+  output = Path(resolve(str(output)))
   output.parent.mkdir(parents=True, exist_ok=True)
-  partial = output.with_name(output.name + ".partial")
-  partial.write_bytes(model.getvalue())
-  os.replace(partial, output)
+  files.write_bytes(output, model)
   return load(output, extra_ids)
 
 
-def train_for_config(config: Any, source, output: str | Path) -> Tokenizer:
-  """A tokenizer for config.model (vocab size, pad id) trained on a sources.Source with config.data's settings."""
+def train_serialized_for_config(config: Any, source) -> bytes:
+  """A model for config.model (vocab size, pad id) trained on a sources.Source with config.data's settings."""
   d = config.data
-  tokenizer = train(source.sentences(), output, config.model.vocab_size, d.tokenizer_type, d.character_coverage,
-                    config.model.get("pad_token_id", 0), d.extra_ids, d.tokenizer_sentences)
+  model = train_serialized(source.sentences(), config.model.vocab_size, d.tokenizer_type, d.character_coverage,
+                           config.model.get("pad_token_id", 0), d.extra_ids, d.tokenizer_sentences)
   report = source.skipped_report()
   if report:
     print(report, file=sys.stderr)
-  return tokenizer
+  return model
+
+
+def train_for_config(config: Any, source, output: str | Path) -> Tokenizer:
+  """train_serialized_for_config, written to `output`."""
+  return _write(output, train_serialized_for_config(config, source), config.data.extra_ids)
 
 
 def load(path: str | Path, extra_ids: int = 0) -> Tokenizer:
@@ -192,10 +211,14 @@ def load(path: str | Path, extra_ids: int = 0) -> Tokenizer:
 
 
 def check_model_fit(tokenizer: Tokenizer, model_config: Any) -> None:
-  """The model must have an embedding for every id and pad where the tokenizer pads."""
-  if tokenizer.vocab_size > model_config.vocab_size:
-    raise UserError(f"tokenizer {tokenizer.path} has {tokenizer.vocab_size} ids but model.vocab_size="
-                    f"{model_config.vocab_size}; set --config.model.vocab_size={tokenizer.vocab_size}")
+  """The model has one embedding per id, or the ids rounded up to a multiple of VOCAB_ROUNDING (T5: 32,000 pieces
+  and 100 sentinels in 32,128 rows); it pads where the tokenizer pads."""
+  ids, rows = tokenizer.vocab_size, model_config.vocab_size
+  if rows not in (ids, -(-ids // VOCAB_ROUNDING) * VOCAB_ROUNDING):
+    unused = f", and {rows - ids} embeddings no id would use" if rows > ids else ""
+    sentinels = "" if tokenizer.extra_ids or rows < ids else " (or give its T5 sentinels: --config.data.extra_ids=N)"
+    raise UserError(f"tokenizer {tokenizer.path} has {ids} ids but model.vocab_size={rows}{unused}; set "
+                    f"--config.model.vocab_size={ids}{sentinels}, or use a tokenizer of {rows} ids")
   model_pad = model_config.get("pad_token_id", 0)
   if tokenizer.pad_id != model_pad:
     raise UserError(f"tokenizer {tokenizer.path} pads with id {tokenizer.pad_id} but model.pad_token_id={model_pad}; "

@@ -5,6 +5,8 @@
   build(cfg, deterministic) -> the pretraining nn.Module
   build_encoder(cfg)        -> the bare encoder as Hugging Face counts it (for `bert-jax params`)
   example_inputs(cfg)       -> keyword arguments that `init` can trace the model with
+  max_sequence_length(cfg)  -> the longest input its position table holds (optional: absent when positions
+                               are relative and any length works)
 
 Nothing else in the codebase switches on a family's name.
 """
@@ -37,6 +39,13 @@ def make_config(model_config: Any):
 def validate_model_config(model_config: Any) -> None:
   module = family(model_config)
   module.validate(module.make_config(model_config))
+
+
+def max_sequence_length(model_config: Any) -> int | None:
+  """The longest input the family's position table holds; None when any length works."""
+  module = family(model_config)
+  limit = getattr(module, "max_sequence_length", None)
+  return limit(module.make_config(model_config)) if limit else None
 
 
 def build_model(model_config: Any, deterministic: bool = True):

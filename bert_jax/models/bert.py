@@ -69,6 +69,11 @@ def make_config(model_cfg: Any) -> BertConfig:
   return models.dataclass_config(BertConfig, model_cfg, "bert")
 
 
+def max_sequence_length(cfg: BertConfig) -> int:
+  """Positions a sequence may fill: with position_offset (RoBERTa) they start at pad_token_id + 1."""
+  return cfg.max_position - (cfg.pad_token_id + 1 if cfg.position_offset else 0)
+
+
 def validate(cfg: BertConfig) -> None:
   for name in ("vocab_size", "hidden_size", "num_layers", "num_heads", "intermediate_size", "max_position",
                "type_vocab_size", "num_hidden_groups", "inner_group_num"):

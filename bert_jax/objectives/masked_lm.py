@@ -15,6 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from bert_jax import models
 from bert_jax.errors import UserError
 from bert_jax.objectives import summarize_tokens
 
@@ -28,10 +29,13 @@ class MaskedLM:
     self.seq_len = config.data.seq_len
     self.max_predictions = config.objective.max_predictions
     self.sentence_task = config.objective.sentence_task
+    self.token_types = 2 if config.objective.packing == "pairs" else 1  # segments A and B, or one segment
     self.validate()
 
   def validate(self) -> None:
-    o = self.config.objective
+    o, model = self.config.objective, self.config.model
+    if model.get("family") != "bert":
+      raise UserError(f"objective masked_lm needs model.family=bert, got {model.get('family')!r}")
     if not 0.0 < o.mask_rate < 1.0:
       raise UserError(f"objective.mask_rate must be in (0, 1), got {o.mask_rate}")
     if o.sentence_task not in ("nsp", "sop", "none"):
@@ -40,12 +44,21 @@ class MaskedLM:
       raise UserError(f"objective.sentence_task={o.sentence_task} needs model.sentence_head={o.sentence_task}")
     if not 0 < o.max_predictions <= self.seq_len:
       raise UserError(f"objective.max_predictions must be in [1, data.seq_len={self.seq_len}], got {o.max_predictions}")
-    if self.seq_len > self.config.model.max_position:
-      raise UserError(f"data.seq_len={self.seq_len} exceeds model.max_position={self.config.model.max_position}")
+    positions = models.max_sequence_length(model)
+    if self.seq_len > positions:
+      offset = (f" less the {model.max_position - positions} ids below the first position (model.position_offset)"
+                if positions < model.max_position else "")
+      raise UserError(f"data.seq_len={self.seq_len} is more than the model's {positions} positions (model.max_position="
+                      f"{model.max_position}{offset}); set --config.data.seq_len={positions} or raise "
+                      "model.max_position")
     if o.packing not in ("pairs", "full_sentences"):
       raise UserError(f"objective.packing must be pairs or full_sentences, got '{o.packing}'")
     if o.packing == "full_sentences" and o.sentence_task != "none":
       raise UserError("objective.packing=full_sentences has no sentence pairs; set objective.sentence_task=none")
+    if self.token_types > model.type_vocab_size:
+      raise UserError(f"objective.packing=pairs gives segment B token type 1 but model.type_vocab_size="
+                      f"{model.type_vocab_size}; set --config.model.type_vocab_size=2 or "
+                      "--config.objective.packing=full_sentences")
     if o.max_ngram < 1 or not 0 <= o.mask_token_fraction + o.random_token_fraction <= 1:
       raise UserError("objective.max_ngram must be >= 1 and mask_token_fraction + random_token_fraction <= 1")
 
@@ -59,12 +72,13 @@ class MaskedLM:
     return spec
 
   def synthetic_batch(self, batch_size: int, rng: np.random.Generator) -> dict:
-    """Random tokens with the objective's shapes and mask rate (for benchmarks and plans)."""
+    """Random tokens with the objective's shapes, mask rate and token types (for benchmarks and plans)."""
     L, P, V = self.seq_len, self.max_predictions, self.config.model.vocab_size
     n_predict = min(P, max(1, round(L * self.config.objective.mask_rate)))
     positions = np.sort(np.stack([rng.choice(np.arange(1, L), P, replace=False) for _ in range(batch_size)]), 1)
+    types_L = ((np.arange(L) >= L // 2) * (self.token_types - 1)).astype(np.int32)  # segment B: the second half
     batch = {"input_ids": rng.integers(5, V, (batch_size, L), dtype=np.int32),
-             "token_type_ids": (np.arange(L)[None] >= L // 2).astype(np.int32).repeat(batch_size, 0),
+             "token_type_ids": np.tile(types_L, (batch_size, 1)),
              "attention_mask": np.ones((batch_size, L), np.int32),
              "masked_positions": positions.astype(np.int32),
              "masked_ids": rng.integers(5, V, (batch_size, P), dtype=np.int32),

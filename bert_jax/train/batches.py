@@ -3,8 +3,14 @@
 SyntheticBatches (data.source == 'synthetic') draws row r of step s from a numpy Generator seeded with
 (seed, s, r): each process makes only its rows, and the global batch is the same whatever the number
 of processes. PipelineBatches reads the tf.data pipeline; its `iterator` is what a checkpoint saves.
+
+Both keep their position in a checkpoint's `data` directory: `save_position(directory)` writes it (every process
+calls it), `restore_position(directory)` continues from it. A missing or unreadable file raises FileNotFoundError,
+a JSON error or DamagedPosition; a position written by the other kind of source, or by another number of processes, is a
+UserError.
 """
 
+import json
 from typing import Any
 
 import jax
@@ -12,6 +18,20 @@ import numpy as np
 
 from bert_jax import parallel
 from bert_jax.errors import UserError
+
+SYNTHETIC_POSITION = "synthetic.json"
+
+
+class DamagedPosition(Exception):
+  """A saved input position whose files are missing or cannot be read."""
+
+
+def _process_prefix(index: int, count: int) -> str:
+  return f"process_{index}-of-{count}"
+
+
+def _saved_pipeline_positions(directory) -> list[str]:
+  return sorted(p.name.removesuffix(".index") for p in directory.glob("process_*.index"))
 
 
 def to_global(local: dict, shardings: dict, global_batch: int) -> dict:
@@ -40,6 +60,16 @@ class SyntheticBatches:
     self.step += 1
     return to_global(local, self.shardings, self.batch_size)
 
+  def save_position(self, directory) -> None:
+    if jax.process_index() == 0:
+      (directory / SYNTHETIC_POSITION).write_text(json.dumps({"step": self.step}))
+
+  def restore_position(self, directory) -> None:
+    if _saved_pipeline_positions(directory):
+      raise UserError(f"{directory.parent} holds a tf.data position but data.source is synthetic; train with the "
+                      "data.source it was saved with, or use a new --workdir")
+    self.step = json.loads((directory / SYNTHETIC_POSITION).read_text())["step"]  # unreadable: a damaged checkpoint
+
 
 class PipelineBatches:
 
@@ -64,6 +94,30 @@ class PipelineBatches:
   def __next__(self) -> dict:
     local = {name: tensor.numpy() for name, tensor in next(self.iterator).items()}
     return to_global(local, self.shardings, self.batch_size)
+
+  def _checkpoint(self):
+    from bert_jax.data.tf_cpu import tf
+
+    return tf, tf.train.Checkpoint(iterator=self.iterator)
+
+  def save_position(self, directory) -> None:
+    _, checkpoint = self._checkpoint()
+    checkpoint.write(str(directory / _process_prefix(jax.process_index(), jax.process_count())))
+
+  def restore_position(self, directory) -> None:
+    if (directory / SYNTHETIC_POSITION).exists():
+      raise UserError(f"{directory.parent} was written with data.source=synthetic; train with the data.source it "
+                      "was saved with, or use a new --workdir")
+    saved = _saved_pipeline_positions(directory)
+    counts = {name.rpartition("-of-")[2] for name in saved}
+    if saved and str(jax.process_count()) not in counts:
+      raise UserError(f"{directory.parent} holds the data positions of {' or '.join(sorted(counts))} processes, "
+                      f"this run has {jax.process_count()}; resume with the same number of processes")
+    tf, checkpoint = self._checkpoint()
+    try:
+      checkpoint.read(str(directory / _process_prefix(jax.process_index(), jax.process_count()))).assert_consumed()
+    except (tf.errors.OpError, ValueError, AssertionError) as error:
+      raise DamagedPosition(f"{directory}: {str(error).strip().splitlines()[0][:160]}") from error
 
 
 def make_batches(config: Any, workdir: str, objective: Any, shardings: dict, start_step: int = 0):

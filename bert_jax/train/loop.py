@@ -11,6 +11,7 @@ A hook runs only after every step up to its own has been checked finite, so it n
 import contextlib
 import dataclasses
 import json
+import sys
 import time
 from typing import Any, Callable, Iterator, Sequence
 
@@ -19,11 +20,14 @@ import jax
 import numpy as np
 from etils import epath
 
-from bert_jax import checkpoint, models, parallel, params as params_lib
+from jax.experimental import multihost_utils
+
+from bert_jax import checkpoint, models, parallel, params as params_lib, workdir as workdir_lib
 from bert_jax.errors import UserError
 from bert_jax.metrics import MetricsWriter
 from bert_jax.objectives import get_objective
-from bert_jax.train import batches as batches_lib, optimizers, state as state_lib, step as step_lib
+from bert_jax.train import batches as batches_lib, evaluator as evaluator_lib, optimizers, state as state_lib
+from bert_jax.train import step as step_lib
 from bert_jax.train.state import TrainState
 
 
@@ -58,6 +62,7 @@ class Trainer:
     parallel.check_divisible(self.abstract_params, state_lib.logical_param_specs(boxed), self.mesh, self.rules)
     self.param_shardings = state_lib.param_shardings(boxed, self.mesh, self.rules)
     self.schedule = optimizers.learning_rate_schedule(config)
+    self.host_schedule = jax.jit(self.schedule)  # one compile, not one per jnp op at every log step
     self.optimizer = optimizers.make_optimizer(config, self.schedule)
     self.state_shardings = state_lib.state_shardings(self.abstract_params, self.param_shardings, self.optimizer,
                                                      self.mesh)
@@ -158,7 +163,7 @@ class _Logger:
     totals = [jax.tree_util.tree_map(lambda *xs: np.sum(xs, dtype=np.float64), *[o[k] for _, o in fetched])
               for k in ("sums", "metrics", "counts")]
     record = {"step": step, **self.trainer.objective.summarize(*totals)}
-    record["learning_rate"] = float(self.trainer.schedule(step - 1))
+    record["learning_rate"] = float(self.trainer.host_schedule(step - 1))
     record["grad_norm"] = float(fetched[-1][1]["grad_norm"])
     record["flops_per_token"] = self.flops_per_token
     record["tokens_per_second"] = record["mfu"] = record["eta_seconds"] = None
@@ -176,32 +181,86 @@ class _Logger:
 def save_config(config: Any, workdir: str) -> None:
   path = epath.Path(workdir)
   path.mkdir(parents=True, exist_ok=True)
-  (path / "config.json").write_text(json.dumps(config.to_dict(), indent=2) + "\n")
+  partial = path / "config.json.partial"
+  partial.write_text(json.dumps(config.to_dict(), indent=2) + "\n")
+  partial.replace(path / "config.json")
+
+
+@contextlib.contextmanager
+def run_lock(workdir: str) -> Iterator[None]:
+  """W/.lock held by process 0 for the whole run; every process learns whether it was taken."""
+  lock = workdir_lib.RunLock(workdir)
+  refusal = None
+  if jax.process_index() == 0:
+    try:
+      lock.acquire()
+    except UserError as error:
+      refusal = error
+  if jax.process_count() > 1:
+    refused = multihost_utils.broadcast_one_to_all(np.int32(refusal is not None))
+    if refused and refusal is None:
+      raise UserError(f"process 0 could not take {lock.path}; another run uses {workdir}")
+  if refusal is not None:
+    raise refusal
+  try:
+    yield
+  finally:
+    lock.release()
 
 
 def train(config: Any, workdir: str, hooks: Sequence[Hook] = ()) -> tuple[TrainState, list[dict]]:
-  """A whole run, resumed from the newest good checkpoint in W/checkpoints (a fresh run saves step 0); only
-  process 0 writes the config and the logs. On SIGTERM it saves the current step, waits for the commit and
-  returns."""
-  from bert_jax import evaluate  # it builds on this module's Trainer
-
+  """A whole run in `workdir` (made absolute here), resumed from the newest good checkpoint in W/checkpoints (a
+  fresh run saves step 0); only process 0 writes the config and the logs, and only one run may use a workdir at a
+  time. On SIGTERM it saves the current step, waits for the commit and returns."""
+  workdir = workdir_lib.resolve(workdir)
   trainer = Trainer(config)
   writes = jax.process_index() == 0
-  if writes:
-    save_config(config, workdir)
-  checkpoints = checkpoint.Checkpoints(workdir, config)
-  state, batches = checkpoints.restore_or_init(trainer, workdir)
-  evaluator = evaluate.Evaluator(trainer, workdir) if config.checkpoint.best_metric else None
-  saver = checkpoint.Saver(checkpoints, batches, evaluator)
-  writer = MetricsWriter(workdir, config.train.steps, int(state.step), enabled=writes)
+  with run_lock(workdir):
+    checkpoints = checkpoint.Checkpoints(workdir, config)
+    try:
+      state, batches = checkpoints.restore_or_init(trainer, workdir)
+      if writes:
+        save_config(config, workdir)
+      writer = MetricsWriter(workdir, config.train.steps, int(state.step), enabled=writes)
+      try:
+        return _train(trainer, checkpoints, state, batches, writer, workdir, hooks)
+      finally:
+        writer.close()
+    finally:
+      _close(checkpoints)
+
+
+def _close(checkpoints: checkpoint.Checkpoints) -> None:
+  """Waits for a save still being written; when another error is already on its way, a failed save is reported
+  as a line and the first error goes on."""
+  if sys.exc_info()[0] is None:
+    checkpoints.close()
+    return
+  try:
+    checkpoints.close()
+  except UserError as error:
+    checkpoint.report(str(error))
+
+
+def _train(trainer: Trainer, checkpoints: checkpoint.Checkpoints, state: TrainState, batches: Any,
+           writer: MetricsWriter, workdir: str, hooks: Sequence[Hook]) -> tuple[TrainState, list[dict]]:
+  config = trainer.config
+  evaluations = None
+  if config.eval.every or config.checkpoint.best_metric:
+    evaluations = evaluator_lib.Evaluations(evaluator_lib.Evaluator(trainer, workdir), writer)
+  saver = checkpoint.Saver(checkpoints, batches, evaluations.at if evaluations else None)
   writer.info(trainer.describe())
   try:
     if int(state.step) == 0:
       saver.save(0, state)
-    return trainer.run(state, batches, writer, [*hooks, Hook(config.checkpoint.every, saver.save, saver.due)])
+    all_hooks = [*hooks, Hook(config.checkpoint.every, saver.save, saver.due)]
+    if config.eval.every:
+      all_hooks.insert(0, Hook(config.eval.every, evaluations.hook))
+    state, records = trainer.run(state, batches, writer, all_hooks)
+    checkpoints.wait()
+    return state, records
   except checkpoint.Preempted as stop:
     writer.info(str(stop))
     return stop.state, []
   finally:
     saver.close()
-    writer.close()

@@ -86,7 +86,11 @@ def make_init(model: nn.Module, model_config: Any, optimizer: optax.GradientTran
     return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=optimizer.init(params),
                       rng=jax.random.key_data(base_key))
 
-  return jax.jit(create, out_shardings=shardings)
+  init = jax.jit(create, out_shardings=shardings)
+  if jax.default_backend() != "cpu":
+    return init
+  # It runs once: on the CPU, compiling it without XLA's backend optimizations saves seconds and costs nothing.
+  return lambda: init.lower().compile(compiler_options={"xla_backend_optimization_level": 0})()
 
 
 def logical_param_specs(boxed_params: Any) -> Any:

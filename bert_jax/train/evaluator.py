@@ -1,0 +1,112 @@
+"""Metrics of parameters on a run's fixed held-out batches, shared by training (eval.every, checkpoint.best_metric)
+and `bert-jax evaluate`: config.eval.batches batches of the held-out split (the same masks every time), the
+objective's summarize() metrics, W/eval/<step>.json and TensorBoard scalars eval/<metric>.
+
+Synthetic data (data.source=synthetic) evaluates on the synthetic stream's steps from SYNTHETIC_EVAL_STEP on,
+which training never reaches. An objective with `eval_extras(model, params, batch, tokenizer)` (T5's greedy
+decodes) adds readable samples of the first eval batch to the JSON file.
+"""
+
+import json
+from typing import Any, Iterator
+
+import jax
+import numpy as np
+from etils import epath
+
+from bert_jax import parallel
+from bert_jax.train import batches as batches_lib
+
+SYNTHETIC_EVAL_STEP = 2 ** 40
+EVAL_DIR = "eval"
+
+
+class Evaluator:
+  """Metrics of parameters on the run's fixed eval batches (made once, on the trainer's mesh)."""
+
+  def __init__(self, trainer: Any, workdir: str | epath.Path):
+    self.trainer = trainer
+    self.workdir = epath.Path(workdir)
+    self._batches: list[dict] | None = None
+
+  @property
+  def batches(self) -> list[dict]:
+    if self._batches is None:
+      self._batches = list(self._make_batches())
+    return self._batches
+
+  def _make_batches(self) -> Iterator[dict]:
+    config, trainer = self.trainer.config, self.trainer
+    size = config.eval.batch_size
+    parallel.check_batch(size, trainer.mesh, trainer.rules, "eval.batch_size")
+    shardings = {name: parallel.batch_sharding(trainer.mesh, trainer.rules, len(shape))
+                 for name, (shape, _) in trainer.objective.feature_spec(size).items()}
+    if config.data.source == "synthetic":
+      synthetic = batches_lib.SyntheticBatches(trainer.objective, size, config.seed, shardings, SYNTHETIC_EVAL_STEP)
+      for _ in range(config.eval.batches):
+        yield next(synthetic)
+      return
+    from bert_jax.data import pipeline
+
+    for batch in pipeline.eval_dataset(config, self.workdir, jax.process_index(), jax.process_count()):
+      yield batches_lib.to_global({name: tensor.numpy() for name, tensor in batch.items()}, shardings, size)
+
+  def __call__(self, params: Any) -> dict:
+    totals = None
+    for batch in self.batches:
+      outputs = jax.device_get(self.trainer.eval_step(params, batch))
+      outputs = jax.tree_util.tree_map(lambda x: np.asarray(x, np.float64), outputs)
+      totals = outputs if totals is None else jax.tree_util.tree_map(np.add, totals, outputs)
+    return self.trainer.objective.summarize(totals["sums"], totals["metrics"], totals["counts"])
+
+  def extras(self, params: Any) -> Any:
+    """The objective's readable samples of the first eval batch, or None when it has none."""
+    objective = self.trainer.objective
+    if not hasattr(objective, "eval_extras"):
+      return None
+    tokenizer = None
+    if self.trainer.config.data.source != "synthetic":
+      from bert_jax.data import pipeline
+
+      tokenizer = pipeline.load_tokenizer(self.trainer.config, self.workdir)
+    with self.trainer.context():
+      return objective.eval_extras(self.trainer.eval_model, params, self.batches[0], tokenizer)
+
+
+def write_results(workdir: str | epath.Path, record: dict, extras: Any = None, tensorboard: bool = True) -> epath.Path:
+  """W/eval/<step>.json (written whole, then renamed) and, with `tensorboard`, its scalars; only process 0 writes."""
+  path = epath.Path(workdir) / EVAL_DIR / f"{record['step']}.json"
+  if jax.process_index() != 0:
+    return path
+  path.parent.mkdir(parents=True, exist_ok=True)
+  partial = path.with_name(path.name + ".partial")
+  partial.write_text(json.dumps(record if extras is None else {**record, "samples": extras}, indent=1) + "\n")
+  partial.replace(path)
+  if tensorboard:
+    from tensorboardX import SummaryWriter
+
+    with SummaryWriter(str(epath.Path(workdir) / "tensorboard")) as writer:
+      for key, value in record.items():
+        if key != "step":
+          writer.add_scalar(f"eval/{key}", value, record["step"])
+  return path
+
+
+class Evaluations:
+  """Evaluation during training: at eval.every steps and for checkpoint.best_metric, each step evaluated once,
+  written to W/eval/<step>.json, metrics.jsonl (keys eval/...) and TensorBoard (eval/...)."""
+
+  def __init__(self, evaluator: Evaluator, writer: Any):
+    self.evaluator, self.writer = evaluator, writer
+    self.last: tuple[int, dict] | None = None
+
+  def at(self, step: int, params: Any) -> dict:
+    if self.last is None or self.last[0] != step:
+      record = {"step": step, **self.evaluator(params)}
+      write_results(self.evaluator.workdir, record, self.evaluator.extras(params), tensorboard=False)
+      self.writer.write_eval(record)
+      self.last = (step, record)
+    return {k: v for k, v in self.last[1].items() if k != "step"}
+
+  def hook(self, step: int, state: Any) -> None:
+    self.at(step, state.params)

@@ -1,0 +1,108 @@
+"""The README's commands as the README states them (read from README.md, not copied here), run from a temporary
+current directory that holds what a fresh clone's root holds (configs/), with the README's relative paths:
+
+- the quickstart `bert-jax train` with only the step count and checkpoint interval appended: a committed checkpoint,
+  each step once in metrics.jsonl; then the README's first `bert-jax evaluate` line (eval/<step>.json); then the
+  same train command with more steps resumes where the first stopped;
+- every `bert-jax params` line;
+- the `bert-jax convert` lines, on a tiny Hugging Face BERT written where the README's path points.
+"""
+
+import json
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from bert_jax import cli
+
+ROOT = Path(__file__).resolve().parent.parent
+README = (ROOT / "README.md").read_text()
+
+
+def commands(prefix: str) -> list[str]:
+  """Every README line (in a bash block) that runs `bert-jax <prefix>`, without its trailing comment; a line
+  chained with && gives its last part."""
+  found = []
+  for block in re.findall(r"```bash\n(.*?)```", README, re.S):
+    for line in block.splitlines():
+      command = line.split("&&")[-1].split(" #")[0].strip()
+      if command.startswith(f"bert-jax {prefix}"):
+        found.append(command)
+  return found
+
+
+@pytest.fixture
+def clone_root(tmp_path, monkeypatch):
+  shutil.copytree(ROOT / "configs", tmp_path / "configs")
+  monkeypatch.chdir(tmp_path)
+  return tmp_path
+
+
+def run(command: str, *extra: str) -> str:
+  """A README command in a subprocess, as a user's shell runs it (the installed `bert-jax` script)."""
+  script = Path(sys.executable).parent / "bert-jax"
+  argv = [str(script) if script.exists() else shutil.which("bert-jax"), *shlex.split(command)[1:], *extra]
+  env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=1", "JAX_PLATFORMS": "cpu"}
+  result = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=900)
+  assert result.returncode == 0, f"{command} {' '.join(extra)}\n{result.stdout[-2000:]}\n{result.stderr[-3000:]}"
+  return result.stdout + result.stderr
+
+
+def test_quickstart_trains_checkpoints_evaluates_and_resumes(clone_root):
+  quickstart = README.split("```bash\n", 1)[1].split("```")[0].strip()
+  train = quickstart.split("&&")[-1].strip()
+  assert train.startswith("bert-jax train") and "--workdir runs/" in train, quickstart
+  workdir = clone_root / re.search(r"--workdir (\S+)", train).group(1)
+
+  run(train, "--config.train.steps=6", "--config.checkpoint.every=3")
+  assert sorted(p.name for p in (workdir / "checkpoints").iterdir()) == ["0", "3", "6"]
+  assert (workdir / "checkpoints" / "6" / "bert_jax_sha256.json").is_file()
+
+  evaluate = commands("evaluate")[0]
+  assert re.search(r"--workdir (\S+)", evaluate).group(1) == re.search(r"--workdir (\S+)", train).group(1)
+  output = run(evaluate)
+  assert re.search(r"^step 6 \| loss [\d.]+ \| mlm_loss", output, re.M), output
+  assert json.loads((workdir / "eval" / "6.json").read_text())["step"] == 6
+
+  output = run(train, "--config.train.steps=9", "--config.checkpoint.every=3")
+  assert f"resuming from checkpoint 6 in {workdir / 'checkpoints'}" in output
+  rows = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
+  logged = [r["step"] for r in rows if "loss" in r]
+  assert logged == sorted(set(logged)) and {3, 6, 9} <= set(logged), logged  # each step once, in order
+  assert (workdir / "checkpoints" / "9").is_dir() and not (workdir / ".lock").exists()
+
+
+def test_params_lines(clone_root, capsys):
+  lines = [line for line in commands("params") if "converted/" not in line]  # that one follows the convert line
+  assert len(lines) >= 3
+  for line in lines:
+    assert cli.main(shlex.split(line)[1:]) == 0, line
+  assert "110,106,428" in capsys.readouterr().out
+
+
+def test_convert_lines_on_a_tiny_bert(clone_root):
+  torch = pytest.importorskip("torch")
+  transformers = pytest.importorskip("transformers")
+  lines = commands("convert") + [line for line in commands("params") if "converted/" in line]
+  [from_hf] = [line for line in lines if "--from-hf" in line]
+  [to_hf] = [line for line in lines if "--to-hf" in line]
+  source = re.search(r"--from-hf (\S+)", from_hf).group(1)
+  hf_config = transformers.BertConfig(vocab_size=99, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                                      intermediate_size=64, max_position_embeddings=64)
+  torch.manual_seed(0)
+  model = transformers.BertForPreTraining(hf_config).eval()
+  model.save_pretrained(source)
+  for line in [from_hf, *[line for line in lines if line.startswith("bert-jax params")], to_hf]:
+    assert cli.main(shlex.split(line)[1:]) == 0, line
+  exported = transformers.BertForPreTraining.from_pretrained(re.search(r"--output (\S+)", to_hf).group(1)).eval()
+  ids = torch.tensor([[2, 5, 7, 11, 3, 0]])
+  with torch.no_grad():
+    expected, got = model(ids).prediction_logits.numpy(), exported(ids).prediction_logits.numpy()
+  np.testing.assert_allclose(got, expected, atol=1e-5)
