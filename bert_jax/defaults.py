@@ -121,7 +121,7 @@ def masked_lm_objective(**overrides) -> ml_collections.ConfigDict:
       "mask_token_fraction": 0.8,
       "random_token_fraction": 0.1,
       "whole_word": False,
-      "max_ngram": 1,  # ALBERT: 3, lengths drawn with p(n) proportional to 1/n
+      "max_ngram": 1,  # ALBERT: 3 (whole words with whole_word), lengths drawn with p(n) proportional to 1/n
       "sentence_task": "nsp",  # nsp | sop | none
       "packing": "pairs",  # pairs (BERT/ALBERT segments A and B) | full_sentences (RoBERTa, across documents)
       "short_seq_prob": 0.1,
@@ -142,21 +142,22 @@ def bert_config(**model_overrides) -> ml_collections.ConfigDict:
 
 
 def roberta_config(**model_overrides) -> ml_collections.ConfigDict:
-  """RoBERTa's recipe: dynamic masking, full sentences, no NSP; lr 6e-4, b2 0.98, batch 8k, 500k steps."""
+  """RoBERTa's recipe: dynamic masking, full sentences, no NSP; lr 6e-4, b2 0.98, batch 8k, 500k steps, no
+  gradient clipping."""
   c = bert_config()
   c.model = roberta_model(**model_overrides)
   c.objective = masked_lm_objective(sentence_task="none", packing="full_sentences", max_predictions=80)
   c.data.seq_len = 512
-  c.train.update(steps=500_000, batch_size=8192)
+  c.train.update(steps=500_000, batch_size=8192, clip_norm=0.0)
   c.optimizer.update(learning_rate=6e-4, warmup_steps=24_000, b2=0.98)
   return c
 
 
 def albert_config(**model_overrides) -> ml_collections.ConfigDict:
-  """ALBERT's recipe: n-gram masking, SOP, LAMB lr 0.00176, batch 4096, 125k steps."""
+  """ALBERT's recipe: n-grams of whole words, SOP, LAMB lr 0.00176, batch 4096, 125k steps."""
   c = bert_config()
   c.model = albert_model(**model_overrides)
-  c.objective = masked_lm_objective(sentence_task="sop", max_ngram=3)
+  c.objective = masked_lm_objective(sentence_task="sop", max_ngram=3, whole_word=True)
   c.data.seq_len = 512
   c.train.update(steps=125_000, batch_size=4096)
   c.optimizer.update(name="lamb", learning_rate=0.00176, warmup_steps=3_125, eps=1e-6)
@@ -212,6 +213,7 @@ def span_corruption_objective(**overrides) -> ml_collections.ConfigDict:
       "mean_noise_span_length": 3.0,
       "targets_length": 114,  # decoder length; at least what span_corruption.lengths predicts for data.seq_len
       "packing": True,  # several short examples per row, kept apart by segment ids
+      "z_loss": 1e-4,  # + z_loss * log(Z)^2 per target token (Mesh TF, t5x); 0 turns it off
   })
   objective.update(overrides)
   return objective
@@ -260,7 +262,7 @@ def xlnet_config(**model_overrides) -> ml_collections.ConfigDict:
       "max_ngram": 5,  # target spans of n <= max_ngram tokens, p(n) proportional to 1/n
       "mask_alpha": 6,  # one span of n tokens in a context of n * mask_alpha / mask_beta tokens
       "mask_beta": 1,
-      "bi_data": False,  # also emit every example read backwards (relative distances negated)
+      "bi_data": True,  # also emit every example read backwards (relative distances negated), as XLNet did
       "random_b_prob": 0.5,  # segment B comes from elsewhere in the corpus instead of following A
   })
   c.data.seq_len = 512

@@ -32,3 +32,23 @@ def originals(batch: dict) -> np.ndarray:
   rows, slots = np.nonzero(batch["masked_weights"])
   ids[rows, batch["masked_positions"][rows, slots]] = batch["masked_ids"][rows, slots]
   return ids
+
+
+def synthetic_documents(count: int, seed: int = 0) -> list[dict]:
+  """Tokenized documents whose ids tell where each token came from: document d, position p -> 1000 * d + p."""
+  rng = np.random.default_rng(seed)
+  documents = []
+  for d in range(1, count + 1):
+    lengths = rng.integers(1, 16, rng.integers(1, 12)).astype(np.int32)
+    lengths[rng.random(len(lengths)) < 0.05] = 40  # a few sentences longer than a sequence
+    documents.append({"token_ids": (1000 * d + np.arange(lengths.sum())).astype(np.int32),
+                      "sentence_lengths": lengths})
+  return documents
+
+
+def as_dataset(documents: list[dict]):
+  from bert_jax.data.tf_cpu import tf
+
+  return tf.data.Dataset.from_generator(
+      lambda: iter(documents), output_signature={"token_ids": tf.TensorSpec([None], tf.int32),
+                                                 "sentence_lengths": tf.TensorSpec([None], tf.int32)})

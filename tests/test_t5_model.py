@@ -112,6 +112,28 @@ def test_export_reloads_in_transformers(version, tmp_path):
   jax.tree_util.tree_map(np.testing.assert_array_equal, params_back, params)
 
 
+def test_unscaled_output_through_the_shared_embedding_imports(tmp_path):
+  """transformers 5 reads tie_word_embeddings=False as "no output scaling" and still ties lm_head to the
+  shared embedding; save_pretrained then leaves lm_head.weight out. The import uses the embedding as the head."""
+  torch.manual_seed(0)
+  model = transformers.T5ForConditionalGeneration(transformers.T5Config(
+      vocab_size=96, d_model=32, d_kv=8, d_ff=48, num_layers=2, num_decoder_layers=3, num_heads=4,
+      relative_attention_num_buckets=16, relative_attention_max_distance=20, dropout_rate=0.0,
+      decoder_start_token_id=0, feed_forward_proj="gated-gelu", tie_word_embeddings=False)).eval()
+  assert model.lm_head.weight is model.shared.weight and not model.config.scale_decoder_outputs
+  model.save_pretrained(tmp_path)
+  state_dict, hf_config = files.read_hf_dir(tmp_path)
+  assert "lm_head.weight" not in state_dict
+  model_config, params = convert.from_hf(state_dict, hf_config)
+  assert not model_config.tie_word_embeddings
+  np.testing.assert_array_equal(params["decoder"]["logits_dense"]["kernel"], state_dict["shared.weight"].T)
+  batch = padded_batch(np.random.default_rng(3))
+  valid = batch[3].astype(bool)
+  expected = hf_logits(model, *batch)
+  assert np.abs(expected[valid]).max() > 0.5
+  np.testing.assert_allclose(our_logits(model_config, params, *batch)[valid], expected[valid], atol=1e-4, rtol=0)
+
+
 def test_packed_rows_give_each_example_its_own_logits():
   """Row 0 packs three examples; rows 1-3 hold each example alone (padded)."""
   model_config, params = random_params("v1_1")

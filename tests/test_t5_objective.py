@@ -186,11 +186,17 @@ def test_loss_accuracy_and_greedy_decode():
   log_probs = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
   weights = batch["decoder_segment_ids"] > 0
   nll = -np.take_along_axis(log_probs, batch["decoder_target_tokens"][..., None], -1)[..., 0]
-  np.testing.assert_allclose(float(training_loss(sums, counts)), nll[weights].mean(), rtol=1e-5)
+  # T5's z-loss: 1e-4 * log(Z)^2 per target token, Z = sum(exp(logits)), added to the training loss only.
+  log_z = np.log(np.exp(logits).sum(-1))
+  z_loss = 1e-4 * (log_z[weights] ** 2).mean()
+  assert config.objective.z_loss == 1e-4 and z_loss > 1e-4
+  np.testing.assert_allclose(float(training_loss(sums, counts)), nll[weights].mean() + z_loss, rtol=1e-5)
   summary = objective.summarize(sums, metrics, counts)
   correct = logits.argmax(-1) == batch["decoder_target_tokens"]
   assert summary["targets_accuracy"] == pytest.approx(correct[weights].mean())
-  assert summary["loss"] == pytest.approx(nll[weights].mean(), rel=1e-5)
+  assert summary["targets_loss"] == pytest.approx(nll[weights].mean(), rel=1e-5)
+  assert summary["z_loss"] == pytest.approx(z_loss, rel=1e-5)
+  assert summary["loss"] == pytest.approx(nll[weights].mean() + z_loss, rel=1e-5)
 
   predicted = np.asarray(objective.greedy_decode(model, params, batch))
   assert predicted.shape == (4, config.objective.targets_length)
@@ -202,6 +208,29 @@ def test_loss_accuracy_and_greedy_decode():
     stop = list(row_predicted).index(EOS) + 1 if EOS in row_predicted else len(row_predicted)
     np.testing.assert_array_equal(row_forced[:stop], row_predicted[:stop])
     assert np.all(row_predicted[stop:] == 0)
+
+
+def test_z_loss_gradient_pulls_the_normalizer_toward_one():
+  config = t5_config()
+  objective = get_objective(config)
+  batch = objective.synthetic_batch(2, np.random.default_rng(0))
+  model, params = tiny_model_and_params(config)
+
+  def z_term(params):
+    sums, _ = objective.forward(model, params, batch)
+    return sums["z_loss"] / objective.counts(batch)["z_loss"]
+
+  value_and_grad = jax.jit(jax.value_and_grad(z_term))
+  value, grads = value_and_grad(params)
+  norms = {"/".join(str(k.key) for k in path): float(np.linalg.norm(g))
+           for path, g in jax.tree_util.tree_leaves_with_path(grads)}
+  assert norms["token_embedder/embedding"] > 0 and norms["decoder/logits_dense/kernel"] > 0
+  # A step down that gradient lowers log(Z)^2.
+  stepped = jax.tree_util.tree_map(lambda p, g: p - 0.1 * g / max(norms.values()), params, grads)
+  assert float(value_and_grad(stepped)[0]) < float(value)
+  off = get_objective(t5_config("objective.z_loss=0.0"))
+  sums = jax.eval_shape(lambda: off.forward(model, params, batch)[0])
+  assert "z_loss" not in sums and "z_loss" not in off.counts(batch)
 
 
 def test_decoder_inputs_restart_at_each_packed_example():
@@ -216,6 +245,7 @@ def test_decoder_inputs_restart_at_each_packed_example():
     (["data.extra_ids=0"], "extra_ids"),
     (["objective.noise_density=0.9"], "non-noise"),
     (["objective.noise_density=1.5"], "noise_density"),
+    (["objective.z_loss=-0.1"], "z_loss"),
 ])
 def test_bad_settings_are_user_errors(overrides, message):
   with pytest.raises(UserError, match=message):

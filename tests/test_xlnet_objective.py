@@ -115,7 +115,8 @@ def stream_documents(count=120, seed=0):
 
 
 def make_examples(overrides=(), seed=7, count=300):
-  config = config_lib.load_config("xlnet_tiny", list(overrides))
+  """Forward examples only (the recipe's bi_data off) unless the overrides turn it back on."""
+  config = config_lib.load_config("xlnet_tiny", ["objective.bi_data=False", *overrides])
   objective = get_objective(config)
   docs, documents = stream_documents()
   examples = objective.dataset(documents, FakeTokenizer(), seed, True)

@@ -2,8 +2,11 @@
 
 HF Linear weights are [out, in]; our kernels are [in, out], attention q/k/v as [embed, heads, kv] and
 the attention output as [heads, kv, embed]. The relative position tables are [buckets, heads] in both.
-HF's `tie_word_embeddings=False` (saved as `scale_decoder_outputs=False` by newer transformers) is
-v1.1: unscaled decoder output and a separate `lm_head.weight`, our tie_word_embeddings=False.
+Our tie_word_embeddings=True is v1.0: logits from the shared embedding scaled by d_model**-0.5; False is an
+unscaled output through its own `logits_dense`. HF's `tie_word_embeddings=False` (saved as
+`scale_decoder_outputs=False` by transformers 5) turns the scaling off: v1.1 brings its own lm_head.weight,
+and a head tied to the shared embedding (what transformers 5 builds from such a config) imports as a
+logits_dense that starts as a copy of the embedding: the same logits, untied from then on.
 """
 
 from typing import Any
@@ -77,15 +80,22 @@ def _to_ours(kind: str, x: np.ndarray, cfg: t5.T5Config) -> np.ndarray:
 
 
 def _is_tied(state_dict: dict, hf_config: dict) -> bool:
+  """Whether the model is v1.0 style: logits from the shared embedding, scaled by d_model**-0.5."""
   scaled = hf_config.get("scale_decoder_outputs", hf_config.get("tie_word_embeddings", True))
   head = state_dict.get("lm_head.weight")
   separate_head = head is not None and not np.array_equal(head, state_dict.get("shared.weight"))
   if scaled and separate_head:
     raise UserError("this T5 checkpoint scales the decoder output like v1.0 but has its own lm_head.weight; "
                     "such a model has no equivalent here")
-  if not scaled and head is None:
-    raise UserError("this T5 checkpoint is v1.1 style (unscaled, untied output) but has no lm_head.weight")
   return bool(scaled)
+
+
+def _with_head(state_dict: dict) -> dict:
+  """An unscaled output whose lm_head is the shared embedding (transformers 5 ties T5's head whatever the
+  config says, so save_pretrained may leave lm_head.weight out): the head is a copy of the embedding."""
+  if state_dict.get("lm_head.weight") is None:
+    return {**state_dict, "lm_head.weight": state_dict["shared.weight"]}
+  return state_dict
 
 
 def from_hf(state_dict: dict, hf_config: dict) -> tuple[ml_collections.ConfigDict, dict]:
@@ -99,6 +109,8 @@ def from_hf(state_dict: dict, hf_config: dict) -> tuple[ml_collections.ConfigDic
   if "shared.weight" not in state_dict:
     state_dict = {**state_dict, "shared.weight": state_dict.get("encoder.embed_tokens.weight")}
   values["tie_word_embeddings"] = _is_tied(state_dict, hf_config)
+  if not values["tie_word_embeddings"]:
+    state_dict = _with_head(state_dict)
   model_config = defaults.t5_model(**values)
   cfg = t5.make_config(model_config)
   flat = {}

@@ -43,24 +43,19 @@ def _sentence_bounds(lengths_S: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Ten
 
 def segment_pairs(documents: tf.data.Dataset, seq_len: int, sentence_task: str, short_seq_prob: float,
                   ids: SpecialIds, seed: int) -> tf.data.Dataset:
-  """BERT's recipe, document by document: sentences gather into a chunk until a target length (seq_len - 3;
-  with probability short_seq_prob a uniform length in [2, seq_len - 3]); the chunk splits into A and B at a
-  random sentence boundary (at a random token when it is one sentence). nsp: half the time B is instead
-  taken from another document (label 1), and the chunk's sentences after A are left for the next chunk.
-  sop: half the time A and B are swapped (label 1). none: the chunk is one segment of up to seq_len - 2
-  tokens. A pair longer than the limit loses tokens from the longer segment, each from its front or back
-  at random.
+  """BERT's create_pretraining_data.py, document by document: a target length is drawn for the document
+  (seq_len - 3; with probability short_seq_prob a uniform length in [2, seq_len - 3]); sentences gather into
+  a chunk until they reach it; the chunk splits into A and B at a random sentence boundary. nsp: half the
+  time, and always when the chunk is one sentence, B is instead taken from another document (label 1), and
+  the chunk's sentences after A are left for the next chunk. sop (ALBERT's file): half the time A and B are
+  swapped (label 1); a one-sentence chunk gets a B from another document, also label 1. none: the chunk is
+  one segment of up to seq_len - 2 tokens. A pair longer than the limit loses tokens from the longer
+  segment, each from its front or back at random.
 
-  A random B comes from the document before in the stream (the first document's from itself).
+  A random B comes from the document before in the stream; the first document's from the second. Only a
+  stream of one document pairs it with itself (as the original does when the corpus has one document).
   """
   max_tokens = seq_len - (2 if sentence_task == "none" else 3)
-
-  @tf.autograph.experimental.do_not_convert
-  def with_partner(previous: dict, indexed):
-    index, document = indexed
-    first = tf.size(previous["sentence_lengths"]) == 0
-    partner = {k: tf.cond(first, lambda: document[k], lambda: previous[k]) for k in document}
-    return document, (index, document, partner)
 
   @tf.autograph.experimental.do_not_convert
   def sequences(index, document, partner):
@@ -68,9 +63,38 @@ def segment_pairs(documents: tf.data.Dataset, seq_len: int, sentence_task: str, 
                            partner["sentence_lengths"], _document_seed(seed, index), seq_len, max_tokens,
                            sentence_task, short_seq_prob, ids)
 
-  empty = {"token_ids": tf.zeros([0], tf.int32), "sentence_lengths": tf.zeros([0], tf.int32)}
-  paired = documents.enumerate().scan(empty, with_partner)
+  paired = _with_partners(documents)
   return paired.map(sequences, num_parallel_calls=AUTOTUNE, deterministic=True).unbatch()
+
+
+def _with_partners(documents: tf.data.Dataset) -> tf.data.Dataset:
+  """(position in the stream, document, partner): the partner is the document before; the first document
+  waits for the second and takes it as its partner. A marker after a finite stream flushes a lone first
+  document (its own partner)."""
+  empty = tf.nest.map_structure(lambda spec: tf.zeros([0] * spec.shape.rank, spec.dtype), documents.element_spec)
+  marked = documents.enumerate().concatenate(tf.data.Dataset.from_tensors((tf.constant(-1, tf.int64), empty)))
+
+  def pick(condition, a: dict, b: dict) -> dict:
+    return {k: tf.cond(condition, lambda: a[k], lambda: b[k]) for k in a}
+
+  @tf.autograph.experimental.do_not_convert
+  def step(state, indexed):
+    first, previous, seen = state
+    index, document = indexed
+    at_end = index < 0
+    # Slot 0 emits the first document: with the second when it arrives, or alone at the end.
+    first_out = (tf.constant(0, tf.int64), first, pick(at_end, first, document), seen == 1)
+    later_out = (index, document, previous, (seen >= 1) & ~at_end)
+    new_first = pick(seen == 0, document, first)
+    return (new_first, document, seen + 1), (first_out, later_out)
+
+  @tf.autograph.experimental.do_not_convert
+  def slots(first_out, later_out):
+    return tf.data.Dataset.from_tensors(first_out).concatenate(tf.data.Dataset.from_tensors(later_out))
+
+  pairs = marked.scan((empty, empty, tf.constant(0, tf.int64)), step).flat_map(slots)
+  return pairs.filter(lambda index, document, partner, valid: valid).map(
+      lambda index, document, partner, valid: (index, document, partner))
 
 
 def _pair_sequences(tokens_T, lengths_S, partner_T, partner_lengths_S, seed, seq_len, max_tokens, sentence_task,
@@ -78,7 +102,7 @@ def _pair_sequences(tokens_T, lengths_S, partner_T, partner_lengths_S, seed, seq
   rows_N6 = _pair_ranges(lengths_S, partner_lengths_S, seed, max_tokens, sentence_task, short_seq_prob)
   a_start, a_end, b_start, b_end, b_in_partner, label = tf.unstack(rows_N6, axis=1)
   if sentence_task == "sop":
-    swap = label > 0
+    swap = (label > 0) & (b_in_partner == 0)
     a_start, b_start = tf.where(swap, b_start, a_start), tf.where(swap, a_start, b_start)
     a_end, b_end = tf.where(swap, b_end, a_end), tf.where(swap, a_end, b_end)
   a_len, b_len = a_end - a_start, b_end - b_start
@@ -129,46 +153,41 @@ def _pair_ranges(lengths_S, partner_lengths_S, seed, max_tokens: int, sentence_t
   count, starts, ends = _sentence_bounds(lengths_S)
   partner_count, partner_starts, partner_ends = _sentence_bounds(partner_lengths_S)
   loop_seed = _fold(seed, 0)
+  u_target = tf.random.stateless_uniform([2], _fold(seed, 3))
+  short = tf.minimum(2 + tf.cast(tf.floor(u_target[1] * (max_tokens - 1)), tf.int32), max_tokens)
+  target = tf.where(u_target[0] < short_seq_prob, short, max_tokens)  # one target for the whole document
 
-  def target_length(u_short, u_length):
-    short = 2 + tf.cast(tf.floor(u_length * (max_tokens - 1)), tf.int32)
-    return tf.where(u_short < short_seq_prob, tf.minimum(short, max_tokens), max_tokens)
-
-  def body(step, chunk_first, target, n, rows):
-    u = tf.random.stateless_uniform([6], _fold(loop_seed, step))
+  def body(step, chunk_first, n, rows):
+    u = tf.random.stateless_uniform([3], _fold(loop_seed, step))
     # The chunk: sentences from chunk_first until they reach the target length (or the document ends).
     reached = (ends - starts[chunk_first] >= target) & (tf.range(count) >= chunk_first)
     i = tf.where(tf.reduce_any(reached), tf.argmax(tf.cast(reached, tf.int32), output_type=tf.int32), count - 1)
     m = i - chunk_first + 1
-    a_stop = chunk_first + tf.where(m > 1, 1 + tf.cast(tf.floor(u[2] * tf.cast(m - 1, tf.float32)), tf.int32), 1)
-    first_length = ends[chunk_first] - starts[chunk_first]
-    cut = 1 + tf.cast(tf.floor(u[5] * tf.cast(first_length - 1, tf.float32)), tf.int32)
-    split = tf.where(m > 1, ends[a_stop - 1], starts[chunk_first] + tf.minimum(cut, first_length))
+    a_stop = chunk_first + tf.where(m > 1, 1 + tf.cast(tf.floor(u[0] * tf.cast(m - 1, tf.float32)), tf.int32), 1)
+    split = ends[a_stop - 1]
     a_start, a_end, b_start, b_end, next_first = starts[chunk_first], split, split, ends[i], i + 1
     b_in_partner = label = 0
-    if sentence_task == "nsp":
-      random_next = (u[3] < 0.5) | ((m == 1) & (first_length < 2))
-      target_b = tf.maximum(1, target - (ends[a_stop - 1] - a_start))
-      r = tf.minimum(tf.cast(tf.floor(u[4] * tf.cast(partner_count, tf.float32)), tf.int32), partner_count - 1)
+    if sentence_task in ("nsp", "sop"):
+      coin = u[1] < 0.5
+      random_next = (m == 1) | coin if sentence_task == "nsp" else m == 1  # a lone sentence has no true next
+      target_b = tf.maximum(1, target - (a_end - a_start))
+      r = tf.minimum(tf.cast(tf.floor(u[2] * tf.cast(partner_count, tf.float32)), tf.int32), partner_count - 1)
       reach = (partner_ends - partner_starts[r] >= target_b) & (tf.range(partner_count) >= r)
       last = tf.where(tf.reduce_any(reach), tf.argmax(tf.cast(reach, tf.int32), output_type=tf.int32),
                       partner_count - 1)
-      a_end = tf.where(random_next, ends[a_stop - 1], split)
       b_start = tf.where(random_next, partner_starts[r], b_start)
       b_end = tf.where(random_next, partner_ends[last], b_end)
-      b_in_partner = label = tf.cast(random_next, tf.int32)
+      b_in_partner = tf.cast(random_next, tf.int32)
       next_first = tf.where(random_next, a_stop, next_first)
-    elif sentence_task == "sop":
-      label = tf.cast((u[3] < 0.5) & (ends[i] > split), tf.int32)  # a one-token chunk has no B to swap
+      label = tf.cast(random_next | coin if sentence_task == "sop" else random_next, tf.int32)
     else:
       a_end = b_start = ends[i]
     row = tf.stack([a_start, a_end, b_start, b_end, b_in_partner, label])
     rows = tf.tensor_scatter_nd_update(rows, [[n]], [row])
-    return step + 1, next_first, target_length(u[0], u[1]), n + 1, rows
+    return step + 1, next_first, n + 1, rows
 
-  u0 = tf.random.stateless_uniform([2], _fold(seed, 3))
-  state = (0, 0, target_length(u0[0], u0[1]), 0, tf.zeros([count, 6], tf.int32))
-  _, _, _, n, rows = tf.while_loop(lambda step, chunk_first, *_: chunk_first < count, body, state)
+  state = (0, 0, 0, tf.zeros([count, 6], tf.int32))
+  _, _, n, rows = tf.while_loop(lambda step, chunk_first, *_: chunk_first < count, body, state)
   return rows[:n]
 
 

@@ -10,6 +10,12 @@ no special token between them (a shorter n when there is none); a span that woul
 predict is shortened, and a single unit that does not fit is passed over. Each chosen token then becomes
 [MASK] with probability mask_token_fraction, a random ordinary token with probability
 random_token_fraction, and stays itself otherwise. Every draw is stateless, from one seed per batch.
+
+ALBERT's generator (do_whole_word_mask, n <= 3: set whole_word and max_ngram=3) differs in small ways:
+it counts [CLS] and [SEP] in the sequence length the budget is taken from, its n-grams may run across the
+[SEP] between A and B, and it visits start words in a random order and skips a start whose n-gram meets
+one already chosen, which makes its n-grams a little shorter than here (tests/test_objectives_original.py
+holds both to p(n) ~ 1/n within the same tolerance).
 """
 
 import dataclasses

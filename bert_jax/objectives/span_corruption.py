@@ -13,6 +13,10 @@ encoder_segment_ids [Li], decoder_target_tokens [Lt], decoder_segment_ids [Lt], 
 all int32. Segment ids number the examples packed into a row from 1 (0 = padding); positions count
 from 0 within each example. The decoder input is the target shifted right, restarting with the
 start token (id 0) at every example's position 0.
+
+Training loss per target token: the cross-entropy plus objective.z_loss * log(Z)^2, Z the softmax
+normalizer (Mesh TensorFlow's and t5x's z-loss, 1e-4 in the T5 recipes). Reported apart as targets_loss
+and z_loss; `loss` is their sum.
 """
 
 import itertools
@@ -66,6 +70,7 @@ class SpanCorruption:
     self.mean_noise_span_length = float(o.mean_noise_span_length)
     self.inputs_length = config.data.seq_len
     self.targets_length = o.targets_length
+    self.z_loss = float(o.get("z_loss", 0.0))
     self.validate()
     self.raw_length, self.expected_targets_length = lengths(self.inputs_length, self.noise_density,
                                                             self.mean_noise_span_length)
@@ -93,6 +98,8 @@ class SpanCorruption:
     if self.mean_noise_span_length < 1.0:
       raise UserError(f"objective.mean_noise_span_length must be at least 1, got "
                       f"{self.mean_noise_span_length}")
+    if self.z_loss < 0:
+      raise UserError(f"objective.z_loss must be >= 0 (0 turns it off; T5 uses 1e-4), got {self.z_loss}")
     if not isinstance(o.targets_length, int) or o.targets_length < 2:
       raise UserError(f"objective.targets_length must be an integer of at least 2, got {o.targets_length!r}")
 
@@ -149,13 +156,22 @@ class SpanCorruption:
     weights_BT = (batch["decoder_segment_ids"] > 0).astype(jnp.float32)
     nll_BT = optax.softmax_cross_entropy_with_integer_labels(logits_BTV, targets_BT)
     correct_BT = (jnp.argmax(logits_BTV, -1) == targets_BT).astype(jnp.float32)
-    return {"targets": jnp.sum(nll_BT * weights_BT)}, {"targets_correct": jnp.sum(correct_BT * weights_BT)}
+    sums = {"targets": jnp.sum(nll_BT * weights_BT)}
+    if self.z_loss:  # Mesh TF / t5x: z_loss * log(Z)^2 keeps the softmax normalizer near 1
+      log_z_BT = jax.nn.logsumexp(logits_BTV, axis=-1)
+      sums["z_loss"] = self.z_loss * jnp.sum(jnp.square(log_z_BT) * weights_BT)
+    return sums, {"targets_correct": jnp.sum(correct_BT * weights_BT)}
 
   def counts(self, batch: dict) -> dict:
-    return {"targets": jnp.sum((batch["decoder_segment_ids"] > 0).astype(jnp.float32))}
+    tokens = jnp.sum((batch["decoder_segment_ids"] > 0).astype(jnp.float32))
+    return {"targets": tokens, "z_loss": tokens} if self.z_loss else {"targets": tokens}
 
   def summarize(self, sums: dict, metrics: dict, counts: dict) -> dict:
-    return summarize_tokens("targets", sums, metrics, counts)
+    """`loss` is what training minimizes (cross-entropy + z-loss); targets_loss the cross-entropy alone."""
+    result = summarize_tokens("targets", sums, metrics, counts)
+    if "z_loss" in sums:
+      result["z_loss"] = float(sums["z_loss"]) / max(float(counts["z_loss"]), 1.0)
+    return result
 
   def greedy_decode(self, model, params, batch: dict) -> jax.Array:
     """[B, targets_length] greedy predictions for the first example (segment 1) of each row."""
