@@ -125,7 +125,7 @@ def is_damage(error: BaseException) -> bool:
   for cause in _causes(error):
     if isinstance(cause, (Damaged, FileNotFoundError, json.JSONDecodeError)):
       return True
-    if type(cause).__name__ in ("DamagedPosition", "DataLossError", "NotFoundError", "OutOfRangeError"):
+    if type(cause).__name__ in ("DataLossError", "NotFoundError", "OutOfRangeError"):
       return True
     if any(words in str(cause).lower() for words in READ_FAILURES):
       return True

@@ -16,7 +16,6 @@ import orbax.checkpoint as ocp
 import pytest
 
 from bert_jax import checkpoint, cli, config as config_lib, metrics, workdir as workdir_lib
-from bert_jax.errors import RunError
 from bert_jax.train import loop
 
 pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")

@@ -6,7 +6,7 @@ of processes. PipelineBatches reads the tf.data pipeline; its `iterator` is what
 
 Both keep their position in a checkpoint's `data` directory: `save_position(directory)` writes it (every process
 calls it), `restore_position(directory)` continues from it. A missing or unreadable file raises FileNotFoundError,
-a JSON error or DamagedPosition; a position written by the other kind of source, or by another number of processes, is a
+a JSON error or checkpoint.Damaged; a position written by the other kind of source, or by another number of processes, is a
 UserError.
 """
 
@@ -16,14 +16,10 @@ from typing import Any
 import jax
 import numpy as np
 
-from bert_jax import parallel
+from bert_jax import checkpoint, parallel
 from bert_jax.errors import UserError
 
 SYNTHETIC_POSITION = "synthetic.json"
-
-
-class DamagedPosition(Exception):
-  """A saved input position whose files are missing or cannot be read."""
 
 
 def _process_prefix(index: int, count: int) -> str:
@@ -101,8 +97,8 @@ class PipelineBatches:
     return tf, tf.train.Checkpoint(iterator=self.iterator)
 
   def save_position(self, directory) -> None:
-    _, checkpoint = self._checkpoint()
-    checkpoint.write(str(directory / _process_prefix(jax.process_index(), jax.process_count())))
+    _, position = self._checkpoint()
+    position.write(str(directory / _process_prefix(jax.process_index(), jax.process_count())))
 
   def restore_position(self, directory) -> None:
     if (directory / SYNTHETIC_POSITION).exists():
@@ -113,11 +109,11 @@ class PipelineBatches:
     if saved and str(jax.process_count()) not in counts:
       raise UserError(f"{directory.parent} holds the data positions of {' or '.join(sorted(counts))} processes, "
                       f"this run has {jax.process_count()}; resume with the same number of processes")
-    tf, checkpoint = self._checkpoint()
+    tf, position = self._checkpoint()
     try:
-      checkpoint.read(str(directory / _process_prefix(jax.process_index(), jax.process_count()))).assert_consumed()
+      position.read(str(directory / _process_prefix(jax.process_index(), jax.process_count()))).assert_consumed()
     except (tf.errors.OpError, ValueError, AssertionError) as error:
-      raise DamagedPosition(f"{directory}: {str(error).strip().splitlines()[0][:160]}") from error
+      raise checkpoint.Damaged(f"{directory}: {str(error).strip().splitlines()[0][:160]}") from error
 
 
 def make_batches(config: Any, workdir: str, objective: Any, shardings: dict, start_step: int = 0):

@@ -39,8 +39,7 @@ class Evaluator:
     config, trainer = self.trainer.config, self.trainer
     size = config.eval.batch_size
     parallel.check_batch(size, trainer.mesh, trainer.rules, "eval.batch_size")
-    shardings = {name: parallel.batch_sharding(trainer.mesh, trainer.rules, len(shape))
-                 for name, (shape, _) in trainer.objective.feature_spec(size).items()}
+    shardings = trainer.shardings_for_batch(size)
     if config.data.source == "synthetic":
       synthetic = batches_lib.SyntheticBatches(trainer.objective, size, config.seed, shardings, SYNTHETIC_EVAL_STEP)
       for _ in range(config.eval.batches):

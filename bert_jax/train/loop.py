@@ -66,14 +66,14 @@ class Trainer:
     self.optimizer = optimizers.make_optimizer(config, self.schedule)
     self.state_shardings = state_lib.state_shardings(self.abstract_params, self.param_shardings, self.optimizer,
                                                      self.mesh)
-    self.batch_shardings = self._batch_shardings(train.batch_size)
+    self.batch_shardings = self.shardings_for_batch(train.batch_size)
     self._train_step = step_lib.jit_train_step(
         step_lib.make_train_step(self.model, self.objective, self.optimizer, train.microbatches),
         self.state_shardings, self.batch_shardings)
     self._init = state_lib.make_init(self.model, config.model, self.optimizer, config.seed, self.state_shardings)
     self._eval_step = None
 
-  def _batch_shardings(self, batch_size: int) -> dict:
+  def shardings_for_batch(self, batch_size: int) -> dict:
     return {name: parallel.batch_sharding(self.mesh, self.rules, len(shape))
             for name, (shape, _) in self.objective.feature_spec(batch_size).items()}
 
@@ -102,7 +102,7 @@ class Trainer:
     if self._eval_step is None:
       parallel.check_batch(self.config.eval.batch_size, self.mesh, self.rules, "eval.batch_size")
       self._eval_step = step_lib.jit_eval_step(step_lib.make_eval_step(self.eval_model, self.objective),
-                                               self.param_shardings, self._batch_shardings(self.config.eval.batch_size))
+                                               self.param_shardings, self.shardings_for_batch(self.config.eval.batch_size))
     with self.context():
       return self._eval_step(params, batch)
 

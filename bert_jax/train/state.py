@@ -1,5 +1,6 @@
 """The train state (params, optimizer state, step, rng) and its shardings, initialised sharded."""
 
+import functools
 from typing import Any, Callable
 
 import flax.linen as nn
@@ -90,7 +91,8 @@ def make_init(model: nn.Module, model_config: Any, optimizer: optax.GradientTran
   if jax.default_backend() != "cpu":
     return init
   # It runs once: on the CPU, compiling it without XLA's backend optimizations saves seconds and costs nothing.
-  return lambda: init.lower().compile(compiler_options={"xla_backend_optimization_level": 0})()
+  compiled = functools.cache(lambda: init.lower().compile(compiler_options={"xla_backend_optimization_level": 0}))
+  return lambda: compiled()()
 
 
 def logical_param_specs(boxed_params: Any) -> Any:
