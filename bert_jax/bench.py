@@ -423,9 +423,10 @@ def pipeline_config(spec: str, overrides: Sequence[str]) -> Any:
 def pipeline_tokens_per_second(config: Any, workdir: str, batches: int, warmup: int) -> float:
   """Tokens per second of finished batches from the training pipeline (prepared data in `workdir`)."""
   from bert_jax.data import pipeline
+  from bert_jax.objectives import get_objective
 
   pipeline.prepare_if_needed(config, workdir)
-  iterator = iter(pipeline.train_dataset(config, workdir))
+  iterator = iter(pipeline.train_dataset(config, get_objective(config), workdir))
   for _ in range(warmup):
     next(iterator)
   start = time.perf_counter()

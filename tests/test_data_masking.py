@@ -21,7 +21,7 @@ def workdir(tmp_path_factory):
 
 def read(config, workdir, batches: int) -> dict:
   """`batches` training batches, after checking the stream has exactly the objective's feature spec."""
-  dataset = pipeline.train_dataset(config, workdir)
+  dataset = pipeline.train_dataset(config, get_objective(config), workdir)
   spec = get_objective(config).feature_spec(config.train.batch_size)
   assert {k: (tuple(v.shape), v.dtype.as_numpy_dtype) for k, v in dataset.element_spec.items()} == spec
   return take(dataset, batches)

@@ -22,12 +22,13 @@ import json, re, sys
 sys.path.insert(0, {tests!r})
 import numpy as np
 import pytest
+from bert_jax.objectives import get_objective
 from bert_jax.data import pipeline
 from data_helpers import originals, tiny_config
 config = tiny_config("bert_tiny", *{overrides!r})
 tokenizer = pipeline.load_tokenizer(config, {workdir!r})
 seen = set()
-for batch in pipeline.train_dataset(config, {workdir!r}, {index}, 2).take(8).as_numpy_iterator():
+for batch in pipeline.train_dataset(config, get_objective(config), {workdir!r}, {index}, 2).take(8).as_numpy_iterator():
   assert batch["input_ids"].shape == (16, 64)
   for ids in originals(batch):
     segments = np.split(ids, np.flatnonzero(ids == tokenizer.sep_id))

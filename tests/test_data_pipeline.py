@@ -22,11 +22,11 @@ def same(a: dict, b: dict) -> bool:
 
 def test_same_seed_same_batches_and_exact_resume(workdir, tmp_path):
   config = tiny_config("bert_tiny", "data.shards=4")
-  iterator = iter(pipeline.train_dataset(config, workdir))
+  iterator = iter(pipeline.train_dataset(config, get_objective(config), workdir))
   first = [next(iterator) for _ in range(3)]
   saved = tf.train.Checkpoint(iterator=iterator).write(str(tmp_path / "iterator"))
   expected = [next(iterator) for _ in range(3)]
-  again = iter(pipeline.train_dataset(config, workdir))
+  again = iter(pipeline.train_dataset(config, get_objective(config), workdir))
   for want in first:  # a fresh stream from the same config gives the same batches
     assert same({k: v.numpy() for k, v in want.items()}, {k: v.numpy() for k, v in next(again).items()})
   tf.train.Checkpoint(iterator=again).read(saved).assert_consumed()
@@ -50,11 +50,12 @@ def test_each_reading_of_a_document_gets_new_masks(workdir):
 
 def test_eval_batches_are_fixed(workdir):
   config = tiny_config("bert_tiny", "data.shards=4", "eval.batches=3")
-  batches = list(pipeline.eval_dataset(config, workdir).as_numpy_iterator())
+  batches = list(pipeline.eval_dataset(config, get_objective(config), workdir).as_numpy_iterator())
   assert len(batches) == 3 and batches[0]["input_ids"].shape == (16, 64)
-  again = list(pipeline.eval_dataset(config, workdir).as_numpy_iterator())
+  again = list(pipeline.eval_dataset(config, get_objective(config), workdir).as_numpy_iterator())
   assert all(same(a, b) for a, b in zip(batches, again, strict=True))
-  halves = list(pipeline.eval_dataset(config, workdir, process_index=1, process_count=2).as_numpy_iterator())
+  halves = list(pipeline.eval_dataset(config, get_objective(config), workdir, process_index=1,
+                                      process_count=2).as_numpy_iterator())
   assert len(halves) == 3 and halves[0]["input_ids"].shape == (8, 64)
 
 

@@ -11,6 +11,7 @@ from bert_jax.data import pipeline, prepare
 from bert_jax.data import tokenizer as tokenizer_lib
 from bert_jax.data.sources import Source
 from bert_jax.errors import UserError
+from bert_jax.objectives import get_objective
 from data_helpers import tiny_config
 
 WORDS = ("alpha beta gamma delta epsilon zeta eta theta iota kappa lambda mu nu xi omicron pi rho sigma tau upsilon "
@@ -91,9 +92,9 @@ def test_corpus_too_small_for_a_batch(tmp_path):
   config = corpus_config(write_corpus(tmp_path / "small.txt", 9), "data.eval_documents=1", "train.batch_size=64")
   pipeline.prepare_if_needed(config, tmp_path / "w")
   with pytest.raises(UserError, match=r"train split is too small: .* fewer than one batch of 64"):
-    pipeline.train_dataset(config, tmp_path / "w")
+    pipeline.train_dataset(config, get_objective(config), tmp_path / "w")
   with pytest.raises(UserError, match=r"eval split is too small"):
-    pipeline.eval_dataset(config, tmp_path / "w")
+    pipeline.eval_dataset(config, get_objective(config), tmp_path / "w")
 
 
 def test_commands(tmp_path, capsys):

@@ -125,7 +125,7 @@ def test_damaged_prepared_data_is_named(tmp_path, capsys):
     assert message in error_line(capsys, argv)
     assert snapshot(tmp_path) == before
   with pytest.raises(UserError, match="is missing; delete"):
-    pipeline.train_dataset(small_config(f"data.source={corpus}"), tmp_path / "w")
+    pipeline.train_dataset(config := small_config(f"data.source={corpus}"), get_objective(config), tmp_path / "w")
 
   # Files that are not prepared data (the leftovers of an old run, or the user's own) are neither used nor deleted.
   (data / "metadata.json").unlink()

@@ -10,7 +10,7 @@ import pytest
 from bert_jax import cli, config as config_lib
 from bert_jax.data import pipeline
 from bert_jax.metrics import MetricsWriter
-from bert_jax.objectives import span_corruption
+from bert_jax.objectives import get_objective, span_corruption
 from bert_jax.train import loop
 
 STEPS = 6
@@ -37,7 +37,7 @@ def test_demo_corpus_rows_carry_the_tokenizers_sentinels(run):
   config = tiny_config(*COMMON)
   tokenizer = pipeline.load_tokenizer(config, workdir)
   assert tokenizer.extra_ids == 100 and tokenizer.sentinel_id(0) == 4095
-  batch = next(iter(pipeline.train_dataset(config, workdir)))
+  batch = next(iter(pipeline.train_dataset(config, get_objective(config), workdir)))
   spec = span_corruption.SpanCorruption(config).feature_spec(16)
   assert {k: tuple(v.shape) for k, v in batch.items()} == {k: shape for k, (shape, _) in spec.items()}
   inputs = batch["encoder_input_tokens"].numpy()
@@ -55,7 +55,7 @@ def test_sharded_run_equals_one_device_and_decodes_text(run):
                                   MetricsWriter(str(workdir), STEPS, enabled=False))
   np.testing.assert_allclose([r["loss"] for r in one_device], sharded, rtol=1e-5)
 
-  batch = next(iter(pipeline.eval_dataset(config, workdir)))
+  batch = next(iter(pipeline.eval_dataset(config, get_objective(config), workdir)))
   tokenizer = pipeline.load_tokenizer(config, workdir)
   examples = trainer.objective.decode_examples(trainer.eval_model, jax.device_get(state.params),
                                                {k: v.numpy() for k, v in batch.items()}, tokenizer, count=2)

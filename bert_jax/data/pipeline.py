@@ -3,8 +3,8 @@
   prepare_if_needed(config, workdir)   tokenizer (data.tokenizer, or one trained into <workdir>/tokenizer) and
                                        prepared TFRecords (data.prepared_dir, or <workdir>/data); process 0
                                        writes, the other processes wait for its completion marker
-  train_dataset(config, workdir, i, n) infinite, process-local batches of train.batch_size // n
-  eval_dataset(config, workdir, i, n)  eval.batches batches of eval.batch_size // n from the held-out split,
+  train_dataset(config, objective, workdir, i, n)  infinite, process-local batches of train.batch_size // n
+  eval_dataset(config, objective, workdir, i, n)   eval.batches batches of eval.batch_size // n from the held-out split,
                                        identical on every call
   documents(config, workdir, split, ...) one process's tokenized documents (what objective.dataset consumes)
   load_tokenizer(config, workdir)      the tokenizer the prepared data was made with
@@ -32,7 +32,6 @@ from bert_jax.data import tokenizer as tokenizer_lib
 from bert_jax.data.sources import Source
 from bert_jax.data.tf_cpu import tf
 from bert_jax.errors import UserError
-from bert_jax.objectives import get_objective
 from bert_jax.workdir import resolve
 
 TOKENIZER_MODEL = "spm.model"
@@ -214,9 +213,8 @@ def _with_options(dataset):
   return dataset.with_options(options)
 
 
-def train_dataset(config: Any, workdir: str | Path, process_index: int = 0, process_count: int = 1):
-  """Infinite process-local batches with the shapes and dtypes of objective.feature_spec(local batch)."""
-  objective = get_objective(config)
+def train_dataset(config: Any, objective: Any, workdir: str | Path, process_index: int = 0, process_count: int = 1):
+  """Infinite process-local batches of the objective's features (objective.feature_spec(local batch))."""
   tokenizer = load_tokenizer(config, workdir)
   batch = _local_batch(config.train.batch_size, process_count, "train.batch_size")
   _check_fills_a_batch(config, workdir, "train", process_index, process_count, batch)
@@ -226,10 +224,9 @@ def train_dataset(config: Any, workdir: str | Path, process_index: int = 0, proc
   return _with_options(examples.batch(batch, drop_remainder=True).prefetch(tf.data.AUTOTUNE))
 
 
-def eval_dataset(config: Any, workdir: str | Path, process_index: int = 0, process_count: int = 1):
-  """config.eval.batches batches from the held-out documents with fixed masks: the same numbers on every
-  call. A held-out split smaller than that many batches is cycled."""
-  objective = get_objective(config)
+def eval_dataset(config: Any, objective: Any, workdir: str | Path, process_index: int = 0, process_count: int = 1):
+  """config.eval.batches batches of the objective's features from the held-out documents with fixed masks: the
+  same numbers on every call. A held-out split smaller than that many batches is cycled."""
   tokenizer = load_tokenizer(config, workdir)
   batch = _local_batch(config.eval.batch_size, process_count, "eval.batch_size")
   stream = documents(config, workdir, "eval", process_index, process_count)

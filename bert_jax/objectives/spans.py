@@ -4,7 +4,6 @@ The semantics (counts, interleaving, sentinels, the features of a row) are docum
 """
 
 from bert_jax.data.tf_cpu import tf
-from bert_jax.objectives.span_corruption import FEATURES
 
 DOCUMENTS_PER_GROUP = 128  # documents concatenated before cutting chunks, as T5's pretraining does
 
@@ -82,8 +81,8 @@ def padded_row(example: dict, inputs_length: int, targets_length: int) -> dict:
 def pack(examples: tf.data.Dataset, inputs_length: int, targets_length: int) -> tf.data.Dataset:
   """Greedy packing in stream order: an example joins the open row while both its inputs and targets
   fit, else the row is emitted and a new one starts. The last open row is emitted at the end."""
-  empty = {name: tf.zeros([inputs_length if name.startswith("encoder") else targets_length], tf.int32)
-           for name in FEATURES}
+  nothing = tf.zeros([0], tf.int32)
+  empty = padded_row({"inputs": nothing, "targets": nothing}, inputs_length, targets_length)
   state0 = (empty, tf.constant(0), tf.constant(0), tf.constant(0))
 
   def place(row, name, values, start):

@@ -69,7 +69,7 @@ class SyntheticBatches:
 
 class PipelineBatches:
 
-  def __init__(self, config: Any, workdir: str, shardings: dict):
+  def __init__(self, config: Any, workdir: str, objective: Any, shardings: dict):
     from bert_jax.data import pipeline  # TensorFlow loads only for real data
 
     self.batch_size = config.train.batch_size
@@ -81,7 +81,7 @@ class PipelineBatches:
                       f"{self.batch_size} rows over {process_count} processes; let the batch mesh axes span "
                       "all processes (config.mesh / config.rules)")
     pipeline.prepare_if_needed(config, workdir)
-    self.dataset = pipeline.train_dataset(config, workdir, jax.process_index(), process_count)
+    self.dataset = pipeline.train_dataset(config, objective, workdir, jax.process_index(), process_count)
     self.iterator = iter(self.dataset)
 
   def __iter__(self):
@@ -119,4 +119,4 @@ class PipelineBatches:
 def make_batches(config: Any, workdir: str, objective: Any, shardings: dict, start_step: int = 0):
   if config.data.source == "synthetic":
     return SyntheticBatches(objective, config.train.batch_size, config.seed, shardings, start_step)
-  return PipelineBatches(config, workdir, shardings)
+  return PipelineBatches(config, workdir, objective, shardings)

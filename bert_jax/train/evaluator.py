@@ -47,7 +47,7 @@ class Evaluator:
       return
     from bert_jax.data import pipeline
 
-    for batch in pipeline.eval_dataset(config, self.workdir, jax.process_index(), jax.process_count()):
+    for batch in pipeline.eval_dataset(config, trainer.objective, self.workdir, jax.process_index(), jax.process_count()):
       yield batches_lib.to_global({name: tensor.numpy() for name, tensor in batch.items()}, shardings, size)
 
   def __call__(self, params: Any) -> dict:
