@@ -14,15 +14,8 @@ from bert_jax.errors import UserError
 COMMANDS = ("train", "evaluate", "params", "config", "tokenizer", "prepare", "convert", "plan", "bench")
 
 
-def _available() -> dict:
-  found = {}
-  for name in COMMANDS:
-    try:
-      found[name] = importlib.import_module(f"bert_jax.commands.{name}")
-    except ModuleNotFoundError as e:
-      if e.name != f"bert_jax.commands.{name}":
-        raise
-  return found
+def _commands() -> dict:
+  return {name: importlib.import_module(f"bert_jax.commands.{name}") for name in COMMANDS}
 
 
 def add_config_argument(parser: argparse.ArgumentParser, required: bool = True) -> None:
@@ -32,7 +25,7 @@ def add_config_argument(parser: argparse.ArgumentParser, required: bool = True) 
 
 
 def parse(argv: list[str]) -> argparse.Namespace:
-  commands = _available()
+  commands = _commands()
   parser = argparse.ArgumentParser(prog="bert-jax", description=__doc__.split("\n")[0])
   sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
   for name, module in commands.items():

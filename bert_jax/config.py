@@ -117,7 +117,3 @@ def validate(config: ml_collections.ConfigDict) -> None:
   if not isinstance(every, int) or isinstance(every, bool) or every < 0:
     raise UserError(f"config key 'eval.every' must be >= 0 (0: no evaluation during training), got {every!r}")
   validate_model_config(config.model)
-
-
-def to_dict(config: ml_collections.ConfigDict) -> dict:
-  return config.to_dict()

@@ -42,8 +42,7 @@ def count_model(model_config: Any, depth: int = 2) -> dict:
   result = {"total": count(tree), "rows": breakdown(tree, depth)}
   encoder = module.build_encoder(cfg)
   if encoder is not None:
-    encoder_inputs = getattr(module, "encoder_inputs", module.example_inputs)(cfg)
-    result["encoder"] = count(abstract_params(encoder, encoder_inputs))
+    result["encoder"] = count(abstract_params(encoder, inputs))
   return result
 
 

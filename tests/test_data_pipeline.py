@@ -1,7 +1,6 @@
 """The training and eval streams: same seed same batches, exact resume from a saved iterator, a new mask for
-each reading of a document, fixed eval batches, per-process shards, and global jax.Arrays."""
+each reading of a document, fixed eval batches, and per-process shards."""
 
-import jax
 import numpy as np
 import pytest
 
@@ -70,14 +69,3 @@ def test_processes_read_disjoint_documents_that_cover_the_split(tmp_path_factory
   everything = [tuple(d["token_ids"]) for d in pipeline.documents(config, workdir, "train").as_numpy_iterator()]
   assert sorted(seen[0] + seen[1]) == sorted(everything)  # as multisets: no document read twice, none left out
   assert abs(len(seen[0]) - len(seen[1])) <= len(everything) // 4
-
-
-def test_global_arrays_over_the_batch_axis():
-  batch = get_objective(tiny_config()).synthetic_batch(32, np.random.default_rng(0))
-  mesh = jax.make_mesh((8,), ("data",), axis_types=(jax.sharding.AxisType.Auto,))
-  sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("data"))
-  arrays = pipeline.to_global_arrays(batch, sharding)
-  for name, value in batch.items():
-    assert arrays[name].shape == value.shape and arrays[name].sharding == sharding
-    assert len(arrays[name].addressable_shards) == 8
-    np.testing.assert_array_equal(np.asarray(arrays[name]), value)

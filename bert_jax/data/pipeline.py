@@ -8,7 +8,6 @@
                                        identical on every call
   documents(config, workdir, split, ...) one process's tokenized documents (what objective.dataset consumes)
   load_tokenizer(config, workdir)      the tokenizer the prepared data was made with
-  to_global_arrays(batch, sharding)    process-local numpy batches -> global jax.Arrays over the mesh
 
 A training stream: this process's files (files[i::n]; every n-th document when there are fewer files than
 processes) -> interleaved reads -> documents shuffled (data.shuffle_buffer) anew each epoch, epochs repeated
@@ -234,8 +233,3 @@ def eval_dataset(config: Any, objective: Any, workdir: str | Path, process_index
   examples = objective.dataset(stream, tokenizer, _seed(config, 5, process_index), False)
   batches = examples.repeat().batch(batch, drop_remainder=True).take(config.eval.batches)
   return _with_options(batches.prefetch(tf.data.AUTOTUNE))
-
-
-def to_global_arrays(batch: dict, sharding: jax.sharding.Sharding) -> dict:
-  """Process-local numpy arrays (leading dim = local batch) -> global jax.Arrays sharded over the batch axes."""
-  return {name: jax.make_array_from_process_local_data(sharding, np.asarray(value)) for name, value in batch.items()}
