@@ -12,7 +12,8 @@ import time
 
 import jax
 
-from bert_jax import bench, config as config_lib
+from bert_jax import config as config_lib
+from bert_jax.benchmark import run as bench
 from bert_jax.objectives import training_loss
 from bert_jax.train.loop import Trainer
 

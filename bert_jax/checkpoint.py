@@ -182,7 +182,8 @@ def verify(step_dir: epath.Path, items: tuple[str, ...] = ()) -> bool:
 
 
 def _train_state_tree(state: Any) -> dict:
-  return {"step": state.step, "opt_state": state.opt_state, "rng": state.rng}
+  tree = {"step": state.step, "opt_state": state.opt_state, "rng": state.rng}
+  return tree if state.memory is None else {**tree, "memory": state.memory}
 
 
 class Checkpoints:
@@ -280,8 +281,8 @@ class Checkpoints:
           raise UserError(f"{where} holds a different model: parameter {name} has shape {saved[name]} there and "
                           f"{expected[name]} in this config; {fix}")
     elif sorted(saved.values()) != sorted(expected.values()):
-      raise UserError(f"{where} holds another optimizer state than this config makes (was optimizer.name "
-                      f"changed?); {fix}")
+      raise UserError(f"{where} holds another optimizer state or batch memory than this config makes (was "
+                      f"optimizer.name, train.batch_size or model.mem_len changed?); {fix}")
 
   def _restoring(self, step: int, items: tuple[str, ...], restore: Callable[[], Any]) -> Any:
     """restore() after the step's checksums pass; a missing, truncated or corrupt file raises Damaged, a
@@ -311,7 +312,7 @@ class Checkpoints:
     restored = self._restoring(step, (), read)
     rest = restored["train_state"]
     return abstract.replace(step=rest["step"], params=restored["params"], opt_state=rest["opt_state"],
-                            rng=rest["rng"])
+                            rng=rest["rng"], memory=rest.get("memory"))
 
   def restore_params(self, step: int, trainer: Any) -> Any:
     """Only the parameters of `step`, placed on the trainer's mesh (for evaluation and export)."""

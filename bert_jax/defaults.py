@@ -1,6 +1,14 @@
-"""The defaults every config starts from; a config file lists only what differs (see configs/)."""
+"""The pretraining recipes every config starts from; a config file names one and lists what differs.
+
+`base_config` holds what every run shares. Each `<family>_config` is that family's pretraining recipe as its
+original release ran it, with the sources in its docstring; README.md ("Recipes: the originals and ours")
+sets each against the original and names every difference. Model settings are not listed here: a family's
+defaults are its settings dataclass's (bert_jax/models/), and a recipe states only where it departs from them.
+"""
 
 import ml_collections
+
+from bert_jax import models
 
 # Logical axis -> mesh axes. Batch over data and fsdp; parameters FSDP-sharded on `embed`,
 # tensor-parallel on heads/mlp/vocab. A config may replace any rule.
@@ -15,6 +23,10 @@ DEFAULT_RULES = (
     ("layers", None),
     ("relpos", None),
 )
+
+# T5 v1.1 (the t5 repository's released_checkpoints.md): gated-GELU feed-forward, an LM head of its own, no
+# dropout in pretraining.
+T5_V1_1 = dict(feed_forward_proj="gated-gelu", tie_word_embeddings=False, dropout=0.0)
 
 
 def base_config() -> ml_collections.ConfigDict:
@@ -63,58 +75,12 @@ def base_config() -> ml_collections.ConfigDict:
   return c
 
 
-def bert_model(**overrides) -> ml_collections.ConfigDict:
-  """BERT-base; sizes and conventions overridden per config (RoBERTa, ALBERT and the tiny ones)."""
-  model = ml_collections.ConfigDict({
-      "family": "bert",
-      "vocab_size": 30522,
-      "hidden_size": 768,
-      "num_layers": 12,
-      "num_heads": 12,
-      "intermediate_size": 3072,
-      "embedding_size": 0,
-      "embedding_projection": False,
-      "max_position": 512,
-      "type_vocab_size": 2,
-      "position_offset": False,
-      "pad_token_id": 0,
-      "num_hidden_groups": 1,
-      "inner_group_num": 1,
-      "share": "none",
-      "hidden_act": "gelu",
-      "dropout": 0.1,
-      "attention_dropout": 0.1,
-      "layer_norm_eps": 1e-12,
-      "initializer_range": 0.02,
-      "pooler": True,
-      "sentence_head": "nsp",
-      "scan_layers": False,
-      "remat": "none",
-      "dtype": "float32",
-  })
-  model.update(overrides)
-  return model
-
-
-def albert_model(**overrides) -> ml_collections.ConfigDict:
-  """ALBERT-base (v2): E=128 projected to H=768, every layer shared, SOP, no dropout."""
-  settings = dict(vocab_size=30000, embedding_size=128, embedding_projection=True, share="all",
-                  hidden_act="gelu_new", dropout=0.0, attention_dropout=0.0, sentence_head="sop")
-  settings.update(overrides)
-  return bert_model(**settings)
-
-
-def roberta_model(**overrides) -> ml_collections.ConfigDict:
-  """RoBERTa-base: BERT-base sizes, V=50265, positions offset past padding id 1, one segment type, no NSP."""
-  settings = dict(vocab_size=50265, max_position=514, type_vocab_size=1, position_offset=True, pad_token_id=1,
-                  layer_norm_eps=1e-5, pooler=False, sentence_head="none")
-  settings.update(overrides)
-  return bert_model(**settings)
-
-
-def masked_lm_objective(**overrides) -> ml_collections.ConfigDict:
-  """BERT's objective: 15% of tokens, 80/10/10, NSP on segment pairs; ALBERT/RoBERTa override."""
-  objective = ml_collections.ConfigDict({
+def bert_config(**model_overrides) -> ml_collections.ConfigDict:
+  """BERT (Devlin et al. 2019, appendix A.2; google-research/bert's pretraining flags): 15% of tokens masked
+  80/10/10 with NSP, AdamW lr 1e-4, 10k warm-up then linear decay, batch 256, 1M steps; BERT-base."""
+  c = base_config()
+  c.model = models.default_config("bert", **model_overrides)
+  c.objective = ml_collections.ConfigDict({
       "name": "masked_lm",
       "mask_rate": 0.15,
       "max_predictions": 20,
@@ -126,15 +92,6 @@ def masked_lm_objective(**overrides) -> ml_collections.ConfigDict:
       "packing": "pairs",  # pairs (BERT/ALBERT segments A and B) | full_sentences (RoBERTa, across documents)
       "short_seq_prob": 0.1,
   })
-  objective.update(overrides)
-  return objective
-
-
-def bert_config(**model_overrides) -> ml_collections.ConfigDict:
-  """BERT's recipe: AdamW lr 1e-4, 10k warm-up then linear decay, batch 256, 1M steps."""
-  c = base_config()
-  c.model = bert_model(**model_overrides)
-  c.objective = masked_lm_objective()
   c.train.update(steps=1_000_000, batch_size=256, log_every=100)
   c.optimizer.update(learning_rate=1e-4, warmup_steps=10_000, weight_decay=0.01)
   c.checkpoint.every = 10_000
@@ -142,11 +99,15 @@ def bert_config(**model_overrides) -> ml_collections.ConfigDict:
 
 
 def roberta_config(**model_overrides) -> ml_collections.ConfigDict:
-  """RoBERTa's recipe: dynamic masking, full sentences, no NSP; lr 6e-4, b2 0.98, batch 8k, 500k steps, no
-  gradient clipping."""
+  """RoBERTa (Liu et al. 2019, Table 9; fairseq's release): BERT's recipe with dynamic masking of full
+  sentences and no NSP; lr 6e-4, 24k warm-up, b2 0.98, batch 8k x 512, 500k steps, no gradient clipping.
+  The model: BERT-base with the release's vocabulary (V50265) and conventions (positions offset past padding
+  id 1, one segment type, LayerNorm eps 1e-5, no pooler)."""
   c = bert_config()
-  c.model = roberta_model(**model_overrides)
-  c.objective = masked_lm_objective(sentence_task="none", packing="full_sentences", max_predictions=80)
+  c.model.update(vocab_size=50265, max_position=514, type_vocab_size=1, position_offset=True, pad_token_id=1,
+                 layer_norm_eps=1e-5, pooler=False, sentence_head="none")
+  c.model.update(model_overrides)
+  c.objective.update(sentence_task="none", packing="full_sentences", max_predictions=80)
   c.data.seq_len = 512
   c.train.update(steps=500_000, batch_size=8192, clip_norm=0.0)
   c.optimizer.update(learning_rate=6e-4, warmup_steps=24_000, b2=0.98)
@@ -154,107 +115,27 @@ def roberta_config(**model_overrides) -> ml_collections.ConfigDict:
 
 
 def albert_config(**model_overrides) -> ml_collections.ConfigDict:
-  """ALBERT's recipe: n-grams of whole words, SOP, LAMB lr 0.00176, batch 4096, 125k steps."""
+  """ALBERT v2 (Lan et al. 2020, section 4.1; google-research/albert's pretraining flags): n-grams (n <= 3)
+  of whole words, SOP, LAMB lr 0.00176 with 3,125 warm-up, batch 4096 x 512, 125k steps. The model:
+  ALBERT-base, E=128 projected to H=768, every layer shared, no dropout (v2), gelu_new, V30000."""
   c = bert_config()
-  c.model = albert_model(**model_overrides)
-  c.objective = masked_lm_objective(sentence_task="sop", max_ngram=3, whole_word=True)
+  c.model.update(vocab_size=30000, embedding_size=128, embedding_projection=True, share="all",
+                 hidden_act="gelu_new", dropout=0.0, attention_dropout=0.0, sentence_head="sop")
+  c.model.update(model_overrides)
+  c.objective.update(sentence_task="sop", max_ngram=3, whole_word=True)
   c.data.seq_len = 512
   c.train.update(steps=125_000, batch_size=4096)
   c.optimizer.update(name="lamb", learning_rate=0.00176, warmup_steps=3_125, eps=1e-6)
   return c
 
 
-def tiny(c: ml_collections.ConfigDict, **model_overrides) -> ml_collections.ConfigDict:
-  """Shrinks a family's config to something that trains in minutes on a laptop CPU."""
-  c.model.update(vocab_size=4096, hidden_size=64, num_layers=2, num_heads=2, intermediate_size=256,
-                 max_position=130 if c.model.position_offset else 128)
-  c.model.update(model_overrides)
-  c.data.seq_len = 64
-  c.objective.max_predictions = 10
-  c.train.update(steps=300, batch_size=32, log_every=25)
-  c.optimizer.update(learning_rate=1e-3, warmup_steps=30)
-  c.checkpoint.every = 100
-  c.eval.update(batches=4, batch_size=32)
-  return c
-
-
-def t5_model(**overrides) -> ml_collections.ConfigDict:
-  """T5-small (v1.0); v1.1 sizes set feed_forward_proj='gated-gelu', tie_word_embeddings=False, dropout=0."""
-  model = ml_collections.ConfigDict({
-      "family": "t5",
-      "vocab_size": 32128,
-      "d_model": 512,
-      "d_kv": 64,
-      "d_ff": 2048,
-      "num_layers": 6,
-      "num_decoder_layers": 6,
-      "num_heads": 8,
-      "relative_attention_num_buckets": 32,
-      "relative_attention_max_distance": 128,
-      "feed_forward_proj": "relu",
-      "tie_word_embeddings": True,
-      "dropout": 0.1,
-      "layer_norm_eps": 1e-6,
-      "pad_token_id": 0,
-      "eos_token_id": 1,
-      "scan_layers": False,
-      "remat": "none",
-      "dtype": "float32",
-  })
-  model.update(overrides)
-  return model
-
-
-def span_corruption_objective(**overrides) -> ml_collections.ConfigDict:
-  """T5's objective: 15% noise in spans of mean length 3; encoder inputs are data.seq_len tokens long."""
-  objective = ml_collections.ConfigDict({
-      "name": "span_corruption",
-      "noise_density": 0.15,
-      "mean_noise_span_length": 3.0,
-      "targets_length": 114,  # decoder length; at least what span_corruption.lengths predicts for data.seq_len
-      "packing": True,  # several short examples per row, kept apart by segment ids
-      "z_loss": 1e-4,  # + z_loss * log(Z)^2 per target token (Mesh TF, t5x); 0 turns it off
-  })
-  objective.update(overrides)
-  return objective
-
-
-def t5_config(**model_overrides) -> ml_collections.ConfigDict:
-  """T5's recipe: Adafactor, lr 1/sqrt(max(step, 10^4)), batch 128 x 512 input tokens, 2^19 steps."""
-  c = base_config()
-  c.model = t5_model(**model_overrides)
-  c.objective = span_corruption_objective()
-  c.data.update(seq_len=512, extra_ids=100)
-  c.train.update(steps=2 ** 19, batch_size=128, log_every=100, clip_norm=0.0)
-  c.optimizer.update(name="adafactor", learning_rate=0.01, schedule="rsqrt", warmup_steps=10_000,
-                     weight_decay=0.0)
-  c.checkpoint.every = 10_000
-  return c
-
-
 def xlnet_config(**model_overrides) -> ml_collections.ConfigDict:
-  """XLNet-base (L12 H768 A12, V32000) with the XLNet-large recipe: seq 512, 85 predicted tokens in spans
-  (alpha 6, beta 1), factorization order within blocks of 256, Adam lr 4e-4, 40k warm-up, batch 8192, 500k steps."""
+  """XLNet-Large's recipe (Yang et al. 2019, section 3.1 and the appendix's pretraining hyperparameters;
+  zihangdai/xlnet's train flags) at the model's default size, XLNet-base: seq 512, memory 384, reuse 256, 85
+  predicted tokens in spans (alpha 6, beta 1), factorization orders within blocks of 256, Adam lr 4e-4, 40k
+  warm-up, batch 8192, 500k steps."""
   c = base_config()
-  c.model = ml_collections.ConfigDict({
-      "family": "xlnet",
-      "vocab_size": 32000,
-      "hidden_size": 768,
-      "num_layers": 12,
-      "num_heads": 12,
-      "intermediate_size": 3072,
-      "hidden_act": "gelu",
-      "dropout": 0.1,
-      "layer_norm_eps": 1e-12,
-      "initializer_range": 0.02,
-      "mem_len": 384,  # returned by the model; training runs each batch without memory from the last one
-      "reuse_len": 256,  # leading tokens of an example that form its own permutation block
-      "clamp_len": -1,
-      "scan_layers": False,
-      "remat": "none",
-      "dtype": "float32",
-  })
-  c.model.update(model_overrides)
+  c.model = models.default_config("xlnet", **model_overrides)
   c.objective = ml_collections.ConfigDict({
       "name": "permutation_lm",
       "num_predict": 85,  # predicted tokens per example, about seq_len / K with K = 6
@@ -264,9 +145,50 @@ def xlnet_config(**model_overrides) -> ml_collections.ConfigDict:
       "mask_beta": 1,
       "bi_data": True,  # also emit every example read backwards (relative distances negated), as XLNet did
       "random_b_prob": 0.5,  # segment B comes from elsewhere in the corpus instead of following A
+      "stream_steps": 64,  # with model.mem_len: batches for which each row continues one stretch of text
   })
   c.data.seq_len = 512
   c.train.update(steps=500_000, batch_size=8192, log_every=100)
   c.optimizer.update(learning_rate=4e-4, warmup_steps=40_000, weight_decay=0.01, eps=1e-6)
   c.checkpoint.every = 10_000
   return c
+
+
+def t5_config(**model_overrides) -> ml_collections.ConfigDict:
+  """T5's baseline (Raffel et al. 2020, section 3.1): span corruption (15% noise, mean span 3), Adafactor,
+  lr 0.01 for 10^4 steps then 1/sqrt(step), batch 128 x 512 input tokens, 2^19 steps; T5-small v1.0."""
+  c = base_config()
+  c.model = models.default_config("t5", **model_overrides)
+  c.objective = ml_collections.ConfigDict({
+      "name": "span_corruption",
+      "noise_density": 0.15,
+      "mean_noise_span_length": 3.0,
+      "targets_length": 114,  # decoder length; at least what span_corruption.lengths predicts for data.seq_len
+      "packing": True,  # several short examples per row, kept apart by segment ids
+      "z_loss": 1e-4,  # + z_loss * log(Z)^2 per target token (Mesh TF, t5x); 0 turns it off
+  })
+  c.data.update(seq_len=512, extra_ids=100)
+  c.train.update(steps=2 ** 19, batch_size=128, log_every=100, clip_norm=0.0)
+  c.optimizer.update(name="adafactor", learning_rate=0.01, schedule="rsqrt", warmup_steps=10_000,
+                     weight_decay=0.0)
+  c.checkpoint.every = 10_000
+  return c
+
+
+def quick_run(c: ml_collections.ConfigDict, learning_rate: float) -> ml_collections.ConfigDict:
+  """A recipe cut to minutes on a laptop CPU: 300 steps of 32 sequences of 64 tokens."""
+  c.data.seq_len = 64
+  c.train.update(steps=300, batch_size=32, log_every=25)
+  c.optimizer.update(learning_rate=learning_rate, warmup_steps=30)
+  c.checkpoint.every = 100
+  c.eval.update(batches=4, batch_size=32)
+  return c
+
+
+def tiny(c: ml_collections.ConfigDict, **model_overrides) -> ml_collections.ConfigDict:
+  """A BERT-family recipe (BERT, RoBERTa, ALBERT) with a tiny model (L2 H64 A2, V4096) and a quick run."""
+  c.model.update(vocab_size=4096, hidden_size=64, num_layers=2, num_heads=2, intermediate_size=256,
+                 max_position=130 if c.model.position_offset else 128)
+  c.model.update(model_overrides)
+  c.objective.max_predictions = 10
+  return quick_run(c, learning_rate=1e-3)

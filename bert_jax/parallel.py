@@ -140,7 +140,7 @@ def check_divisible(abstract: Any, logical_specs: Any, mesh: Mesh, rules: Rules)
         continue
       axes = mesh_axes(logical, rules)
       if size % axes_size(mesh, axes):
-        name = "/".join(str(getattr(k, "key", k)) for k in path)
+        name = jax.tree_util.keystr(path, simple=True, separator="/")
         shown = " x ".join(f"{a}={mesh.shape[a]}" for a in axes)
         raise UserError(f"parameter {name}: its '{logical}' dimension ({size}) is not divisible by mesh {shown}; "
                         f"change config.mesh, the model size, or the rule for '{logical}' in config.rules")

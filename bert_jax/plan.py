@@ -4,9 +4,10 @@ CPU devices (abstract state and batch: nothing is allocated) and read its memory
 Memory per device is the compiled executable's buffer assignment: arguments (parameters, optimizer
 state, batch) + outputs not aliased to donated arguments + temporaries (activations kept for the
 backward pass and workspace). It comes from XLA's CPU compiler; a TPU or GPU compiler fuses and
-schedules differently, so read it as an estimate. FLOPs per step are XLA's cost analysis of the step
-(see step_flops), next to the closed-form count of analytic.py; the step time assumes the chips run those
-FLOPs at a stated fraction of their peak, and MFU counts only the analytic FLOPs in that time.
+schedules differently, so read it as an estimate. Two FLOP figures, each named for its source: XLA's cost
+analysis of the compiled step (`flops_per_step`, all the work XLA counts; see step_flops), which times the
+step at a stated fraction of the chips' peak, and the model FLOPs of bert_jax.flops (`model_flops_per_step`,
+the matrix products `train` and `bench` report), which MFU counts in that time.
 
 Communication per device and step, from the parameter shardings, in the parameters' stored dtype;
 for a parameter of b bytes sharded over mesh axes S, with batch axes X (config.rules' `batch`, sizes > 1):
@@ -14,11 +15,10 @@ for a parameter of b bytes sharded over mesh axes S, with batch axes X (config.r
   FSDP all-gather (forward and backward)      2 (1 - 1/|S & X|) local
   gradient reduce-scatter                     (1 - 1/|S & X|) local
   gradient all-reduce over the other axes     2 (1 - 1/|X - S|) local / |S & X|
-and tensor parallelism all-reduces activations: 2 (1 - 1/T) rows x d_model x dtype bytes per sequence on
-the device (analytic.tensor_parallel_rows). With train.microbatches = M each of these happens M times.
+and tensor parallelism all-reduces activations: 2 (1 - 1/T) elements x dtype bytes per sequence on the
+device (flops.tensor_all_reduce_elements). With train.microbatches = M each of these happens M times.
 """
 
-import dataclasses
 import math
 import time
 from typing import Any, Sequence
@@ -26,34 +26,12 @@ from typing import Any, Sequence
 import jax
 import numpy as np
 
-from bert_jax import analytic, parallel, params as params_lib
+from bert_jax import flops, parallel, params as params_lib
+from bert_jax.chips import Chip
 from bert_jax.errors import UserError
 
-GiB = 2 ** 30
 # Nothing runs the executable: skip the code generator's optimizations (same HLO, memory and costs).
 COMPILER_OPTIONS = {"xla_backend_optimization_level": 0, "xla_llvm_disable_expensive_passes": True}
-
-
-@dataclasses.dataclass(frozen=True)
-class Chip:
-  name: str
-  hbm_bytes: int
-  peak_flops: float  # dense bfloat16 FLOP/s
-
-
-CHIPS = {chip.name: chip for chip in (
-    Chip("v4", 32 * GiB, 275e12),
-    Chip("v5e", 16 * GiB, 197e12),
-    Chip("v5p", 95 * GiB, 459e12),
-    Chip("a100", 80 * GiB, 312e12),
-    Chip("h100", 80 * GiB, 989e12),
-)}
-
-
-def get_chip(name: str) -> Chip:
-  if name not in CHIPS:
-    raise UserError(f"unknown chip '{name}'; use one of {', '.join(CHIPS)}")
-  return CHIPS[name]
 
 
 def parse_mesh(text: str) -> dict[str, int]:
@@ -105,8 +83,8 @@ def communication(trainer: Any, config: Any) -> dict[str, float]:
     reduce += 2 * (1 - 1 / reduced) * local / gathered
   tensor = mesh.shape["tensor"]
   sequences = config.train.batch_size / size(batch_axes)
-  activation_bytes = np.dtype(config.model.dtype).itemsize * analytic.model_width(config)
-  tensor_bytes = 2 * (1 - 1 / tensor) * analytic.tensor_parallel_rows(config) * sequences * activation_bytes
+  elements = flops.tensor_all_reduce_elements(config) if tensor > 1 else 0.0
+  tensor_bytes = 2 * (1 - 1 / tensor) * elements * sequences * np.dtype(config.model.dtype).itemsize
   m = config.train.microbatches
   result = {"fsdp_all_gather": m * gather, "gradient_reduce_scatter": m * scatter,
             "gradient_all_reduce": m * reduce, "tensor_all_reduce": tensor_bytes}
@@ -158,7 +136,7 @@ def make_plan(config: Any, devices: Sequence[Any], chip: Chip | None = None, fra
   bytes_per_device = (memory.argument_size_in_bytes + memory.output_size_in_bytes - memory.alias_size_in_bytes
                       + memory.temp_size_in_bytes)
   tokens = config.train.batch_size * config.data.seq_len
-  analytic_per_token = analytic.flops_per_token(config)
+  model_per_token = flops.flops_per_token(config)
   plan = {
       "family": config.model.family, "mesh": {axis: int(s) for axis, s in trainer.mesh.shape.items()},
       "devices": n, "dtype": config.model.dtype, "batch_size": config.train.batch_size,
@@ -166,12 +144,12 @@ def make_plan(config: Any, devices: Sequence[Any], chip: Chip | None = None, fra
       "parameters": params_lib.count(trainer.abstract_params), "seconds": round(seconds, 1),
       "bytes_per_device": int(bytes_per_device),
       "memory": {"parameters": sharded_bytes(state.params), "optimizer_state": sharded_bytes(state.opt_state),
-                 "batch": sharded_bytes(abstract_batch(trainer)), "arguments": int(memory.argument_size_in_bytes),
+                 "carried_memory": sharded_bytes(state.memory), "batch": sharded_bytes(abstract_batch(trainer)), "arguments": int(memory.argument_size_in_bytes),
                  "outputs_not_aliased": int(memory.output_size_in_bytes - memory.alias_size_in_bytes),
                  "temporaries": int(memory.temp_size_in_bytes)},
       "flops_per_step": flops_per_step, "flops_per_token": flops_per_step / tokens,
-      "analytic_flops_per_step": analytic_per_token * tokens, "analytic_flops_per_token": analytic_per_token,
-      "xla_over_analytic": flops_per_step / (analytic_per_token * tokens),
+      "model_flops_per_step": model_per_token * tokens, "model_flops_per_token": model_per_token,
+      "xla_over_model": flops_per_step / (model_per_token * tokens),
       "communication_bytes_per_device": communication(trainer, config),
       "chip": None, "hbm_bytes": None, "fits": None, "fraction_of_peak": fraction, "step_seconds": None,
       "tokens_per_second": None, "mfu": None,
@@ -180,5 +158,5 @@ def make_plan(config: Any, devices: Sequence[Any], chip: Chip | None = None, fra
     step_seconds = flops_per_step / (n * chip.peak_flops * fraction)
     plan.update(chip=chip.name, hbm_bytes=chip.hbm_bytes, fits=bytes_per_device <= chip.hbm_bytes,
                 step_seconds=step_seconds, tokens_per_second=tokens / step_seconds,
-                mfu=plan["analytic_flops_per_step"] / (step_seconds * n * chip.peak_flops))
+                mfu=plan["model_flops_per_step"] / (step_seconds * n * chip.peak_flops))
   return plan

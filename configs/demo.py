@@ -1,4 +1,6 @@
-"""The README's first command: a small BERT trained on the built-in demo corpus on a laptop CPU."""
+"""The README's first command: a small BERT (L2 H128 A2, V4096) trained on the built-in demo corpus on a
+laptop CPU, evaluated every 250 steps. No published model: BERT's recipe cut by defaults.tiny, wider, without
+dropout and with 1000 steps."""
 
 from bert_jax import defaults
 

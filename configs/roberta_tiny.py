@@ -1,4 +1,7 @@
-"""A tiny RoBERTa (L2 H64) for tests and quick experiments."""
+"""A tiny RoBERTa (L2 H64 A2, V4096) for tests and quick experiments: no published model.
+
+RoBERTa's recipe (defaults.roberta_config) cut by defaults.tiny to 300 steps of 32 x 64 tokens, lr 1e-3.
+"""
 
 from bert_jax import defaults
 

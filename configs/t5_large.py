@@ -1,4 +1,7 @@
-"""T5-large v1.0 (d1024 ff4096 L24+24 A16, ReLU, tied embeddings): 737,668,096 parameters."""
+"""T5-large v1.0 (d1024 ff4096 L24+24 A16, ReLU, tied embeddings): 737,668,096 parameters.
+
+Sizes: Raffel et al. 2020, section 3.7. Recipe: the paper's baseline, defaults.t5_config, as t5_small says.
+"""
 
 from bert_jax import defaults
 

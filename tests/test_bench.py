@@ -1,12 +1,15 @@
-"""`bert-jax bench` runs end to end on a tiny config, and the train step compiles exactly once."""
+"""`bert-jax bench` runs end to end on a tiny config, the train step compiles exactly once, and the benchmark
+machinery stays out of the library."""
 
 import json
 
 import numpy as np
 
-from bert_jax import bench, cli, config as config_lib, params
+from bert_jax import cli, config as config_lib, flops
+from bert_jax.benchmark import torch_bert, worker
 from bert_jax.objectives import get_objective
 from bert_jax.train.loop import Trainer
+from test_layering import import_graph
 
 TINY = ["train.batch_size=8", "data.seq_len=16", "objective.max_predictions=3", "data.source=synthetic"]
 
@@ -15,23 +18,23 @@ def test_train_step_compiles_once():
   trainer = Trainer(config_lib.load_config("bert_tiny", TINY))
   state = trainer.init_state()
   batches = trainer.batches("", 0)
-  with bench.compile_events() as first:
+  with worker.compile_events() as first:
     state, _ = trainer.train_step(state, next(batches))
-  with bench.compile_events() as later:
+  with worker.compile_events() as later:
     steps = [int(state.step)]
     for _ in range(3):
       state, outputs = trainer.train_step(state, next(batches))
       steps.append(int(state.step))
-  assert bench.backend_compiles(first, "train_step") == 1
-  assert bench.compile_seconds(first, "train_step") > 0
-  assert bench.backend_compiles(later) == 0  # nothing at all compiles once the step runs
+  assert worker.backend_compiles(first, "train_step") == 1
+  assert worker.compile_seconds(first, "train_step") > 0
+  assert worker.backend_compiles(later) == 0  # nothing at all compiles once the step runs
   assert steps == [1, 2, 3, 4] and np.isfinite(float(outputs["loss"]))
 
 
 def test_hf_labels_sit_at_the_masked_positions():
   config = config_lib.load_config("bert_tiny", TINY)
   batch = get_objective(config).synthetic_batch(8, np.random.default_rng(0))
-  inputs = bench.hf_batch(batch)
+  inputs = torch_bert.hf_batch(batch)
   labels = inputs["labels"].numpy()
   for row in range(8):
     real = batch["masked_weights"][row] > 0
@@ -48,7 +51,7 @@ def test_bench_command_json(tmp_path, capsys):
   result = json.loads(capsys.readouterr().out)
   config = config_lib.load_config("bert_tiny", ["train.batch_size=8", "data.seq_len=16",
                                                 "objective.max_predictions=3"])
-  assert result["flops_per_token"] == params.flops_per_token(config)
+  assert result["flops_per_token"] == flops.flops_per_token(config)
   assert (result["batch_size"], result["seq_len"], result["steps"], result["recompilations"]) == (8, 16, 2, 0)
   for run in (result, result["hf"]):
     assert np.isclose(run["tokens_per_second"] * run["step_seconds"], 8 * 16)
@@ -64,3 +67,9 @@ def test_bench_rejects_what_it_cannot_compare(capsys):
   assert cli.main(["bench", "--config", "bert_tiny", "--steps", "0"]) == 2
   assert cli.main(["bench", "--config", "albert_tiny", "--compare-hf"]) == 2
   assert "plain BERT" in capsys.readouterr().err
+
+
+def test_only_the_bench_command_imports_the_benchmark_package():
+  importers = {source for source, targets in import_graph().items() for target in targets
+               if target.startswith("bert_jax.benchmark") and not source.startswith("bert_jax.benchmark")}
+  assert importers == {"bert_jax.commands.bench"}

@@ -1,11 +1,12 @@
 """Config loading, overrides and the one-line errors for bad input."""
 
+import dataclasses
 import subprocess
 import sys
 
 import pytest
 
-from bert_jax import cli, config as config_lib
+from bert_jax import cli, config as config_lib, models
 from bert_jax.errors import UserError
 
 
@@ -33,6 +34,9 @@ def test_config_by_path_and_by_name_agree():
     (["model.num_hidden_groups=3"], "model.num_hidden_groups=3 does not divide model.num_layers=4"),
     (["model.share=half"], "model.share must be one of"),
     (["model.share=attention", "model.scan_layers=True"], "model.scan_layers works with share=none"),
+    (["model.attention_dropout=1.5"], "model.attention_dropout must be in [0, 1), got 1.5"),
+    (["model.remat=all"], "model.remat must be none or one of full, dots, dots_no_batch, got 'all'"),
+    (["model.dtype=float33"], "model.dtype must name a dtype"),
     (["train.batch_size=30", "train.microbatches=4"], "not divisible by train.microbatches=4"),
 ])
 def test_bad_input_is_one_clear_error(overrides, message):
@@ -59,3 +63,16 @@ def test_console_script_has_no_traceback_wall():
   assert result.returncode == 2
   assert "Traceback" not in result.stderr
   assert "unknown config key 'model.hiden_size'; did you mean 'model.hidden_size'?" in result.stderr
+
+
+@pytest.mark.parametrize("name", config_lib.config_names())
+def test_every_model_section_lists_exactly_its_familys_settings(name):
+  """A family's defaults live in its settings dataclass: a config's model section holds every field of it."""
+  model = config_lib.load_config(name).model
+  settings = models.make_config(model)
+  assert set(model) == {"family"} | {f.name for f in dataclasses.fields(settings)}
+
+
+def test_xlnet_defaults_are_the_original_pretraining_memory():
+  model = models.default_config("xlnet")
+  assert (model.mem_len, model.reuse_len) == (384, 256)

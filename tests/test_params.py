@@ -1,10 +1,12 @@
-"""`bert-jax params` reproduces the published parameter counts exactly (DESIGN.md's table)."""
+"""`bert-jax params` reproduces the published parameter counts exactly (DESIGN.md's table); the FLOP counter
+(bert_jax.flops, read off the traced loss) agrees with the closed forms written by hand per family."""
 
 import json
 
+import analytic_flops
 import pytest
 
-from bert_jax import cli, config as config_lib, params
+from bert_jax import cli, config as config_lib, flops, params
 
 EXACT = {  # config: (pretraining model, bare encoder incl. pooler), Hugging Face's counting convention
     "bert_base": (110_106_428, 109_482_240),
@@ -61,3 +63,19 @@ def test_params_table_command(capsys):
   assert cli.main(["params", "--config", "bert_base"]) == 0
   out = capsys.readouterr().out
   assert "110,106,428" in out and "109,482,240" in out and "encoder/pooler" in out
+
+
+@pytest.mark.parametrize("name", ("bert_tiny", "albert_tiny", "roberta_tiny", "xlnet_tiny", "t5_tiny", "t5_small"))
+def test_traced_flops_and_tensor_traffic_equal_the_closed_forms(name):
+  config = config_lib.load_config(name)
+  assert flops.flops_per_token(config) == analytic_flops.flops_per_token(config)
+  assert flops.tensor_all_reduce_elements(config) == analytic_flops.tensor_all_reduce_elements(config)
+
+
+@pytest.mark.parametrize("name", ("bert_tiny", "t5_tiny"))
+def test_scan_remat_and_dtype_keep_the_traced_costs(name):
+  config = config_lib.load_config(name)
+  costs = lambda c: (flops.flops_per_token(c), flops.tensor_all_reduce_elements(c))
+  for overrides in (["model.scan_layers=True"], ["model.remat=full"], ["model.dtype=bfloat16"]):
+    assert costs(config_lib.load_config(name, overrides)) == costs(config)
+

@@ -11,7 +11,7 @@ import torch
 import transformers
 from flax import traverse_util
 
-from bert_jax import config as config_lib, convert, defaults, params as params_lib
+from bert_jax import config as config_lib, convert, params as params_lib
 from bert_jax.convert import files
 from bert_jax.models import t5
 from bert_jax.objectives import span_corruption
@@ -167,19 +167,21 @@ def test_packed_rows_give_each_example_its_own_logits():
 
 def test_scan_and_remat_give_the_same_logits():
   model_config, params = random_params("v1_0")
-  scanned_config = defaults.t5_model(**{**model_config.to_dict(), "scan_layers": True, "remat": "dots"})
-  scanned_params = t5.to_layout(params, scanned=True)
+  scanned_config = model_config.copy_and_resolve_references()
+  scanned_config.update(scan_layers=True, remat="dots")
+  cfg = t5.make_config(scanned_config)
+  scanned_params = t5.to_layout(params, cfg, scanned=True)
   assert scanned_params["decoder"]["layers"]["mlp"]["wo"]["kernel"].shape == (3, 48, 32)
   batch = padded_batch(np.random.default_rng(7))
   valid = batch[3].astype(bool)
   np.testing.assert_allclose(our_logits(scanned_config, scanned_params, *batch)[valid],
                              our_logits(model_config, params, *batch)[valid], atol=1e-5, rtol=0)
-  jax.tree_util.tree_map(np.testing.assert_array_equal, t5.to_layout(scanned_params, scanned=False), params)
+  jax.tree_util.tree_map(np.testing.assert_array_equal, t5.to_layout(scanned_params, cfg, scanned=False), params)
 
 
 @pytest.mark.parametrize("scan", [False, True])
 def test_every_parameter_has_logical_axis_names(scan):
-  cfg = t5.make_config(defaults.t5_model(**SMALL, **VERSIONS["v1_1"], scan_layers=scan))
+  cfg = t5.T5Config(**SMALL, **VERSIONS["v1_1"], scan_layers=scan)
   boxed = jax.eval_shape(lambda: t5.build(cfg).init(jax.random.key(0), **t5.example_inputs(cfg)))["params"]
   known = {"vocab", "embed", "heads", "kv", "mlp", "relpos", "layers"}
   for path, leaf in traverse_util.flatten_dict(boxed).items():

@@ -3,7 +3,7 @@
 import json
 
 
-from bert_jax import config as config_lib, params
+from bert_jax import config as config_lib, flops, params
 from bert_jax.metrics import MetricsWriter, console_line
 
 
@@ -12,7 +12,7 @@ def test_flops_per_token_of_tiny_bert_match_the_hand_count():
   L, P, H, F, V, layers = 64, 10, 64, 256, 4096, 2
   per_layer = 8 * L * H * H + 4 * L * H * F + 4 * L * L * H  # q, k, v, out; ffn up and down; scores and mix
   heads = 2 * H * H + 2 * H * 2 + 2 * P * H * H + 2 * P * H * V  # pooler, NSP, MLM transform and decoder
-  assert params.flops_per_token(config) == 3 * (layers * per_layer + heads) / L
+  assert flops.flops_per_token(config) == 3 * (layers * per_layer + heads) / L
 
 
 def test_shared_layers_cost_their_applications_not_their_storage():
@@ -20,14 +20,7 @@ def test_shared_layers_cost_their_applications_not_their_storage():
   unshared = config_lib.load_config("albert_tiny", ["model.share=none"])
   scanned = config_lib.load_config("albert_tiny", ["model.share=none", "model.scan_layers=True"])
   assert params.count_model(shared.model)["total"] < params.count_model(unshared.model)["total"]
-  assert params.flops_per_token(shared) == params.flops_per_token(unshared) == params.flops_per_token(scanned)
-
-
-def test_peak_flops_table():
-  assert params.peak_flops("NVIDIA H100 80GB HBM3") == 989e12
-  assert params.peak_flops("TPU v5 lite") == 197e12
-  assert params.peak_flops("TPU v4") == 275e12
-  assert params.peak_flops("cpu") is None
+  assert flops.flops_per_token(shared) == flops.flops_per_token(unshared) == flops.flops_per_token(scanned)
 
 
 RECORD = {"step": 3, "loss": 2.5, "mlm_accuracy": 0.25, "learning_rate": 1e-4, "grad_norm": 0.5,

@@ -122,8 +122,8 @@ def test_gradient_accumulation_equals_one_large_batch_eval_and_a_bad_loss_stops_
   assert max(jax.tree_util.tree_leaves(moved)) > 1e-4  # two real updates happened
 
   trainer = trainers[1]
-  evaluated = trainer.eval_step(jax.device_put(initial.params, trainer.param_shardings),
-                                next(trainer.batches(str(tmp_path))))
+  evaluated, _ = trainer.eval_step(jax.device_put(initial.params, trainer.param_shardings),
+                                   next(trainer.batches(str(tmp_path))))
   eval_loss = trainer.objective.summarize(*jax.device_get([evaluated[k] for k in ("sums", "metrics", "counts")]))
   assert eval_loss["loss"] == pytest.approx(loss_1x32[0], rel=1e-5)  # no dropout: eval = the first train loss
 

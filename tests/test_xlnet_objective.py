@@ -54,7 +54,7 @@ def test_mask_by_hand_with_a_reuse_part():
   np.testing.assert_array_equal(blocked, expected)
 
 
-SHORT = ["model.dropout=0.0", "model.reuse_len=0", "data.seq_len=16", "objective.perm_size=4",
+SHORT = ["model.dropout=0.0", "model.reuse_len=0", "model.mem_len=0", "data.seq_len=16", "objective.perm_size=4",
          "objective.num_predict=4"]
 
 
@@ -198,7 +198,7 @@ def test_examples_are_reproducible_and_seeded():
 
 
 def test_bi_data_adds_the_reversed_example():
-  *_, docs, examples = make_examples(["objective.bi_data=True", "model.reuse_len=0"], count=40)
+  *_, docs, examples = make_examples(["objective.bi_data=True", "model.reuse_len=0", "model.mem_len=0"], count=40)
   stream = np.concatenate([np.append(d, EOD) for d in docs])
   for i in range(0, 40, 2):
     forward, backward = examples[i], examples[i + 1]
@@ -240,7 +240,7 @@ def test_forward_loss_counts_and_summary():
 
 @pytest.mark.parametrize("overrides,message", [
     (["objective.num_predict=59"], "objective.num_predict=59 is more than data.seq_len=64 allows; use 1 to 58"),
-    (["objective.num_predict=62", "model.reuse_len=0"], "use 1 to 61"),
+    (["objective.num_predict=62", "model.reuse_len=0", "model.mem_len=0"], "use 1 to 61"),
     (["objective.perm_size=24"], "objective.perm_size=24 must divide data.seq_len=64"),
     (["model.reuse_len=70"], "model.reuse_len=70 leaves no room"),
     (["objective.mask_alpha=1"], "mask_alpha // objective.mask_beta must be >= 2"),

@@ -5,7 +5,8 @@ import json
 import sys
 import tempfile
 
-from bert_jax import bench, cli, config as config_lib
+from bert_jax import cli, config as config_lib
+from bert_jax.benchmark import run as bench, torch_bert
 from bert_jax.errors import UserError
 
 HELP = ("time the real train step (median after warm-up), its compile time, peak host memory and MFU against "
@@ -50,7 +51,7 @@ def run(args) -> int:
   overrides += bench.bench_overrides(config, args.batch, args.seq)
   sized = config_lib.load_config(args.config, overrides)  # a bad size stops here, before any worker starts
   if args.compare_hf:
-    bench.check_hf_comparable(sized)
+    torch_bert.check_hf_comparable(sized)
   stream = sys.stderr if args.json else sys.stdout
   say = lambda message: print(message, file=stream, flush=True)
   result = bench.run_benchmark(args.config, [*overrides, "data.source=synthetic"], args.steps, args.warmup,

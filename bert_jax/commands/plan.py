@@ -5,7 +5,7 @@ import argparse
 import json
 import math
 
-from bert_jax import cli, config as config_lib, plan as plan_lib
+from bert_jax import chips, cli, config as config_lib, plan as plan_lib
 from bert_jax.errors import UserError
 
 HELP = ("size a run before it costs anything: compile the train step for a mesh on virtual CPU devices and "
@@ -19,7 +19,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                            "--devices); repeat --mesh to compare meshes")
   parser.add_argument("--devices", type=int, default=None,
                       help="the device count the mesh must cover (default: the product of the mesh sizes)")
-  parser.add_argument("--chip", default=None, help=f"check the fit and time a step on: {', '.join(plan_lib.CHIPS)}")
+  parser.add_argument("--chip", default=None, help=f"check the fit and time a step on: {', '.join(chips.CHIPS)}")
   parser.add_argument("--batch", type=int, default=None, help="global batch size (train.batch_size)")
   parser.add_argument("--dtype", choices=("bfloat16", "float32"), default=None,
                       help="compute dtype (model.dtype; default: the config's; chips train in bfloat16)")
@@ -45,7 +45,7 @@ def cpu_devices(count: int) -> list:
 
 
 def run(args) -> int:
-  chip = plan_lib.get_chip(args.chip) if args.chip is not None else None
+  chip = chips.get_chip(args.chip) if args.chip is not None else None
   overrides = list(args.overrides)
   if args.batch is not None:
     overrides.append(f"train.batch_size={args.batch}")
@@ -85,13 +85,14 @@ def describe(name: str, p: dict) -> str:
       f"  parameters                    {_size(m['parameters']):>14}",
       f"  optimizer state               {_size(m['optimizer_state']):>14}",
       f"  batch                         {_size(m['batch']):>14}",
+      *([f"  memory carried between steps  {_size(m['carried_memory']):>14}"] if m["carried_memory"] else []),
       f"  temporaries (activations)     {_size(m['temporaries']):>14}",
       f"  outputs not aliased           {_size(m['outputs_not_aliased']):>14}",
       f"  total                         {_size(p['bytes_per_device']):>14}",
       "FLOPs per step (all devices)",
       f"  XLA cost analysis             {p['flops_per_step']:>14.4g}   {p['flops_per_token']:.4g} per token",
-      f"  analytic (matrix products)    {p['analytic_flops_per_step']:>14.4g}   "
-      f"{p['analytic_flops_per_token']:.4g} per token   XLA / analytic {p['xla_over_analytic']:.3f}",
+      f"  model (matrix products)       {p['model_flops_per_step']:>14.4g}   "
+      f"{p['model_flops_per_token']:.4g} per token   XLA / model {p['xla_over_model']:.3f}",
       "communication per device and step (estimated from the shardings)",
       f"  FSDP all-gather (fwd + bwd)   {_size(c['fsdp_all_gather']):>14}",
       f"  gradient reduce-scatter       {_size(c['gradient_reduce_scatter']):>14}",

@@ -62,7 +62,7 @@ def check_params(model_config: Any, params: dict) -> None:
   module = models.family(model_config)
   cfg = module.make_config(model_config)
   module.validate(cfg)
-  abstract = params_lib.abstract_params(module.build(cfg), module.example_inputs(cfg))
+  abstract = params_lib.abstract(model_config)
   expected = traverse_util.flatten_dict(abstract, sep="/")
   given = traverse_util.flatten_dict(params, sep="/")
   missing, extra = sorted(set(expected) - set(given)), sorted(set(given) - set(expected))

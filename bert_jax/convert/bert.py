@@ -13,7 +13,7 @@ import ml_collections
 import numpy as np
 from flax import traverse_util
 
-from bert_jax import defaults
+from bert_jax import models
 from bert_jax.errors import UserError
 from bert_jax.models import bert, layers
 
@@ -134,8 +134,8 @@ def _model_config(hf: dict, state_dict: dict) -> ml_collections.ConfigDict:
   sentence_key = {"bert": "cls.seq_relationship.weight", "albert": "sop_classifier.classifier.weight"}
   pooler_key = _PREFIX[model_type] + ("pooler.weight" if albert else "pooler.dense.weight")
   dropout = 0.0 if albert else 0.1
-  return defaults.bert_model(
-      vocab_size=hf["vocab_size"], hidden_size=hf["hidden_size"], num_layers=hf["num_hidden_layers"],
+  return models.default_config(
+      "bert", vocab_size=hf["vocab_size"], hidden_size=hf["hidden_size"], num_layers=hf["num_hidden_layers"],
       num_heads=hf["num_attention_heads"], intermediate_size=hf["intermediate_size"],
       embedding_size=hf.get("embedding_size", 128) if albert else 0, embedding_projection=albert,
       max_position=hf["max_position_embeddings"], type_vocab_size=hf.get("type_vocab_size", 2),

@@ -15,7 +15,7 @@ import ml_collections
 import numpy as np
 from flax import traverse_util
 
-from bert_jax import defaults
+from bert_jax import models
 from bert_jax.errors import UserError
 from bert_jax.convert.bert import to_hf_kernel
 from bert_jax.models import t5
@@ -100,7 +100,7 @@ def _with_head(state_dict: dict) -> dict:
 
 def from_hf(state_dict: dict, hf_config: dict) -> tuple[ml_collections.ConfigDict, dict]:
   values = {ours: hf_config[hf] for ours, hf in _CONFIG_KEYS.items() if hf in hf_config}
-  values.setdefault("num_decoder_layers", values.get("num_layers", defaults.t5_model().num_layers))
+  values.setdefault("num_decoder_layers", values.get("num_layers", t5.T5Config().num_layers))
   if values.get("feed_forward_proj", "relu") not in t5.FEED_FORWARD:
     raise UserError(f"T5 feed_forward_proj '{values['feed_forward_proj']}' is not supported; "
                     f"supported: {', '.join(t5.FEED_FORWARD)}")
@@ -111,7 +111,7 @@ def from_hf(state_dict: dict, hf_config: dict) -> tuple[ml_collections.ConfigDic
   values["tie_word_embeddings"] = _is_tied(state_dict, hf_config)
   if not values["tie_word_embeddings"]:
     state_dict = _with_head(state_dict)
-  model_config = defaults.t5_model(**values)
+  model_config = models.default_config("t5", **values)
   cfg = t5.make_config(model_config)
   flat = {}
   for ours, hf, kind in _table(cfg):
@@ -123,7 +123,7 @@ def from_hf(state_dict: dict, hf_config: dict) -> tuple[ml_collections.ConfigDic
 
 def to_hf(model_config: Any, params: dict) -> tuple[dict, dict]:
   cfg = t5.make_config(model_config)
-  flat = traverse_util.flatten_dict(t5.to_layout(params, scanned=False), sep="/")
+  flat = traverse_util.flatten_dict(t5.to_layout(params, cfg, scanned=False), sep="/")
   state_dict = {hf: to_hf_kernel(kind, np.asarray(flat[ours])) for ours, hf, kind in _table(cfg)}
   hf_config = {"model_type": "t5", "architectures": ["T5ForConditionalGeneration"],
                "is_encoder_decoder": True,

@@ -13,7 +13,7 @@ import ml_collections
 import numpy as np
 from flax import traverse_util
 
-from bert_jax import defaults
+from bert_jax import models
 from bert_jax.errors import UserError
 from bert_jax.models import layers, xlnet
 
@@ -55,13 +55,12 @@ def _model_config(hf: dict) -> ml_collections.ConfigDict:
   activation = hf.get("ff_activation", "gelu")
   if activation not in layers.ACTIVATIONS:
     raise UserError(f"ff_activation '{activation}' has no counterpart; supported: {', '.join(layers.ACTIVATIONS)}")
-  model = defaults.xlnet_config().model
-  model.update(vocab_size=hf["vocab_size"], hidden_size=hf["d_model"], num_layers=hf["n_layer"],
-               num_heads=hf["n_head"], intermediate_size=hf["d_inner"], hidden_act=activation,
-               dropout=float(hf.get("dropout", 0.1)), layer_norm_eps=hf.get("layer_norm_eps", 1e-12),
-               initializer_range=hf.get("initializer_range", 0.02), mem_len=hf.get("mem_len") or 0,
-               reuse_len=hf.get("reuse_len") or 0, clamp_len=hf.get("clamp_len", -1))
-  return model
+  return models.default_config(
+      "xlnet", vocab_size=hf["vocab_size"], hidden_size=hf["d_model"], num_layers=hf["n_layer"],
+      num_heads=hf["n_head"], intermediate_size=hf["d_inner"], hidden_act=activation,
+      dropout=float(hf.get("dropout", 0.1)), layer_norm_eps=hf.get("layer_norm_eps", 1e-12),
+      initializer_range=hf.get("initializer_range", 0.02), mem_len=hf.get("mem_len") or 0,
+      reuse_len=hf.get("reuse_len") or 0, clamp_len=hf.get("clamp_len", -1))
 
 
 def from_hf(state_dict: dict, hf_config: dict) -> tuple[ml_collections.ConfigDict, dict]:

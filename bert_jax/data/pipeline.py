@@ -12,7 +12,8 @@
 A training stream: this process's files (files[i::n]; every n-th document when there are fewer files than
 processes) -> interleaved reads -> documents shuffled (data.shuffle_buffer) anew each epoch, epochs repeated
 forever -> the objective's transform (new masks each epoch) -> examples shuffled over 16 batches -> batches
--> prefetch. Everything is a seeded tf.data op, so the same config gives the same batches, and the
+-> prefetch (an objective that carries memory between batches lays its batches out itself, unshuffled, so that
+each row continues one stretch of text: objectives/permutation_lm.py). Everything is a seeded tf.data op, so the same config gives the same batches, and the
 iterator's position can be saved and restored exactly with tf.train.Checkpoint(iterator=iterator).
 """
 
@@ -164,16 +165,26 @@ def _shards(config: Any, workdir: str | Path, split: str, process_index: int, pr
 
 
 def _check_fills_a_batch(config: Any, workdir: str | Path, split: str, process_index: int, process_count: int,
-                         local_batch: int) -> None:
-  """An upper bound of the sequences one pass gives (each takes at least one sentence or seq_len - 3 tokens)
-  must reach a batch."""
+                         local_batch: int, objective: Any) -> None:
+  """An upper bound of the sequences one pass gives (each takes at least one sentence or seq_len - 3 tokens;
+  a memory stream's rows take seq_len - 3 tokens each, a reversed row none more) must reach a batch."""
   mine, by_file = _shards(config, workdir, split, process_index, process_count)
   share = 1 if by_file else process_count
-  most = (sum(s["sentences"] for s in mine) + sum(s["tokens"] for s in mine) // (config.data.seq_len - 3)) // share
-  if most < local_batch:
+  tokens = sum(s["tokens"] for s in mine) // (config.data.seq_len - 3)
+  if _carries_memory(objective):
+    most, needed = tokens // share, objective.stream_tokens(local_batch, 1) // (config.data.seq_len - 3)
+  else:
+    most, needed = (sum(s["sentences"] for s in mine) + tokens) // share, local_batch
+  if most < needed:
     raise UserError(f"the {split} split is too small: process {process_index} of {process_count} gets at most "
-                    f"{most} sequences of data.seq_len={config.data.seq_len}, fewer than one batch of "
-                    f"{local_batch}; add text, or lower the batch size or data.eval_documents")
+                    f"{most} sequences of data.seq_len={config.data.seq_len}, fewer than one batch of {local_batch}"
+                    + (f" needs ({needed})" if needed != local_batch else "")
+                    + "; add text, or lower the batch size or data.eval_documents")
+
+
+def _carries_memory(objective: Any) -> bool:
+  """Whether the objective's batches must come in its stream layout (see objectives/permutation_lm.py)."""
+  return getattr(objective, "carries_memory", False)
 
 
 def documents(config: Any, workdir: str | Path, split: str, process_index: int = 0, process_count: int = 1,
@@ -213,23 +224,34 @@ def _with_options(dataset):
 
 
 def train_dataset(config: Any, objective: Any, workdir: str | Path, process_index: int = 0, process_count: int = 1):
-  """Infinite process-local batches of the objective's features (objective.feature_spec(local batch))."""
+  """Infinite process-local batches of the objective's features (objective.feature_spec(local batch)); in the
+  objective's stream layout when it carries memory from batch to batch."""
   tokenizer = load_tokenizer(config, workdir)
   batch = _local_batch(config.train.batch_size, process_count, "train.batch_size")
-  _check_fills_a_batch(config, workdir, "train", process_index, process_count, batch)
+  _check_fills_a_batch(config, workdir, "train", process_index, process_count, batch, objective)
   stream = documents(config, workdir, "train", process_index, process_count, shuffle=True)
-  examples = objective.dataset(stream, tokenizer, _seed(config, 3, process_index), True)
-  examples = examples.shuffle(EXAMPLE_SHUFFLE_BATCHES * batch, seed=_seed(config, 4, process_index))
-  return _with_options(examples.batch(batch, drop_remainder=True).prefetch(tf.data.AUTOTUNE))
+  seed = _seed(config, 3, process_index)
+  if _carries_memory(objective):
+    batches = objective.stream_batches(stream, tokenizer, seed, True, batch, config.objective.stream_steps)
+  else:
+    examples = objective.dataset(stream, tokenizer, seed, True)
+    examples = examples.shuffle(EXAMPLE_SHUFFLE_BATCHES * batch, seed=_seed(config, 4, process_index))
+    batches = examples.batch(batch, drop_remainder=True)
+  return _with_options(batches.prefetch(tf.data.AUTOTUNE))
 
 
 def eval_dataset(config: Any, objective: Any, workdir: str | Path, process_index: int = 0, process_count: int = 1):
   """config.eval.batches batches of the objective's features from the held-out documents with fixed masks: the
-  same numbers on every call. A held-out split smaller than that many batches is cycled."""
+  same numbers on every call. A held-out split smaller than that many batches is cycled. With memory, each row
+  continues one stretch of held-out text through all the batches (as far as objective.stream_steps allows)."""
   tokenizer = load_tokenizer(config, workdir)
   batch = _local_batch(config.eval.batch_size, process_count, "eval.batch_size")
   stream = documents(config, workdir, "eval", process_index, process_count)
-  _check_fills_a_batch(config, workdir, "eval", process_index, process_count, batch)
-  examples = objective.dataset(stream, tokenizer, _seed(config, 5, process_index), False)
-  batches = examples.repeat().batch(batch, drop_remainder=True).take(config.eval.batches)
-  return _with_options(batches.prefetch(tf.data.AUTOTUNE))
+  _check_fills_a_batch(config, workdir, "eval", process_index, process_count, batch, objective)
+  seed = _seed(config, 5, process_index)
+  if _carries_memory(objective):
+    steps = min(config.objective.stream_steps, config.eval.batches)
+    batches = objective.stream_batches(stream.repeat(), tokenizer, seed, False, batch, steps)
+  else:
+    batches = objective.dataset(stream, tokenizer, seed, False).repeat().batch(batch, drop_remainder=True)
+  return _with_options(batches.take(config.eval.batches).prefetch(tf.data.AUTOTUNE))

@@ -1,13 +1,17 @@
 """The model registry: `config.model.family` names a module that defines
 
-  make_config(model_config) -> a frozen dataclass of the family's settings
+  make_config(model_config) -> a frozen dataclass of the family's settings (a `shared.Settings`), whose
+                               defaults are the family's defaults (`default_config` builds config.model)
   validate(cfg)             -> raises UserError on impossible sizes
   build(cfg, deterministic) -> the pretraining nn.Module
   build_encoder(cfg)        -> the bare encoder as Hugging Face counts it (for `bert-jax params`)
   example_inputs(cfg)       -> keyword arguments that `init` can trace the model with
+  to_layout(params, cfg, scanned) -> the parameter tree in the scanned (True) or unscanned layout
   max_sequence_length(cfg)  -> the longest input its position table holds (optional: absent when positions
                                are relative and any length works)
 
+The steps these share (settings, validation, remat/scan of a layer stack, layouts) live in
+`bert_jax.models.shared`; a new family is its module plus one line in FAMILIES.
 Nothing else in the codebase switches on a family's name.
 """
 
@@ -15,6 +19,8 @@ import dataclasses
 import importlib
 from types import ModuleType
 from typing import Any
+
+import ml_collections
 
 from bert_jax.errors import UserError
 
@@ -53,10 +59,9 @@ def build_model(model_config: Any, deterministic: bool = True):
   return module.build(module.make_config(model_config), deterministic)
 
 
-def dataclass_config(cls: type, model_config: Any, family_name: str):
-  """A family's frozen settings dataclass from config.model; a key the family does not know is an error."""
-  values = {k: v for k, v in dict(model_config).items() if k != "family"}
-  unknown = sorted(set(values) - {f.name for f in dataclasses.fields(cls)})
-  if unknown:
-    raise UserError(f"unknown model keys for the {family_name} family: {', '.join(unknown)}")
-  return cls(**values)
+def default_config(name: str, **overrides) -> ml_collections.ConfigDict:
+  """config.model for a family: its settings dataclass's defaults, then `overrides`."""
+  module = family({"family": name})
+  model = ml_collections.ConfigDict({"family": name, **dataclasses.asdict(module.make_config({}))})
+  model.update(overrides)
+  return model

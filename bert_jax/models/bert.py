@@ -16,21 +16,20 @@ import dataclasses
 from typing import Any
 
 import flax.linen as nn
-import jax
 import jax.numpy as jnp
-import numpy as np
 
-from bert_jax import models
 from bert_jax.errors import UserError
-from bert_jax.models import layers
+from bert_jax.models import layers, shared
 from bert_jax.models.dropout import Dropout
-from bert_jax.models.layers import REMAT_POLICIES
 
 SHARE_MODES = ("none", "all", "attention", "ffn")
+SENTENCE_HEADS = ("nsp", "sop", "none")
+BLOCKS = ("attention", "ffn")
 
 
 @dataclasses.dataclass(frozen=True)
-class BertConfig:
+class BertConfig(shared.Settings):
+  """BERT-base; RoBERTa, ALBERT and the other sizes override it (bert_jax/defaults.py, configs/)."""
   vocab_size: int = 30522
   hidden_size: int = 768
   num_layers: int = 12
@@ -52,21 +51,14 @@ class BertConfig:
   initializer_range: float = 0.02
   pooler: bool = True
   sentence_head: str = "nsp"  # nsp, sop or none
-  scan_layers: bool = False
-  remat: str = "none"  # none, full, dots, dots_no_batch
-  dtype: str = "float32"
 
   @property
   def embed_dim(self) -> int:
     return self.embedding_size or self.hidden_size
 
-  @property
-  def compute_dtype(self):
-    return jnp.dtype(self.dtype)
-
 
 def make_config(model_cfg: Any) -> BertConfig:
-  return models.dataclass_config(BertConfig, model_cfg, "bert")
+  return shared.from_config(BertConfig, model_cfg, "bert")
 
 
 def max_sequence_length(cfg: BertConfig) -> int:
@@ -75,38 +67,18 @@ def max_sequence_length(cfg: BertConfig) -> int:
 
 
 def validate(cfg: BertConfig) -> None:
-  for name in ("vocab_size", "hidden_size", "num_layers", "num_heads", "intermediate_size", "max_position",
-               "type_vocab_size", "num_hidden_groups", "inner_group_num"):
-    value = getattr(cfg, name)
-    if not isinstance(value, int) or value <= 0:
-      raise UserError(f"model.{name} must be a positive integer, got {value!r}")
+  shared.check(cfg, ("vocab_size", "hidden_size", "num_layers", "num_heads", "intermediate_size", "max_position",
+                     "type_vocab_size", "num_hidden_groups", "inner_group_num"),
+               divisible=[("hidden_size", "num_heads")], rates=("dropout", "attention_dropout"),
+               choices={"share": SHARE_MODES, "sentence_head": SENTENCE_HEADS, "hidden_act": layers.ACTIVATIONS})
   if cfg.embedding_size < 0:
     raise UserError(f"model.embedding_size must be positive (or 0 for the hidden size), got {cfg.embedding_size}")
-  if cfg.hidden_size % cfg.num_heads:
-    raise UserError(f"model.hidden_size={cfg.hidden_size} is not divisible by model.num_heads={cfg.num_heads}")
   if cfg.num_layers % cfg.num_hidden_groups:
     raise UserError(f"model.num_hidden_groups={cfg.num_hidden_groups} does not divide "
                     f"model.num_layers={cfg.num_layers}")
-  if cfg.share not in SHARE_MODES:
-    raise UserError(f"model.share must be one of {', '.join(SHARE_MODES)}, got '{cfg.share}'")
-  if cfg.sentence_head not in ("nsp", "sop", "none"):
-    raise UserError(f"model.sentence_head must be nsp, sop or none, got '{cfg.sentence_head}'")
-  if cfg.hidden_act not in layers.ACTIVATIONS:
-    raise UserError(f"model.hidden_act must be one of {', '.join(layers.ACTIVATIONS)}, got '{cfg.hidden_act}'")
-  if cfg.remat != "none" and cfg.remat not in REMAT_POLICIES:
-    raise UserError(f"model.remat must be none or one of {', '.join(REMAT_POLICIES)}, got '{cfg.remat}'")
   if cfg.scan_layers and not (cfg.share == "none" or (cfg.share == "all" and cfg.inner_group_num == 1)):
     raise UserError("model.scan_layers works with share=none, or share=all with inner_group_num=1; "
                     f"set --config.model.scan_layers=False for share={cfg.share}")
-  if not 0.0 <= cfg.dropout < 1.0 or not 0.0 <= cfg.attention_dropout < 1.0:
-    raise UserError("model.dropout and model.attention_dropout must be in [0, 1)")
-  jnp.dtype(cfg.dtype)
-
-
-def _maybe_remat(module_cls, cfg: BertConfig):
-  if cfg.remat == "none":
-    return module_cls
-  return nn.remat(module_cls, policy=REMAT_POLICIES[cfg.remat], prevent_cse=not cfg.scan_layers)
 
 
 class AttentionBlock(nn.Module):
@@ -206,8 +178,8 @@ class BertEncoder(nn.Module):
     if cfg.scan_layers:
       self.stacks = self._scanned_stacks()
     else:
-      attention_cls = _maybe_remat(AttentionBlock, cfg)
-      ffn_cls = _maybe_remat(FeedForwardBlock, cfg)
+      attention_cls = shared.remat(AttentionBlock, cfg)
+      ffn_cls = shared.remat(FeedForwardBlock, cfg)
       order = owners(cfg)
       self.attention_blocks = {a: attention_cls(cfg, self.deterministic, name=f"attention_{a}")
                                for a in sorted({a for a, _ in order})}
@@ -218,15 +190,11 @@ class BertEncoder(nn.Module):
 
   def _scanned_stacks(self):
     cfg = self.cfg
-    layer_cls = _maybe_remat(TransformerLayer, cfg)
-    common = dict(in_axes=(nn.broadcast,), metadata_params={nn.PARTITION_NAME: "layers"})
     if cfg.share == "none":
-      stack = nn.scan(layer_cls, variable_axes={"params": 0}, split_rngs={"params": True, "dropout": True},
-                      length=cfg.num_layers * cfg.inner_group_num, **common)
+      stack = shared.scan(TransformerLayer, cfg, cfg.num_layers * cfg.inner_group_num, (nn.broadcast,))
       return [stack(cfg, self.deterministic, name="layers")]
-    reps = cfg.num_layers // cfg.num_hidden_groups
-    stack = nn.scan(layer_cls, variable_broadcast="params", split_rngs={"params": False, "dropout": True},
-                    length=reps, in_axes=(nn.broadcast,))
+    stack = shared.scan(TransformerLayer, cfg, cfg.num_layers // cfg.num_hidden_groups, (nn.broadcast,),
+                        broadcast_params=True)  # share=all: each group's one layer, applied num_layers/G times
     return [stack(cfg, self.deterministic, name=f"layers_{g}") for g in range(cfg.num_hidden_groups)]
 
   def __call__(self, input_ids_BL, token_type_ids_BL, attention_mask_BL):
@@ -312,29 +280,9 @@ def example_inputs(cfg: BertConfig, batch: int = 1, length: int = 8) -> dict:
 
 def to_layout(params: dict, cfg: BertConfig, scanned: bool) -> dict:
   """Converts a parameter tree between the unscanned and scanned layouts (scanned=True: to scanned)."""
-  params = jax.tree_util.tree_map(lambda x: x, params)  # a mutable copy
-  encoder = dict(params["encoder"])
-  is_scanned = "layers" in encoder or "layers_0" in encoder
-  if is_scanned == scanned:
-    return params
   if cfg.share == "none":
     n = cfg.num_layers * cfg.inner_group_num
-    if scanned:
-      for kind in ("attention", "ffn"):
-        blocks = [encoder.pop(f"{kind}_{k}") for k in range(n)]
-        encoder.setdefault("layers", {})[kind] = jax.tree_util.tree_map(lambda *xs: np.stack(xs), *blocks)
-    else:
-      stacked = encoder.pop("layers")
-      for kind in ("attention", "ffn"):
-        for k in range(n):
-          encoder[f"{kind}_{k}"] = jax.tree_util.tree_map(lambda x: x[k], stacked[kind])
-  else:
-    for g in range(cfg.num_hidden_groups):
-      if scanned:
-        encoder[f"layers_{g}"] = {"attention": encoder.pop(f"attention_{g}"), "ffn": encoder.pop(f"ffn_{g}")}
-      else:
-        group = encoder.pop(f"layers_{g}")
-        encoder[f"attention_{g}"], encoder[f"ffn_{g}"] = group["attention"], group["ffn"]
-  params = dict(params)
-  params["encoder"] = encoder
-  return params
+    stacks = {f"encoder/layers/{b}": [f"encoder/{b}_{k}" for k in range(n)] for b in BLOCKS}
+  else:  # one layer per group, broadcast over its repeats
+    stacks = {f"encoder/layers_{g}/{b}": f"encoder/{b}_{g}" for g in range(cfg.num_hidden_groups) for b in BLOCKS}
+  return shared.to_layout(params, stacks, scanned)

@@ -24,19 +24,17 @@ from typing import Any
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import numpy as np
 
-from bert_jax import models
 from bert_jax.errors import UserError
-from bert_jax.models import layers
+from bert_jax.models import layers, shared
 from bert_jax.models.dropout import Dropout
-from bert_jax.models.layers import REMAT_POLICIES
 
 FEED_FORWARD = {"relu": ("relu", False), "gated-gelu": ("gelu_new", True), "gated-relu": ("relu", True)}
 
 
 @dataclasses.dataclass(frozen=True)
-class T5Config:
+class T5Config(shared.Settings):
+  """T5-small v1.0; v1.1 and the other sizes override it (bert_jax/defaults.py, configs/)."""
   vocab_size: int = 32128
   d_model: int = 512
   d_kv: int = 64
@@ -52,38 +50,21 @@ class T5Config:
   layer_norm_eps: float = 1e-6
   pad_token_id: int = 0  # also the decoder's start token
   eos_token_id: int = 1
-  scan_layers: bool = False
-  remat: str = "none"  # none, full, dots, dots_no_batch
-  dtype: str = "float32"
-
-  @property
-  def compute_dtype(self):
-    return jnp.dtype(self.dtype)
 
 
 def make_config(model_cfg: Any) -> T5Config:
-  return models.dataclass_config(T5Config, model_cfg, "t5")
+  return shared.from_config(T5Config, model_cfg, "t5")
 
 
 def validate(cfg: T5Config) -> None:
-  for name in ("vocab_size", "d_model", "d_kv", "d_ff", "num_layers", "num_decoder_layers", "num_heads",
-               "relative_attention_num_buckets", "relative_attention_max_distance"):
-    value = getattr(cfg, name)
-    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-      raise UserError(f"model.{name} must be a positive integer, got {value!r}")
+  shared.check(cfg, ("vocab_size", "d_model", "d_kv", "d_ff", "num_layers", "num_decoder_layers", "num_heads",
+                     "relative_attention_num_buckets", "relative_attention_max_distance"),
+               choices={"feed_forward_proj": FEED_FORWARD})
   if cfg.relative_attention_num_buckets < 4:
     raise UserError(f"model.relative_attention_num_buckets must be at least 4, got "
                     f"{cfg.relative_attention_num_buckets}")
-  if cfg.feed_forward_proj not in FEED_FORWARD:
-    raise UserError(f"model.feed_forward_proj must be one of {', '.join(FEED_FORWARD)}, "
-                    f"got '{cfg.feed_forward_proj}'")
-  if cfg.remat != "none" and cfg.remat not in REMAT_POLICIES:
-    raise UserError(f"model.remat must be none or one of {', '.join(REMAT_POLICIES)}, got '{cfg.remat}'")
-  if not 0.0 <= cfg.dropout < 1.0:
-    raise UserError(f"model.dropout must be in [0, 1), got {cfg.dropout}")
   if not 0 <= cfg.pad_token_id < cfg.vocab_size or not 0 <= cfg.eos_token_id < cfg.vocab_size:
     raise UserError("model.pad_token_id and model.eos_token_id must be ids below model.vocab_size")
-  jnp.dtype(cfg.dtype)
 
 
 def relative_position_bucket(relative_position, bidirectional: bool, num_buckets: int, max_distance: int):
@@ -227,18 +208,6 @@ class DecoderLayer(nn.Module):
     return layers.constrain(y_BTD, ("batch", "length", "embed")), None
 
 
-def _layer_stack(layer_cls, cfg: T5Config, deterministic: bool, num_layers: int, num_broadcast: int):
-  """The layers of a stack: one scanned module, or a list of modules."""
-  if cfg.remat != "none":
-    layer_cls = nn.remat(layer_cls, policy=REMAT_POLICIES[cfg.remat], prevent_cse=not cfg.scan_layers)
-  if cfg.scan_layers:
-    stack = nn.scan(layer_cls, variable_axes={"params": 0}, split_rngs={"params": True, "dropout": True},
-                    in_axes=(nn.broadcast,) * num_broadcast, length=num_layers,
-                    metadata_params={nn.PARTITION_NAME: "layers"})
-    return [stack(cfg, deterministic, name="layers")]
-  return [layer_cls(cfg, deterministic, name=f"layers_{k}") for k in range(num_layers)]
-
-
 def attention_mask(q_segment_BQ, k_segment_BK, causal: bool = False):
   """[B, 1, Q, K]: a query sees the keys of its own example (same segment id, not padding)."""
   mask_BQK = (q_segment_BQ[:, :, None] == k_segment_BK[:, None, :]) & (k_segment_BK[:, None, :] > 0)
@@ -259,7 +228,7 @@ class Encoder(nn.Module):
     bias_1HLL = RelativePositionBias(cfg, bidirectional=True, name="relpos_bias")(length, length)
     mask_B1LL = attention_mask(segment_BL, segment_BL)
     x_BLD = Dropout(cfg.dropout)(x_BLD, deterministic=self.deterministic)
-    for layer in _layer_stack(EncoderLayer, cfg, self.deterministic, cfg.num_layers, 2):
+    for layer in shared.layer_stack(EncoderLayer, cfg, self.deterministic, cfg.num_layers, (nn.broadcast,) * 2):
       x_BLD, _ = layer(x_BLD, bias_1HLL, mask_B1LL)
     x_BLD = RMSNorm(cfg, name="final_norm")(x_BLD)
     return Dropout(cfg.dropout)(x_BLD, deterministic=self.deterministic)
@@ -277,7 +246,8 @@ class Decoder(nn.Module):
     self_mask_B1TT = attention_mask(segment_BT, segment_BT, causal=True)
     cross_mask_B1TL = attention_mask(segment_BT, encoder_segment_BL)
     y_BTD = Dropout(cfg.dropout)(y_BTD, deterministic=self.deterministic)
-    for layer in _layer_stack(DecoderLayer, cfg, self.deterministic, cfg.num_decoder_layers, 4):
+    for layer in shared.layer_stack(DecoderLayer, cfg, self.deterministic, cfg.num_decoder_layers,
+                                    (nn.broadcast,) * 4):
       y_BTD, _ = layer(y_BTD, encoded_BLD, bias_1HTT, self_mask_B1TT, cross_mask_B1TL)
     y_BTD = RMSNorm(cfg, name="final_norm")(y_BTD)
     y_BTD = Dropout(cfg.dropout)(y_BTD, deterministic=self.deterministic)
@@ -335,21 +305,8 @@ def example_inputs(cfg: T5Config, batch: int = 1, length: int = 8) -> dict:
   return {"encoder_input_tokens": ids, "decoder_input_tokens": ids}
 
 
-def to_layout(params: dict, scanned: bool) -> dict:
+def to_layout(params: dict, cfg: T5Config, scanned: bool) -> dict:
   """Converts a parameter tree between the unscanned (layers_K) and scanned (layers) layouts."""
-  params = jax.tree_util.tree_map(lambda x: x, params)  # a mutable copy
-  for stack_name in ("encoder", "decoder"):
-    stack = dict(params[stack_name])
-    if ("layers" in stack) == scanned:
-      continue
-    if scanned:
-      count = sum(1 for name in stack if name.startswith("layers_"))
-      blocks = [stack.pop(f"layers_{k}") for k in range(count)]
-      stack["layers"] = jax.tree_util.tree_map(lambda *xs: np.stack(xs), *blocks)
-    else:
-      stacked = stack.pop("layers")
-      count = jax.tree_util.tree_leaves(stacked)[0].shape[0]
-      for k in range(count):
-        stack[f"layers_{k}"] = jax.tree_util.tree_map(lambda x, k=k: x[k], stacked)
-    params[stack_name] = stack
-  return params
+  stacks = {f"{stack}/layers": [f"{stack}/layers_{k}" for k in range(n)]
+            for stack, n in (("encoder", cfg.num_layers), ("decoder", cfg.num_decoder_layers))}
+  return shared.to_layout(params, stacks, scanned)

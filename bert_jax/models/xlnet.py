@@ -23,15 +23,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from bert_jax import models
 from bert_jax.errors import UserError
-from bert_jax.models import layers
+from bert_jax.models import layers, shared
 from bert_jax.models.dropout import Dropout
-from bert_jax.models.layers import REMAT_POLICIES
 
 
 @dataclasses.dataclass(frozen=True)
-class XLNetConfig:
+class XLNetConfig(shared.Settings):
+  """XLNet-base with the original pretraining's memory (mem_len 384, reuse_len 256)."""
   vocab_size: int = 32000
   hidden_size: int = 768
   num_layers: int = 12
@@ -41,44 +40,26 @@ class XLNetConfig:
   dropout: float = 0.1
   layer_norm_eps: float = 1e-12
   initializer_range: float = 0.02
-  mem_len: int = 0  # states kept as memory for the next segment; 0: the model returns no memory
-  reuse_len: int = 0  # leading tokens whose states become that memory; 0: the whole segment
+  mem_len: int = 384  # states kept as memory for the next segment; 0: the model returns no memory
+  reuse_len: int = 256  # leading tokens whose states become that memory; 0: the whole segment
   clamp_len: int = -1  # relative distances are clipped to [-clamp_len, clamp_len]; -1: never
-  scan_layers: bool = False
-  remat: str = "none"  # none, full, dots, dots_no_batch
-  dtype: str = "float32"
 
   @property
   def head_dim(self) -> int:
     return self.hidden_size // self.num_heads
 
-  @property
-  def compute_dtype(self):
-    return jnp.dtype(self.dtype)
-
 
 def make_config(model_cfg: Any) -> XLNetConfig:
-  return models.dataclass_config(XLNetConfig, model_cfg, "xlnet")
+  return shared.from_config(XLNetConfig, model_cfg, "xlnet")
 
 
 def validate(cfg: XLNetConfig) -> None:
-  for name in ("vocab_size", "hidden_size", "num_layers", "num_heads", "intermediate_size"):
-    value = getattr(cfg, name)
-    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-      raise UserError(f"model.{name} must be a positive integer, got {value!r}")
-  if cfg.hidden_size % cfg.num_heads:
-    raise UserError(f"model.hidden_size={cfg.hidden_size} is not divisible by model.num_heads={cfg.num_heads}")
+  shared.check(cfg, ("vocab_size", "hidden_size", "num_layers", "num_heads", "intermediate_size"),
+               divisible=[("hidden_size", "num_heads")], choices={"hidden_act": layers.ACTIVATIONS})
   if cfg.hidden_size % 2:
     raise UserError(f"model.hidden_size={cfg.hidden_size} must be even (sinusoidal relative positions)")
   if cfg.mem_len < 0 or cfg.reuse_len < 0:
     raise UserError(f"model.mem_len and model.reuse_len must be >= 0, got {cfg.mem_len} and {cfg.reuse_len}")
-  if cfg.hidden_act not in layers.ACTIVATIONS:
-    raise UserError(f"model.hidden_act must be one of {', '.join(layers.ACTIVATIONS)}, got '{cfg.hidden_act}'")
-  if cfg.remat != "none" and cfg.remat not in REMAT_POLICIES:
-    raise UserError(f"model.remat must be none or one of {', '.join(REMAT_POLICIES)}, got '{cfg.remat}'")
-  if not 0.0 <= cfg.dropout < 1.0:
-    raise UserError(f"model.dropout must be in [0, 1), got {cfg.dropout}")
-  jnp.dtype(cfg.dtype)
 
 
 def relative_distances(qlen: int, klen: int, reversed_B: jax.Array, clamp_len: int) -> jax.Array:
@@ -210,12 +191,6 @@ class XLNetLayer(nn.Module):
     return (h_BLD, g_BPD), new_mem
 
 
-def _layer_cls(cfg: XLNetConfig):
-  if cfg.remat == "none":
-    return XLNetLayer
-  return nn.remat(XLNetLayer, policy=REMAT_POLICIES[cfg.remat], prevent_cse=not cfg.scan_layers)
-
-
 class XLNetEncoder(nn.Module):
   """The bare XLNet (Hugging Face's XLNetModel): returns the last layer's query stream at the
   predicted positions (content stream everywhere when no targets are given) and the new memory."""
@@ -229,13 +204,11 @@ class XLNetEncoder(nn.Module):
     self.mask_embedding = self.param("mask_embedding",
                                      layers.partitioned(layers.initializer(cfg.initializer_range), ("embed",)),
                                      (cfg.hidden_size,), jnp.float32)
-    if cfg.scan_layers:
-      self.layers = nn.scan(
-          _layer_cls(cfg), variable_axes={"params": 0}, split_rngs={"params": True, "dropout": True},
-          in_axes=(0, nn.broadcast), length=cfg.num_layers,
-          metadata_params={nn.PARTITION_NAME: "layers"})(cfg, self.deterministic, name="layers")
+    if cfg.scan_layers:  # the memory slices per layer (in_axes 0), the context is the same for every layer
+      self.layers = shared.scan(XLNetLayer, cfg, cfg.num_layers, (0, nn.broadcast))(
+          cfg, self.deterministic, name="layers")
     else:
-      layer_cls = _layer_cls(cfg)
+      layer_cls = shared.remat(XLNetLayer, cfg)
       self.layer_list = [layer_cls(cfg, self.deterministic, name=f"layer_{k}") for k in range(cfg.num_layers)]
     self.dropout = Dropout(cfg.dropout)
 
@@ -336,14 +309,4 @@ def example_inputs(cfg: XLNetConfig, batch: int = 1, length: int = 8) -> dict:
 
 def to_layout(params: dict, cfg: XLNetConfig, scanned: bool) -> dict:
   """Converts a parameter tree between the unscanned and scanned layouts (scanned=True: to scanned)."""
-  encoder = dict(params["encoder"])
-  if ("layers" in encoder) == scanned:
-    return params
-  if scanned:
-    blocks = [encoder.pop(f"layer_{k}") for k in range(cfg.num_layers)]
-    encoder["layers"] = jax.tree_util.tree_map(lambda *xs: np.stack(xs), *blocks)
-  else:
-    stacked = encoder.pop("layers")
-    for k in range(cfg.num_layers):
-      encoder[f"layer_{k}"] = jax.tree_util.tree_map(lambda x: x[k], stacked)
-  return {**params, "encoder": encoder}
+  return shared.to_layout(params, {"encoder/layers": [f"encoder/layer_{k}" for k in range(cfg.num_layers)]}, scanned)

@@ -13,6 +13,15 @@ An objective class is built from the whole config and provides:
       concatenated: bert_jax.data.pipeline.documents), tokenizer a bert_jax.data.tokenizer.Tokenizer, seed an
       int; the transform is stateless graph ops seeded by (seed, position in the stream)
 
+An objective that carries memory from batch to batch (XLNet with model.mem_len > 0) sets `carries_memory` and
+adds:
+
+  memory_spec(batch_size)          -> (shape, dtype) of the memory, one row per batch row (the train state holds it)
+  forward_carrying(model, params, batch, memory, rngs) -> (sums, metrics, the memory for the next batch)
+  stream_batches(documents, tokenizer, seed, train, rows, steps) -> batched features in which row r of a batch
+      continues row r of the batch before, for `steps` batches
+  stream_tokens(rows, steps)       -> tokens of text one such group of batches reads
+
 The training loss is sum over terms of sums[t] / counts[t], with counts taken over the whole global
 batch, so gradient accumulation over microbatches equals one large batch exactly.
 """
@@ -37,6 +46,14 @@ def get_objective(config: Any):
     raise UserError(f"objective.name must be one of {', '.join(OBJECTIVES)}, got {name!r}")
   module_name, class_name = OBJECTIVES[name].split(":")
   return getattr(importlib.import_module(module_name), class_name)(config)
+
+
+def forward_with_memory(objective: Any, model: Any, params: Any, batch: dict, memory: Any, rngs: dict | None = None):
+  """(sums, metrics, next memory): an objective that carries memory gets it and returns the next; with memory None
+  this is objective.forward, and the next memory None."""
+  if memory is None:
+    return (*objective.forward(model, params, batch, rngs=rngs), None)
+  return objective.forward_carrying(model, params, batch, memory, rngs=rngs)
 
 
 def training_loss(sums: dict, counts: dict):

@@ -112,27 +112,79 @@ def _example(chunk_C: tf.Tensor, partner_C: tf.Tensor, seed: tf.Tensor, special_
           "target_weights": tf.pad(tf.ones([count], tf.float32), padding)}
 
 
+def _with_eod(eod_id: int):
+  @tf.autograph.experimental.do_not_convert
+  def with_eod(document):
+    return tf.concat([document["token_ids"], [eod_id]], 0)
+  return with_eod
+
+
+def _built(chunk_C, partner_C, seed, reverse: bool, special: tf.Tensor, s: Settings) -> dict:
+  flip = (lambda x: x[::-1]) if reverse else (lambda x: x)
+  return dict(_example(flip(chunk_C), flip(partner_C), seed, special, s), reversed=tf.constant(int(reverse)))
+
+
 def examples(documents: tf.data.Dataset, special_V: np.ndarray, s: Settings, seed: int,
              train: bool) -> tf.data.Dataset:
   """Unbatched examples from documents {"token_ids": int32 [T], ...}; see the module docstring."""
   special = tf.constant(special_V)
-
-  @tf.autograph.experimental.do_not_convert
-  def with_eod(document):
-    return tf.concat([document["token_ids"], [s.eod_id]], 0)
-
-  chunks = documents.map(with_eod).unbatch().batch(s.chunk_len, drop_remainder=True)
+  chunks = documents.map(_with_eod(s.eod_id)).unbatch().batch(s.chunk_len, drop_remainder=True)
   partners = chunks.shuffle(PARTNER_SHUFFLE, seed=seed, reshuffle_each_iteration=train)
 
   @tf.autograph.experimental.do_not_convert
   def build(index, pair) -> dict:
     chunk_C, partner_C = pair
     chunk_seed = tf.stack([tf.constant(seed, tf.int64), index])
-    directions = (0, 1) if s.bi_data else (0,)
-    built = [_example(chunk_C[::-1] if d else chunk_C, partner_C[::-1] if d else partner_C, _fold(chunk_seed, d),
-                      special, s) for d in directions]
-    stacked = {name: tf.stack([b[name] for b in built]) for name in built[0]}
-    return dict(stacked, reversed=tf.constant(directions, tf.int32))
+    built = [_built(chunk_C, partner_C, _fold(chunk_seed, d), bool(d), special, s)
+             for d in ((0, 1) if s.bi_data else (0,))]
+    return {name: tf.stack([b[name] for b in built]) for name in built[0]}
 
   pairs = tf.data.Dataset.zip(chunks, partners).enumerate()
   return pairs.map(build, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).unbatch()
+
+
+def stream_batches(documents: tf.data.Dataset, special_V: np.ndarray, s: Settings, seed: int, train: bool,
+                   rows: int, steps: int) -> tf.data.Dataset:
+  """Batches of `rows` examples in which row r of each batch continues row r of the batch before, as XLNet's
+  pretraining data does, so that the memory of a row's last segment precedes its next one.
+
+  The token stream is cut into stretches of (steps - 1) * reuse_len + chunk_len tokens; a stretch gives one row
+  `steps` examples, example t from its tokens t * reuse_len onwards, so the reuse part of example t + 1 follows
+  that of example t (which is what the memory holds). `rows` stretches make `steps` batches; then the rows
+  start new stretches. With bi_data the rows come in pairs, a stretch read forwards and the same stretch read
+  backwards (the original's forward and backward halves of the batch).
+  """
+  directions = 2 if s.bi_data else 1
+  R, C = s.reuse_len, s.chunk_len
+  special = tf.constant(special_V)
+  tokens = documents.map(_with_eod(s.eod_id)).unbatch()
+  stretches = tokens.batch((steps - 1) * R + C, drop_remainder=True)
+  partners = tokens.batch(C, drop_remainder=True).shuffle(PARTNER_SHUFFLE, seed=seed,
+                                                          reshuffle_each_iteration=train).batch(steps)
+  window_KC = tf.range(steps)[:, None] * R + tf.range(C)[None, :]
+
+  @tf.autograph.experimental.do_not_convert
+  def windows(stretch_T, partners_KC):
+    texts = [stretch_T, stretch_T[::-1]][:directions]
+    return tf.data.Dataset.from_tensor_slices({
+        "chunk": tf.concat([tf.gather(t, window_KC) for t in texts], 0),
+        "partner": tf.tile(partners_KC, [directions, 1]),
+        "reverse": tf.repeat(tf.range(directions), steps)})
+
+  @tf.autograph.experimental.do_not_convert
+  def build(index, window) -> dict:
+    reverse = window["reverse"]
+    partner_C = tf.where(reverse == 1, window["partner"][::-1], window["partner"])
+    window_seed = tf.stack([tf.constant(seed, tf.int64), index])
+    return dict(_example(window["chunk"], partner_C, window_seed, special, s), reversed=reverse)
+
+  examples_ = tf.data.Dataset.zip(stretches, partners).flat_map(windows).enumerate()
+  examples_ = examples_.map(build, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+  grouped = examples_.batch(steps, drop_remainder=True).batch(rows, drop_remainder=True)
+
+  @tf.autograph.experimental.do_not_convert
+  def by_step(group):  # [rows, steps, ...] -> `steps` batches of [rows, ...]
+    return tf.data.Dataset.from_tensor_slices(tf.nest.map_structure(
+        lambda x: tf.transpose(x, [1, 0] + list(range(2, x.shape.rank))), group))
+
+  return grouped.flat_map(by_step)

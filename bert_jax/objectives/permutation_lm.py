@@ -6,8 +6,11 @@ Features of one example (L = data.seq_len, P = objective.num_predict):
   target_positions [P] int32, target_ids [P] int32, target_weights [P] float32 (0 = padding),
   reversed [] int32 (1 = the example reads backwards; only with objective.bi_data).
 
-Training runs every batch on its own: the model's memory (model.mem_len) is not carried from one batch to
-the next. model.reuse_len shapes the examples (a leading part with its own targets and order).
+model.reuse_len shapes the examples (a leading part with its own targets and order). With model.mem_len > 0
+the memory is carried from batch to batch as XLNet's pretraining does: the batches come in the original's
+stream layout (row r of a batch continues row r of the batch before, for objective.stream_steps batches; see
+permutation.stream_batches), the train state holds each row's memory (stop-gradient, [B, layers, mem_len, D],
+zeros at the start as in the original), and evaluation carries it across its batches from zeros.
 """
 
 from typing import Any
@@ -37,6 +40,8 @@ class PermutationLM:
     self.seq_len = config.data.seq_len
     self.num_predict = config.objective.num_predict
     self.reuse_len = config.model.get("reuse_len", 0)
+    self.mem_len = config.model.get("mem_len", 0)
+    self.carries_memory = self.mem_len > 0
     self.validate()
 
   def validate(self) -> None:
@@ -59,6 +64,9 @@ class PermutationLM:
                       f"got {o.mask_alpha}, {o.mask_beta}, {o.max_ngram}")
     if not 0.0 <= o.random_b_prob <= 1.0:
       raise UserError(f"objective.random_b_prob must be in [0, 1], got {o.random_b_prob}")
+    if self.carries_memory and (R == 0 or o.stream_steps < 1):
+      raise UserError(f"model.mem_len={self.mem_len} carries memory between batches, which needs model.reuse_len > 0 "
+                      f"(got {R}) and objective.stream_steps >= 1 (got {o.stream_steps}); or set model.mem_len=0")
 
   def _fits(self, num_predict: int) -> bool:
     """Whether num_predict targets fit among the ordinary tokens of each part of an example."""
@@ -93,26 +101,54 @@ class PermutationLM:
             "reversed": (rng.random(batch_size) < 0.5).astype(np.int32) if self.config.objective.bi_data
             else np.zeros(batch_size, np.int32)}
 
-  def dataset(self, documents, tokenizer, seed: int, train: bool):
-    """Unbatched features from a stream of tokenized documents (see objectives/permutation.py)."""
+  def _settings(self, tokenizer):
     from bert_jax.objectives import permutation
 
     o = self.config.objective
-    settings = permutation.Settings(
+    return permutation, permutation.Settings(
         seq_len=self.seq_len, reuse_len=self.reuse_len, num_predict=self.num_predict, perm_size=o.perm_size,
         max_ngram=o.max_ngram, mask_alpha=o.mask_alpha, mask_beta=o.mask_beta, random_b_prob=o.random_b_prob,
         bi_data=o.bi_data, sep_id=tokenizer.sep_id, cls_id=tokenizer.cls_id, eod_id=tokenizer.eos_id)
+
+  def dataset(self, documents, tokenizer, seed: int, train: bool):
+    """Unbatched features from a stream of tokenized documents (see objectives/permutation.py)."""
+    permutation, settings = self._settings(tokenizer)
     return permutation.examples(documents, tokenizer.special_mask(), settings, seed, train)
 
+  def stream_batches(self, documents, tokenizer, seed: int, train: bool, rows: int, steps: int):
+    """Batches of `rows` in the stream layout that carrying memory needs (see permutation.stream_batches)."""
+    if self.config.objective.bi_data and rows % 2:
+      raise UserError(f"objective.bi_data pairs each row with its reversed copy, so the batch rows of each process "
+                      f"must be even, got {rows}; change the batch size or set objective.bi_data=False")
+    permutation, settings = self._settings(tokenizer)
+    return permutation.stream_batches(documents, tokenizer.special_mask(), settings, seed, train, rows, steps)
+
+  def stream_tokens(self, rows: int, steps: int) -> int:
+    """Tokens of text one group of `steps` stream batches of `rows` reads."""
+    rows //= 2 if self.config.objective.bi_data else 1
+    return rows * ((steps - 1) * self.reuse_len + self.seq_len - SPECIAL_TOKENS)
+
+  def memory_spec(self, batch_size: int) -> tuple[tuple[int, ...], Any]:
+    """(shape, dtype) of the memory carried between batches: [B, layers, mem_len, hidden]."""
+    m = self.config.model
+    return (batch_size, m.num_layers, self.mem_len, m.hidden_size), jnp.dtype(m.dtype)
+
   def forward(self, model, params, batch: dict, rngs: dict | None = None) -> tuple[dict, dict]:
+    sums, metrics, _ = self.forward_carrying(model, params, batch, None, rngs)
+    return sums, metrics
+
+  def forward_carrying(self, model, params, batch: dict, memory_BNMD, rngs: dict | None = None):
+    """(sums, metrics, the memory for the next batch, [B, layers, mem_len, hidden], or None without memory)."""
     perm_mask_BLL = permutation_mask(batch["perm_rank"], batch["is_target"])
+    mems_NBMD = None if memory_BNMD is None else jnp.swapaxes(memory_BNMD, 0, 1)
     outputs = model.apply({"params": params}, batch["input_ids"], batch["token_type_ids"], None, perm_mask_BLL,
-                          batch["target_positions"], None, batch["reversed"], rngs=rngs)
+                          batch["target_positions"], mems_NBMD, batch["reversed"], rngs=rngs)
     logits_BPV = outputs["logits"].astype(jnp.float32)
     weights_BP = batch["target_weights"]
     nll_BP = optax.softmax_cross_entropy_with_integer_labels(logits_BPV, batch["target_ids"])
     correct_BP = (jnp.argmax(logits_BPV, -1) == batch["target_ids"]) * weights_BP
-    return {"plm": jnp.sum(nll_BP * weights_BP)}, {"plm_correct": jnp.sum(correct_BP)}
+    memory = None if outputs["mems"] is None else jnp.swapaxes(outputs["mems"], 0, 1)
+    return {"plm": jnp.sum(nll_BP * weights_BP)}, {"plm_correct": jnp.sum(correct_BP)}, memory
 
   def counts(self, batch: dict) -> dict:
     return {"plm": jnp.sum(batch["target_weights"])}

@@ -51,9 +51,10 @@ class Evaluator:
       yield batches_lib.to_global({name: tensor.numpy() for name, tensor in batch.items()}, shardings, size)
 
   def __call__(self, params: Any) -> dict:
-    totals = None
+    totals, memory = None, self.trainer.zero_memory(self.trainer.config.eval.batch_size)
     for batch in self.batches:
-      outputs = jax.device_get(self.trainer.eval_step(params, batch))
+      outputs, memory = self.trainer.eval_step(params, batch, memory)
+      outputs = jax.device_get(outputs)
       outputs = jax.tree_util.tree_map(lambda x: np.asarray(x, np.float64), outputs)
       totals = outputs if totals is None else jax.tree_util.tree_map(np.add, totals, outputs)
     return self.trainer.objective.summarize(totals["sums"], totals["metrics"], totals["counts"])

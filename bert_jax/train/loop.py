@@ -17,12 +17,13 @@ from typing import Any, Callable, Iterator, Sequence
 
 import flax.linen as nn
 import jax
+import jax.numpy as jnp
 import numpy as np
 from etils import epath
 
 from jax.experimental import multihost_utils
 
-from bert_jax import checkpoint, models, parallel, params as params_lib, workdir as workdir_lib
+from bert_jax import checkpoint, chips, flops, models, parallel, params as params_lib, workdir as workdir_lib
 from bert_jax.errors import UserError
 from bert_jax.metrics import MetricsWriter
 from bert_jax.objectives import get_objective
@@ -64,18 +65,33 @@ class Trainer:
     self.schedule = optimizers.learning_rate_schedule(config)
     self.host_schedule = jax.jit(self.schedule)  # one compile, not one per jnp op at every log step
     self.optimizer = optimizers.make_optimizer(config, self.schedule)
-    self.state_shardings = state_lib.state_shardings(self.abstract_params, self.param_shardings, self.optimizer,
-                                                     self.mesh)
     self.batch_shardings = self.shardings_for_batch(train.batch_size)
+    self.memory_spec = self.memory_spec_for_batch(train.batch_size)
+    self.state_shardings = state_lib.state_shardings(self.abstract_params, self.param_shardings, self.optimizer,
+                                                     self.mesh, self.memory_sharding())
     self._train_step = step_lib.jit_train_step(
         step_lib.make_train_step(self.model, self.objective, self.optimizer, train.microbatches),
         self.state_shardings, self.batch_shardings)
-    self._init = state_lib.make_init(self.model, config.model, self.optimizer, config.seed, self.state_shardings)
+    self._init = state_lib.make_init(self.model, config.model, self.optimizer, config.seed, self.state_shardings,
+                                     self.memory_spec)
     self._eval_step = None
 
   def shardings_for_batch(self, batch_size: int) -> dict:
     return {name: parallel.batch_sharding(self.mesh, self.rules, len(shape))
             for name, (shape, _) in self.objective.feature_spec(batch_size).items()}
+
+  def memory_spec_for_batch(self, batch_size: int) -> tuple | None:
+    """(shape, dtype) of the memory the objective carries between batches of batch_size rows; None if none."""
+    return self.objective.memory_spec(batch_size) if getattr(self.objective, "carries_memory", False) else None
+
+  def memory_sharding(self):
+    """The memory's rows are sharded as the batch's rows are."""
+    return parallel.batch_sharding(self.mesh, self.rules, 4) if self.memory_spec else None
+
+  def zero_memory(self, batch_size: int):
+    """The memory an evaluation starts from (zeros, as at the start of training); None without memory."""
+    spec = self.memory_spec_for_batch(batch_size)
+    return None if spec is None else jax.jit(lambda: jnp.zeros(*spec), out_shardings=self.memory_sharding())()
 
   @contextlib.contextmanager
   def context(self) -> Iterator[None]:
@@ -88,7 +104,7 @@ class Trainer:
     return self._init()
 
   def abstract_state(self) -> TrainState:
-    return state_lib.abstract_state(self.abstract_params, self.optimizer, self.state_shardings)
+    return state_lib.abstract_state(self.abstract_params, self.optimizer, self.state_shardings, self.memory_spec)
 
   def batches(self, workdir: str, start_step: int = 0):
     return batches_lib.make_batches(self.config, workdir, self.objective, self.batch_shardings, start_step)
@@ -97,14 +113,17 @@ class Trainer:
     with self.context():
       return self._train_step(state, batch)
 
-  def eval_step(self, params: Any, batch: dict) -> dict:
-    """Sums, metrics and counts of one global eval batch (config.eval.batch_size rows)."""
+  def eval_step(self, params: Any, batch: dict, memory: Any = None) -> tuple[dict, Any]:
+    """Sums, metrics and counts of one global eval batch (config.eval.batch_size rows), and the memory for the
+    next one (None when the objective carries none; start from zero_memory)."""
     if self._eval_step is None:
-      parallel.check_batch(self.config.eval.batch_size, self.mesh, self.rules, "eval.batch_size")
+      size = self.config.eval.batch_size
+      parallel.check_batch(size, self.mesh, self.rules, "eval.batch_size")
       self._eval_step = step_lib.jit_eval_step(step_lib.make_eval_step(self.eval_model, self.objective),
-                                               self.param_shardings, self.shardings_for_batch(self.config.eval.batch_size))
+                                               self.param_shardings, self.shardings_for_batch(size),
+                                               self.memory_sharding())
     with self.context():
-      return self._eval_step(params, batch)
+      return self._eval_step(params, batch, memory)
 
   def describe(self) -> str:
     n = params_lib.count(self.abstract_params)
@@ -136,8 +155,8 @@ class _Logger:
     self.trainer, self.writer = trainer, writer
     self.total_steps = config.train.steps
     self.tokens_per_step = config.train.batch_size * config.data.seq_len
-    self.flops_per_token = params_lib.flops_per_token(config)
-    peak = params_lib.peak_flops(jax.devices()[0].device_kind)
+    self.flops_per_token = flops.flops_per_token(config)
+    peak = chips.peak_flops(jax.devices()[0].device_kind)
     self.peak = peak * jax.device_count() if peak else None
     self.pending: list[tuple[int, dict]] = []
     self.records: list[dict] = []

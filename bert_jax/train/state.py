@@ -1,4 +1,5 @@
-"""The train state (params, optimizer state, step, rng) and its shardings, initialised sharded."""
+"""The train state (params, optimizer state, step, rng, and the memory an objective carries between batches)
+and its shardings, initialised sharded."""
 
 import functools
 from typing import Any, Callable
@@ -10,7 +11,7 @@ import jax.numpy as jnp
 import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from bert_jax import models, parallel
+from bert_jax import models, parallel, params as params_lib
 
 
 @flax.struct.dataclass
@@ -19,11 +20,12 @@ class TrainState:
   params: Any
   opt_state: Any
   rng: jax.Array  # uint32 key data of the run's base key; each step folds in its number
+  memory: Any = None  # [B, ...] per batch row, for objectives that carry it (XLNet with model.mem_len > 0)
 
 
 def boxed_abstract_params(model: nn.Module, model_config: Any) -> Any:
   """The parameter tree as ShapeDtypeStructs inside their LogicallyPartitioned boxes (nothing allocated)."""
-  return jax.eval_shape(lambda: model.init(init_rngs(jax.random.key(0)), **example_inputs(model_config)))["params"]
+  return params_lib.abstract(model_config, model, boxed=True)
 
 
 def example_inputs(model_config: Any) -> dict:
@@ -38,7 +40,7 @@ def init_rngs(key: jax.Array) -> dict:
 
 
 def _path_key(path) -> tuple[str, ...]:
-  return tuple(str(getattr(k, "key", getattr(k, "name", getattr(k, "idx", k)))) for k in path)
+  return tuple(jax.tree_util.keystr((k,), simple=True) for k in path)
 
 
 def opt_state_shardings(abstract_opt_state: Any, abstract_params: Any, param_shardings: Any, mesh: Mesh) -> Any:
@@ -62,30 +64,37 @@ def opt_state_shardings(abstract_opt_state: Any, abstract_params: Any, param_sha
 
 
 def state_shardings(abstract_params: Any, param_shardings: Any, optimizer: optax.GradientTransformation,
-                    mesh: Mesh) -> TrainState:
+                    mesh: Mesh, memory_sharding: NamedSharding | None = None) -> TrainState:
   abstract_opt_state = jax.eval_shape(optimizer.init, abstract_params)
   replicated = NamedSharding(mesh, PartitionSpec())
-  return TrainState(step=replicated, params=param_shardings, rng=replicated,
+  return TrainState(step=replicated, params=param_shardings, rng=replicated, memory=memory_sharding,
                     opt_state=opt_state_shardings(abstract_opt_state, abstract_params, param_shardings, mesh))
 
 
-def abstract_state(abstract_params: Any, optimizer: optax.GradientTransformation, shardings: TrainState) -> TrainState:
+def abstract_memory(memory_spec: tuple | None) -> jax.ShapeDtypeStruct | None:
+  """The memory's ShapeDtypeStruct from an objective's memory_spec (shape, dtype); None without memory."""
+  return None if memory_spec is None else jax.ShapeDtypeStruct(*memory_spec)
+
+
+def abstract_state(abstract_params: Any, optimizer: optax.GradientTransformation, shardings: TrainState,
+                   memory_spec: tuple | None = None) -> TrainState:
   """ShapeDtypeStructs carrying their shardings: a restore target for any mesh."""
   shapes = TrainState(step=jax.ShapeDtypeStruct((), jnp.int32), params=abstract_params,
                       opt_state=jax.eval_shape(optimizer.init, abstract_params),
-                      rng=jax.ShapeDtypeStruct((2,), jnp.uint32))
+                      rng=jax.ShapeDtypeStruct((2,), jnp.uint32), memory=abstract_memory(memory_spec))
   return jax.tree_util.tree_map(lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh), shapes, shardings)
 
 
 def make_init(model: nn.Module, model_config: Any, optimizer: optax.GradientTransformation, seed: int,
-              shardings: TrainState) -> Callable[[], TrainState]:
-  """A jitted function creating parameters and optimizer state directly in their shardings (never whole on
-  one device)."""
+              shardings: TrainState, memory_spec: tuple | None = None) -> Callable[[], TrainState]:
+  """A jitted function creating parameters, optimizer state and the (zero) memory directly in their shardings
+  (never whole on one device)."""
   def create() -> TrainState:
     base_key = jax.random.key(seed)
     params = nn.meta.unbox(model.init(init_rngs(base_key), **example_inputs(model_config))["params"])
+    memory = None if memory_spec is None else jnp.zeros(*memory_spec)
     return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=optimizer.init(params),
-                      rng=jax.random.key_data(base_key))
+                      rng=jax.random.key_data(base_key), memory=memory)
 
   init = jax.jit(create, out_shardings=shardings)
   if jax.default_backend() != "cpu":

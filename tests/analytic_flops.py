@@ -1,14 +1,12 @@
-"""Closed-form costs from a config's sizes: matrix-product FLOPs per training token and the activation
-rows that tensor parallelism all-reduces, per model family.
+"""The tests' oracle for bert_jax.flops: closed-form costs from a config's sizes, written per family by hand.
 
-FLOPs count every matrix product of the forward pass of one sequence (2 FLOPs per multiply-add),
-times 3 for training (backward = 2 x forward), divided by data.seq_len: the convention of MFU. They
-leave out elementwise work (norms, softmax, activations, dropout, the optimizer) and remat's recompute.
+forward(config) -> (matrix-product FLOPs of the forward pass of one sequence (2 per multiply-add), rows of
+[rows, d_model] activations all-reduced over the tensor axis per sequence and training step). A sublayer
+whose output projection contracts a tensor-sharded dimension (heads or mlp) sums its partial outputs forward
+and the gradient of its input backward. Elementwise work and remat's recompute are left out.
 """
 
-from typing import Any, Callable
-
-from bert_jax.errors import UserError
+from typing import Any
 
 
 def _bert(config: Any) -> tuple[float, float]:
@@ -30,15 +28,18 @@ def _xlnet(config: Any) -> tuple[float, float]:
   m = config.model
   L, P = config.data.seq_len, config.objective.num_predict
   H, F, V = m.hidden_size, m.intermediate_size, m.vocab_size
-  R = 2 * L  # relative distances L .. 1 - L (no memory during training)
+  K = m.mem_len + L  # keys: the memory carried from the last batch, then the segment
+  R = K + L  # relative distances K .. 1 - L
   positions = 2 * R * H * H
-  content = 8 * L * H * H + 2 * L * L * H + 2 * L * R * H + 2 * L * 2 * H + 2 * L * L * H
-  query = 4 * P * H * H + 2 * P * L * H + 2 * P * R * H + 2 * P * 2 * H + 2 * P * L * H
+  content = 4 * L * H * H + 4 * K * H * H + 2 * L * K * H + 2 * L * R * H + 2 * L * 2 * H + 2 * L * K * H
+  query = 4 * P * H * H + 2 * P * K * H + 2 * P * R * H + 2 * P * 2 * H + 2 * P * K * H
   ffn = 4 * (L + P) * H * F
   # the model returns the query stream: the last layer's content stream only feeds its keys and values
-  unused = 4 * L * H * H + 4 * L * L * H + 2 * L * R * H + 2 * L * 2 * H + 4 * L * H * F
+  unused = 4 * L * H * H + 4 * L * K * H + 2 * L * R * H + 2 * L * 2 * H + 4 * L * H * F
   forward = m.num_layers * (positions + content + query + ffn) - unused + 2 * P * H * V
-  return forward, 4 * (m.num_layers * (L + P) - L)
+  # the last layer's keys and values still take the gradient of its input h (backward), and every layer's keys
+  # and values take it for the memory's rows too (the concatenation is their one input; stop-gradient drops it after)
+  return forward, 4 * (m.num_layers * (L + P) - L) + L + m.num_layers * m.mem_len
 
 
 def _t5(config: Any) -> tuple[float, float]:
@@ -62,30 +63,15 @@ def _t5(config: Any) -> tuple[float, float]:
   return forward, rows
 
 
-FAMILIES: dict[str, Callable[[Any], tuple[float, float]]] = {"bert": _bert, "xlnet": _xlnet, "t5": _t5}
-
-
-def _family(config: Any) -> Callable[[Any], tuple[float, float]]:
-  family = config.model.get("family", None)
-  if family not in FAMILIES:
-    raise UserError(f"no analytic cost model for model.family={family!r}; known: {', '.join(FAMILIES)}")
-  return FAMILIES[family]
+FAMILIES = {"bert": _bert, "xlnet": _xlnet, "t5": _t5}
 
 
 def flops_per_token(config: Any) -> float:
   """3 x forward matrix-product FLOPs of one sequence / data.seq_len."""
-  forward, _ = _family(config)(config)
-  return 3.0 * forward / config.data.seq_len
+  return 3.0 * FAMILIES[config.model.family](config)[0] / config.data.seq_len
 
 
-def tensor_parallel_rows(config: Any) -> float:
-  """Rows of [rows, d_model] activations all-reduced over the tensor axis per sequence and training step
-  (forward and backward): each sublayer whose output projection contracts a tensor-sharded dimension
-  (heads or mlp) sums partial outputs forward and the gradient of its input backward."""
-  _, rows = _family(config)(config)
-  return float(rows)
-
-
-def model_width(config: Any) -> int:
+def tensor_all_reduce_elements(config: Any) -> float:
+  """Rows all-reduced over the tensor axis per sequence and training step, times d_model."""
   m = config.model
-  return m.get("hidden_size", None) or m.d_model
+  return float(FAMILIES[m.family](config)[1] * (m.get("hidden_size", None) or m.d_model))

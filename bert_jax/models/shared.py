@@ -1,0 +1,150 @@
+"""The steps every model family shares: its settings from config.model, their validation, the layer stack
+(remat with a named policy, nn.scan over a `layers` axis), and the scanned <-> unscanned parameter layouts.
+
+A family module defines its settings as a frozen dataclass deriving from `Settings` (the dataclass's
+defaults are the family's defaults: `bert_jax.models.default_config` builds config.model from them), checks
+them with `check`, builds its layer stacks with `remat`, `scan` or `layer_stack`, and converts layouts with
+`to_layout`.
+"""
+
+import dataclasses
+from typing import Any, Iterable, Mapping, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from bert_jax.errors import UserError
+from bert_jax.models.layers import REMAT_POLICIES
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+  """What every family has: how its layers run, not what they compute."""
+  scan_layers: bool = False  # nn.scan over the layers: compile time flat in depth
+  remat: str = "none"  # none, full, dots, dots_no_batch (layers.REMAT_POLICIES)
+  dtype: str = "float32"  # compute dtype; parameters stay float32
+
+  @property
+  def compute_dtype(self):
+    return jnp.dtype(self.dtype)
+
+
+def from_config(cls: type, model_config: Any, family_name: str):
+  """A family's frozen settings from config.model; a key the family does not know is an error."""
+  values = {k: v for k, v in dict(model_config).items() if k != "family"}
+  unknown = sorted(set(values) - {f.name for f in dataclasses.fields(cls)})
+  if unknown:
+    raise UserError(f"unknown model keys for the {family_name} family: {', '.join(unknown)}")
+  return cls(**values)
+
+
+def check(cfg: Settings, positive: Iterable[str], divisible: Iterable[tuple[str, str]] = (),
+          rates: Iterable[str] = ("dropout",), choices: Mapping[str, Iterable[str]] | None = None) -> None:
+  """The checks every family makes, each failing as one UserError line: the `positive` fields are positive
+  integers, in each (total, part) of `divisible` part divides total, the `rates` lie in [0, 1), each field
+  of `choices` is one of its names, and remat and dtype name a policy and a dtype."""
+  for name in positive:
+    value = getattr(cfg, name)
+    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+      raise UserError(f"model.{name} must be a positive integer, got {value!r}")
+  for total, part in divisible:
+    if getattr(cfg, total) % getattr(cfg, part):
+      raise UserError(f"model.{total}={getattr(cfg, total)} is not divisible by model.{part}={getattr(cfg, part)}")
+  for name, allowed in (choices or {}).items():
+    if getattr(cfg, name) not in allowed:
+      raise UserError(f"model.{name} must be one of {', '.join(allowed)}, got '{getattr(cfg, name)}'")
+  if cfg.remat != "none" and cfg.remat not in REMAT_POLICIES:
+    raise UserError(f"model.remat must be none or one of {', '.join(REMAT_POLICIES)}, got '{cfg.remat}'")
+  for name in rates:
+    if not 0.0 <= getattr(cfg, name) < 1.0:
+      raise UserError(f"model.{name} must be in [0, 1), got {getattr(cfg, name)}")
+  try:
+    jnp.dtype(cfg.dtype)
+  except TypeError:
+    raise UserError(f"model.dtype must name a dtype (float32, bfloat16, ...), got '{cfg.dtype}'") from None
+
+
+def remat(layer_cls: type, cfg: Settings) -> type:
+  """The layer rematerialised with the policy cfg.remat names; as it is for remat=none."""
+  if cfg.remat == "none":
+    return layer_cls
+  return nn.remat(layer_cls, policy=REMAT_POLICIES[cfg.remat], prevent_cse=not cfg.scan_layers)
+
+
+def scan(layer_cls: type, cfg: Settings, length: int, in_axes: tuple, broadcast_params: bool = False) -> type:
+  """nn.scan of the (rematerialised) layer over `length` steps in the (carry, out) form, a fresh dropout key
+  each step. Parameters stack on a leading `layers` axis, or with broadcast_params one set serves every step
+  (layers shared across depth). `in_axes` says per extra argument: nn.broadcast, or 0 to slice per layer."""
+  layer_cls = remat(layer_cls, cfg)
+  if broadcast_params:
+    return nn.scan(layer_cls, variable_broadcast="params", split_rngs={"params": False, "dropout": True},
+                   length=length, in_axes=in_axes)
+  return nn.scan(layer_cls, variable_axes={"params": 0}, split_rngs={"params": True, "dropout": True},
+                 in_axes=in_axes, length=length, metadata_params={nn.PARTITION_NAME: "layers"})
+
+
+def layer_stack(layer_cls: type, cfg: Settings, deterministic: bool, length: int, in_axes: tuple,
+                name: str = "layers") -> list[nn.Module]:
+  """The layers of a stack, each built as layer_cls(cfg, deterministic) and called as layer(carry, *args) ->
+  (carry, out): one scanned module named `name` (cfg.scan_layers), or `length` modules named name_K."""
+  if cfg.scan_layers:
+    return [scan(layer_cls, cfg, length, in_axes)(cfg, deterministic, name=name)]
+  layer_cls = remat(layer_cls, cfg)
+  return [layer_cls(cfg, deterministic, name=f"{name}_{k}") for k in range(length)]
+
+
+def to_layout(params: dict, stacks: Mapping[str, Sequence[str] | str], scanned: bool) -> dict:
+  """A parameter tree converted between the unscanned and scanned layouts (scanned=True: to scanned).
+
+  `stacks` maps each subtree of the scanned layout ("encoder/layers") to the per-layer subtrees it stacks on
+  a leading axis, in order (["encoder/layer_0", ...]); one path in place of the list names a subtree that
+  moves whole (parameters nn.scan broadcasts to every step). A subtree already in the asked layout stays.
+  """
+  tree = _mutable(params)
+  for scanned_path, layer_paths in stacks.items():
+    if (_get(tree, scanned_path) is not None) == scanned:
+      continue
+    if isinstance(layer_paths, str):
+      source, target = (layer_paths, scanned_path) if scanned else (scanned_path, layer_paths)
+      _put(tree, target, _pop(tree, source))
+    elif scanned:
+      blocks = [_pop(tree, path) for path in layer_paths]
+      _put(tree, scanned_path, jax.tree_util.tree_map(lambda *xs: np.stack(xs), *blocks))
+    else:
+      stacked = _pop(tree, scanned_path)
+      for k, path in enumerate(layer_paths):
+        _put(tree, path, jax.tree_util.tree_map(lambda x, k=k: x[k], stacked))
+  return tree
+
+
+def _mutable(tree: Any) -> Any:
+  """New dicts all the way down (FrozenDicts included), the same arrays."""
+  return {k: _mutable(v) for k, v in tree.items()} if isinstance(tree, Mapping) else tree
+
+
+def _get(tree: dict, path: str) -> Any:
+  for part in path.split("/"):
+    if not isinstance(tree, dict) or part not in tree:
+      return None
+    tree = tree[part]
+  return tree
+
+
+def _pop(tree: dict, path: str) -> Any:
+  """Removes the subtree at path, and the dicts above it that it leaves empty."""
+  head, _, rest = path.partition("/")
+  if not rest:
+    return tree.pop(head)
+  value = _pop(tree[head], rest)
+  if not tree[head]:
+    del tree[head]
+  return value
+
+
+def _put(tree: dict, path: str, value: Any) -> None:
+  *parents, leaf = path.split("/")
+  for part in parents:
+    tree = tree.setdefault(part, {})
+  tree[leaf] = value

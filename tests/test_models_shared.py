@@ -1,0 +1,110 @@
+"""The steps every model family shares (bert_jax/models/shared.py), on a toy family: settings and their
+checks, the layer stack scanned or looped, rematerialised or not, and the layout conversion between them."""
+
+import dataclasses
+
+import flax
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from bert_jax import models
+from bert_jax.errors import UserError
+from bert_jax.models import layers, shared
+
+
+@dataclasses.dataclass(frozen=True)
+class ToyConfig(shared.Settings):
+  width: int = 4
+  num_layers: int = 3
+  num_heads: int = 2
+  dropout: float = 0.0
+  act: str = "relu"
+
+
+class ToyLayer(nn.Module):
+  cfg: ToyConfig
+  deterministic: bool
+
+  @nn.compact
+  def __call__(self, x_BD, scale):
+    y_BD = layers.dense(self.cfg.width, ("embed", "mlp"), 0.5, self.cfg.compute_dtype, "dense")(x_BD)
+    return x_BD + layers.activation(self.cfg.act)(y_BD) * scale, None
+
+
+class ToyStack(nn.Module):
+  cfg: ToyConfig
+
+  @nn.compact
+  def __call__(self, x_BD):
+    for layer in shared.layer_stack(ToyLayer, self.cfg, True, self.cfg.num_layers, (nn.broadcast,)):
+      x_BD, _ = layer(x_BD, 0.5)
+    return x_BD
+
+
+def _layout(cfg: ToyConfig) -> dict:
+  return {"layers": [f"layers_{k}" for k in range(cfg.num_layers)]}
+
+
+def _init(cfg: ToyConfig, x_BD):
+  return ToyStack(cfg).init(jax.random.key(0), x_BD)["params"]
+
+
+def test_scanned_and_looped_stacks_hold_the_same_parameters_and_give_the_same_outputs():
+  x_BD = jnp.asarray(np.random.default_rng(0).normal(size=(2, 4)), jnp.float32)
+  looped_cfg, scanned_cfg = ToyConfig(), ToyConfig(scan_layers=True, remat="dots")
+  boxed = jax.eval_shape(lambda: _init(scanned_cfg, x_BD))
+  assert boxed["layers"]["dense"]["kernel"].names == ("layers", "embed", "mlp")
+  assert boxed["layers"]["dense"]["kernel"].value.shape == (3, 4, 4)
+  looped = nn.unbox(_init(looped_cfg, x_BD))
+  assert sorted(looped) == ["layers_0", "layers_1", "layers_2"]
+  scanned = shared.to_layout(looped, _layout(looped_cfg), scanned=True)
+  assert jax.tree_util.tree_map(np.shape, scanned) == jax.tree_util.tree_map(np.shape, nn.unbox(boxed))
+  want = ToyStack(looped_cfg).apply({"params": looped}, x_BD)
+  np.testing.assert_allclose(ToyStack(scanned_cfg).apply({"params": scanned}, x_BD), want, atol=1e-6, rtol=0)
+  back = shared.to_layout(scanned, _layout(looped_cfg), scanned=False)
+  jax.tree_util.tree_map(np.testing.assert_array_equal, back, looped)
+
+
+def test_to_layout_moves_broadcast_subtrees_prunes_what_it_empties_and_leaves_a_done_layout_alone():
+  params = flax.core.freeze({"encoder": {"attention_0": {"w": np.ones(2)}, "ffn_0": {"w": np.zeros(3)}},
+                             "head": {"b": np.ones(1)}})
+  stacks = {f"encoder/layers_0/{b}": f"encoder/{b}_0" for b in ("attention", "ffn")}
+  scanned = shared.to_layout(params, stacks, scanned=True)
+  assert jax.tree_util.tree_map(np.shape, scanned) == {
+      "encoder": {"layers_0": {"attention": {"w": (2,)}, "ffn": {"w": (3,)}}}, "head": {"b": (1,)}}
+  assert shared.to_layout(scanned, stacks, scanned=True) == scanned
+  back = shared.to_layout(scanned, stacks, scanned=False)
+  assert jax.tree_util.tree_map(np.shape, back) == jax.tree_util.tree_map(np.shape, flax.core.unfreeze(params))
+
+
+@pytest.mark.parametrize("changes,message", [
+    ({"width": 0}, "model.width must be a positive integer, got 0"),
+    ({"width": True}, "model.width must be a positive integer, got True"),
+    ({"width": 5}, "model.width=5 is not divisible by model.num_heads=2"),
+    ({"act": "swish"}, "model.act must be one of gelu, gelu_new, relu, tanh, got 'swish'"),
+    ({"dropout": 1.0}, "model.dropout must be in [0, 1), got 1.0"),
+    ({"remat": "some"}, "model.remat must be none or one of full, dots, dots_no_batch, got 'some'"),
+    ({"dtype": "float33"}, "model.dtype must name a dtype"),
+])
+def test_check_says_what_is_wrong_in_one_line(changes, message):
+  cfg = dataclasses.replace(ToyConfig(), **changes)
+  with pytest.raises(UserError) as error:
+    shared.check(cfg, ("width", "num_layers"), divisible=[("width", "num_heads")], choices={"act": layers.ACTIVATIONS})
+  assert message in str(error.value)
+
+
+def test_settings_from_config_refuse_unknown_keys():
+  assert shared.from_config(ToyConfig, {"family": "toy", "width": 8}, "toy") == ToyConfig(width=8)
+  with pytest.raises(UserError, match="unknown model keys for the toy family: depth"):
+    shared.from_config(ToyConfig, {"depth": 3}, "toy")
+
+
+@pytest.mark.parametrize("name", sorted(models.FAMILIES))
+def test_a_familys_default_config_is_its_dataclass(name):
+  model = models.default_config(name, num_layers=3)
+  settings = models.make_config(model)
+  assert settings == dataclasses.replace(models.family(model).make_config({}), num_layers=3)
+  assert model.to_dict() == {"family": name, **dataclasses.asdict(settings)}
