@@ -341,8 +341,9 @@ class Checkpoints:
       multihost_utils.sync_global_devices(f"bert_jax_set_aside_{step}")
     self.manager.reload()
 
-  def restore_or_init(self, trainer: Any, workdir: str | epath.Path) -> tuple[Any, Any]:
-    """The state and batches of the newest checkpoint that restores, or fresh ones when there is none."""
+  def restore_or_init(self, trainer: Any, workdir: str | epath.Path, init: str | None = None) -> tuple[Any, Any]:
+    """The state and batches of the newest checkpoint that restores, or fresh ones when there is none (with the
+    parameters of checkpoint `init` when given; a run that resumes ignores it)."""
     damaged = []
     for step in reversed(self.steps()):
       batches = trainer.batches(str(workdir), step)
@@ -355,12 +356,16 @@ class Checkpoints:
       for bad, _ in damaged:
         self._set_aside(bad)
       report(f"resuming from checkpoint {step} in {self.directory}")
+      if init is not None:
+        report(f"ignoring --init {init}: the run resumes from its own checkpoint")
       return state, batches
     if damaged:
       listed = "; ".join(f"step {step}: {error}" for step, error in damaged)
       raise UserError(f"no checkpoint in {self.directory} could be restored ({listed}); move them away to start "
                       "afresh")
-    return trainer.init_state(), trainer.batches(str(workdir), 0)
+    if init is not None:
+      report(f"starting from the parameters in {init}")
+    return trainer.init_state(init), trainer.batches(str(workdir), 0)
 
 
 class Preemption:

@@ -11,7 +11,8 @@ import sys
 
 from bert_jax.errors import UserError
 
-COMMANDS = ("train", "evaluate", "params", "config", "tokenizer", "prepare", "convert", "plan", "bench")
+COMMANDS = ("train", "evaluate", "params", "config", "tokenizer", "prepare", "convert", "plan", "bench",
+            "predict")
 
 
 def _commands() -> dict:

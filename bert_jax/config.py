@@ -3,6 +3,7 @@
 import ast
 import difflib
 import importlib.util
+import json
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -30,13 +31,23 @@ def resolve_config_path(spec: str) -> tuple[Path, str | None]:
 
 
 def load_config(spec: str, overrides: Sequence[str] = ()) -> ml_collections.ConfigDict:
+  """A config file's get_config() (or get_config(arg)), or a run's saved W/config.json, with the overrides."""
   path, arg = resolve_config_path(spec)
-  module_spec = importlib.util.spec_from_file_location(f"bert_jax_config_{path.stem}", path)
-  module = importlib.util.module_from_spec(module_spec)
-  module_spec.loader.exec_module(module)
-  if not hasattr(module, "get_config"):
-    raise UserError(f"config file '{path}' defines no get_config()")
-  config = module.get_config(arg) if arg is not None else module.get_config()
+  if path.suffix == ".json":
+    try:
+      config = ml_collections.ConfigDict(json.loads(path.read_text()))
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+      raise UserError(f"{path} is not a saved config ({error}); give a config file or a run's config.json") from None
+    config.rules = tuple(tuple(rule) for rule in config.get("rules", ()))
+  else:
+    module_spec = importlib.util.spec_from_file_location(f"bert_jax_config_{path.stem}", path)
+    if module_spec is None or path.suffix != ".py":
+      raise UserError(f"config file '{path}' is neither a .py config file nor a run's config.json")
+    module = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(module)
+    if not hasattr(module, "get_config"):
+      raise UserError(f"config file '{path}' defines no get_config()")
+    config = module.get_config(arg) if arg is not None else module.get_config()
   apply_overrides(config, overrides)
   validate(config)
   return config

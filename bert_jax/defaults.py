@@ -36,20 +36,27 @@ def base_config() -> ml_collections.ConfigDict:
   c.objective = ml_collections.ConfigDict({"name": "masked_lm"})
   c.data = ml_collections.ConfigDict({
       "source": "demo",  # demo | path or glob of text files | jsonl:PATH | tfds:NAME
-      "text_format": "sentences",  # sentences: one per line, blank line between documents | documents: one per line
+      # sentences: one per line, a blank line between documents | double_spaced: lines of running text, two or more
+      # blank lines between documents (PDF-extracted text) | documents: one per line | files: one per file
+      "text_format": "sentences",
       "jsonl_field": "text",
       "tfds_data_dir": "",
       "tfds_split": "train",
-      "tokenizer": "",  # a SentencePiece .model; empty: train one on the source into <workdir>/tokenizer
-      "tokenizer_type": "unigram",
+      "tokenizer": "",  # SentencePiece .model or Hugging Face tokenizer.json; empty: train one in <workdir>/tokenizer
+      "tokenizer_type": "unigram",  # unigram | bpe | character (one piece per character: Chinese, Japanese)
       "character_coverage": 0.9995,  # SentencePiece: share of characters kept as pieces (1.0 for small alphabets)
+      "normalization": "identity",  # identity: the text as written (full-width punctuation kept) | nfkc
+      "dummy_prefix": "auto",  # a leading "\u2581" per sentence: auto (on, off for character) | on | off
+      "byte_fallback": False,  # characters without a piece become UTF-8 byte pieces (256 ids) instead of [UNK]
       "tokenizer_sentences": 1_000_000,  # the tokenizer trains on the source's first N sentences
       "extra_ids": 0,  # T5 sentinels <extra_id_N> on the top ids of the vocabulary
       "prepared_dir": "",  # empty: <workdir>/data
       "shards": 32,  # training TFRecord files; each process reads a disjoint part of them
       "seq_len": 128,
       "shuffle_buffer": 10000,
-      "eval_documents": 64,  # documents held out for evaluation
+      "eval_tokens": 16_384,  # the source's first N tokens (whole sentences) are held out for evaluation
+      "eval_documents": 0,  # > 0: hold out the first N documents instead (the older setting)
+      "word_segmenter": "pieces",  # whole-word masking's words: pieces (from the tokenizer) | jieba (Chinese)
   })
   c.train = ml_collections.ConfigDict({
       "steps": 1000,
@@ -171,6 +178,50 @@ def t5_config(**model_overrides) -> ml_collections.ConfigDict:
   c.train.update(steps=2 ** 19, batch_size=128, log_every=100, clip_norm=0.0)
   c.optimizer.update(name="adafactor", learning_rate=0.01, schedule="rsqrt", warmup_steps=10_000,
                      weight_decay=0.0)
+  c.checkpoint.every = 10_000
+  return c
+
+
+def spanbert_config(**model_overrides) -> ml_collections.ConfigDict:
+  """SpanBERT (Joshi et al. 2020, section 4.1 and appendix; facebookresearch/SpanBERT's pretraining command):
+  geometric span masking (p 0.2, at most 10 words, 15%, 80/10/10 per span) with MLM + SBO, one segment of up to
+  512 tokens, no NSP, no short sequences; AdamW lr 1e-4, eps 1e-8, decay 0.01, 10k warm-up then linear decay,
+  batch 256 x 512, 2.4M steps. The model: BERT-base, cased vocabulary (V28996), no pooler."""
+  c = base_config()
+  c.model = models.default_config("spanbert", **model_overrides)
+  c.objective = ml_collections.ConfigDict({
+      "name": "span_boundary",
+      "mask_rate": 0.15,
+      "max_predictions": 80,  # ceil(0.15 x 510) = 77 at 512 tokens
+      "mask_token_fraction": 0.8,
+      "random_token_fraction": 0.1,
+      "geometric_p": 0.2,  # span length n in words ~ p (1 - p)^(n - 1), clipped to n <= max_span
+      "max_span": 10,
+  })
+  c.data.seq_len = 512
+  c.train.update(steps=2_400_000, batch_size=256, log_every=100)
+  c.optimizer.update(learning_rate=1e-4, warmup_steps=10_000, weight_decay=0.01, eps=1e-8)
+  c.checkpoint.every = 10_000
+  return c
+
+
+def electra_config(**model_overrides) -> ml_collections.ConfigDict:
+  """ELECTRA-Small's recipe (Clark et al. 2020, Table 6; google-research/electra's configure_pretraining.py and
+  pretrain_helpers.mask): replaced-token detection with the paper's 1/4 generator, 15% of tokens masked (85% to
+  [MASK], 15% left as they are, none random), gen_weight 1, disc_weight 50, AdamW lr 5e-4 (eps 1e-6, decay
+  0.01), 10k warm-up then linear decay, gradients clipped at 1.0, batch 128 x 128, 1M steps; ELECTRA-Small."""
+  c = base_config()
+  c.model = models.default_config("electra", **model_overrides)
+  # BERT's masking as pretrain_helpers.mask sets it; at most int((mask_prob + 0.005) * length) a sequence; one
+  # segment per document chunk, 5% of them shorter (the release's random target length)
+  c.objective = bert_config().objective
+  c.objective.update(name="replaced_token_detection", max_predictions=19, mask_token_fraction=0.85,
+                     random_token_fraction=0.0, sentence_task="none", short_seq_prob=0.05)
+  # the loss weights, and the temperature of the generator's samples: softmax(logits / temperature)
+  c.objective.update({"gen_weight": 1.0, "disc_weight": 50.0, "temperature": 1.0})
+  c.data.seq_len = 128
+  c.train.update(steps=1_000_000, batch_size=128, log_every=100)
+  c.optimizer.update(learning_rate=5e-4, warmup_steps=10_000, weight_decay=0.01, eps=1e-6)
   c.checkpoint.every = 10_000
   return c
 

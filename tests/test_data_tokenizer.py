@@ -86,6 +86,6 @@ def test_errors(tmp_path, demo_sentences, demo_tokenizer):
   model = ml_collections.ConfigDict({"vocab_size": 512, "pad_token_id": 0})
   with pytest.raises(UserError, match="model.vocab_size=1000"):
     tokenizer_lib.check_model_fit(tok, model)
-  model.update(vocab_size=1024, pad_token_id=1)
+  model.update(vocab_size=1000, pad_token_id=1)
   with pytest.raises(UserError, match="model.pad_token_id=0"):
     tokenizer_lib.check_model_fit(tok, model)

@@ -8,7 +8,8 @@ from bert_jax.data import tokenizer as tokenizer_lib
 from bert_jax.data.sources import Source, absolute_spec
 from bert_jax.errors import UserError
 
-HELP = "train a SentencePiece tokenizer (unigram or BPE) with [PAD] [CLS] [SEP] [MASK] and optional T5 sentinels"
+HELP = ("train a SentencePiece tokenizer (unigram, BPE or character) with [PAD] [CLS] [SEP] [MASK] and optional T5 "
+        "sentinels")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -17,8 +18,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
   parser.add_argument("--source", help="text to train on (default: data.source): demo, a file, directory or glob, "
                                        "jsonl:PATH or tfds:NAME")
   parser.add_argument("--vocab-size", type=int, help="ids in all, sentinels included (default: model.vocab_size)")
-  parser.add_argument("--model-type", choices=("unigram", "bpe"), help="default: data.tokenizer_type")
+  parser.add_argument("--model-type", choices=tokenizer_lib.MODEL_TYPES,
+                      help="character: one piece per character, as BERT's Chinese models (its vocabulary size is the "
+                           "corpus' characters; --vocab-size caps it). Default: data.tokenizer_type")
   parser.add_argument("--character-coverage", type=float, help="default: data.character_coverage")
+  parser.add_argument("--normalization", choices=tuple(tokenizer_lib.NORMALIZATIONS),
+                      help="identity: the text as written (full-width punctuation kept); nfkc: SentencePiece's "
+                           "nmt_nfkc (default: data.normalization)")
+  parser.add_argument("--dummy-prefix", choices=tokenizer_lib.DUMMY_PREFIX,
+                      help="a \u2581 before each sentence; auto: on, off for character (default: data.dummy_prefix)")
+  parser.add_argument("--byte-fallback", action=argparse.BooleanOptionalAction,
+                      help="characters without a piece become UTF-8 byte pieces, not [UNK] (default: data.byte_fallback)")
   parser.add_argument("--extra-ids", type=int,
                       help="T5 sentinels <extra_id_N> on the top ids (default: data.extra_ids)")
   parser.add_argument("--max-sentences", type=int,
@@ -30,7 +40,8 @@ def run(args) -> int:
   source = absolute_spec(args.source) if args.source else None
   settings = {"data.source": source, "model.vocab_size": args.vocab_size, "data.tokenizer_type": args.model_type,
               "data.character_coverage": args.character_coverage, "data.extra_ids": args.extra_ids,
-              "data.tokenizer_sentences": args.max_sentences}
+              "data.tokenizer_sentences": args.max_sentences, "data.normalization": args.normalization,
+              "data.dummy_prefix": args.dummy_prefix, "data.byte_fallback": args.byte_fallback}
   overrides = [f"{key}={value}" for key, value in settings.items() if value is not None]
   config = config_lib.load_config(args.config, [*args.overrides, *overrides])
   output = Path(workdir_lib.resolve(args.output))
@@ -38,9 +49,10 @@ def run(args) -> int:
     raise UserError(f"--output {output} should end in .model")
   if output.exists() and not args.force:
     raise UserError(f"{output} exists; pass --force to overwrite it")
-  tokenizer = tokenizer_lib.train_for_config(config, Source(config.data), output)
+  tokenizer = tokenizer_lib.train_for_config(config, Source(config.data), output, exact=False)
   sentinels = f" and {tokenizer.extra_ids} sentinels" if tokenizer.extra_ids else ""
   print(f"wrote {output}: {tokenizer.piece_count} pieces{sentinels}; [PAD]={tokenizer.pad_id} </s>={tokenizer.eos_id} "
         f"[CLS]={tokenizer.cls_id} [SEP]={tokenizer.sep_id} [MASK]={tokenizer.mask_id}")
-  print(f"use it with --config.data.tokenizer={output}")
+  size = f" --config.model.vocab_size={tokenizer.vocab_size}" if tokenizer.vocab_size != config.model.vocab_size else ""
+  print(f"use it with --config.data.tokenizer={output}{size}")
   return 0

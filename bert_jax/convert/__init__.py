@@ -9,10 +9,15 @@ bert_jax/convert/F.py and defines two pure functions on numpy arrays (no torch, 
       present or absent); hf_config: the parsed config.json. Returns config.model (a ConfigDict in
       the family's defaults schema, unscanned layout) and our params as a nested dict of numpy arrays.
       Raises UserError on a config or checkpoint it cannot represent.
+  COMPANIONS (optional): names of further HF models that travel with the main one, each in the subdirectory
+      of that name (ELECTRA: its generator beside the discriminator). A converter with COMPANIONS takes
+      from_hf(state_dict, hf_config, companions={name: (state_dict, hf_config)} of those present) and defines
+      to_hf_companions(model_config, params) -> {name: (hf_config, state_dict)}.
   to_hf(model_config, params) -> (hf_config, state_dict)
       hf_config: a config.json dict with `model_type` and `architectures`; state_dict: the keys
       save_pretrained would write for that architecture (tied copies left out). Accepts any layout
       (scanned or not) that model_config describes.
+  EXPORT_NOTE (optional): a line `convert --to-hf` prints, saying what the export leaves out.
 
 `from_hf` and `to_hf` here dispatch to the right converter and check the parameter tree against the
 model the config builds, so a converter only maps names and shapes. Reading and writing the files
@@ -36,6 +41,7 @@ MODEL_TYPES: dict[str, tuple[str, str]] = {
     "albert": ("bert", "albert_config"),
     "xlnet": ("xlnet", "xlnet_config"),
     "t5": ("t5", "t5_config"),
+    "electra": ("electra", "electra_config"),
 }
 
 
@@ -75,9 +81,16 @@ def check_params(model_config: Any, params: dict) -> None:
     raise UserError(f"parameter shapes do not match the model config: {'; '.join(wrong[:3])}")
 
 
-def from_hf(state_dict: dict, hf_config: dict) -> tuple[Any, dict]:
+def companions(hf_config: dict) -> tuple[str, ...]:
+  """The names of the models that travel with this one (subdirectories of its directory)."""
+  return getattr(converter(family_and_recipe(hf_config)[0]), "COMPANIONS", ())
+
+
+def from_hf(state_dict: dict, hf_config: dict, companion_models: dict | None = None) -> tuple[Any, dict]:
   family, _ = family_and_recipe(hf_config)
-  model_config, params = converter(family).from_hf(state_dict, hf_config)
+  module = converter(family)
+  extra = (companion_models or {},) if getattr(module, "COMPANIONS", ()) else ()
+  model_config, params = module.from_hf(state_dict, hf_config, *extra)
   check_params(model_config, params)
   return model_config, params
 
@@ -86,3 +99,13 @@ def to_hf(model_config: Any, params: dict) -> tuple[dict, dict]:
   params = jax.tree_util.tree_map(np.asarray, params)
   check_params(model_config, params)
   return converter(model_config.family).to_hf(model_config, params)
+
+
+def to_hf_companions(model_config: Any, params: dict) -> dict:
+  """{name: (hf_config, state_dict)} of the models that travel with the main one (none for most families)."""
+  module = converter(model_config.family)
+  if not hasattr(module, "to_hf_companions"):
+    return {}
+  params = jax.tree_util.tree_map(np.asarray, params)
+  check_params(model_config, params)
+  return module.to_hf_companions(model_config, params)

@@ -120,8 +120,8 @@ def _activation(name: str) -> str:
   return name
 
 
-def _model_config(hf: dict, state_dict: dict) -> ml_collections.ConfigDict:
-  model_type = hf["model_type"]
+def check_encoder_config(hf: dict) -> None:
+  """The sizes a BERT-style config.json must state, and absolute positions (BERT, RoBERTa, ALBERT, ELECTRA)."""
   required = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
               "max_position_embeddings")
   missing = [k for k in required if k not in hf]
@@ -130,6 +130,11 @@ def _model_config(hf: dict, state_dict: dict) -> ml_collections.ConfigDict:
   if hf.get("position_embedding_type", "absolute") != "absolute":
     raise UserError(f"position_embedding_type '{hf['position_embedding_type']}' is not supported; "
                     "only absolute positions convert")
+
+
+def _model_config(hf: dict, state_dict: dict) -> ml_collections.ConfigDict:
+  model_type = hf["model_type"]
+  check_encoder_config(hf)
   albert = model_type == "albert"
   sentence_key = {"bert": "cls.seq_relationship.weight", "albert": "sop_classifier.classifier.weight"}
   pooler_key = _PREFIX[model_type] + ("pooler.weight" if albert else "pooler.dense.weight")

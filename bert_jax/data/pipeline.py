@@ -27,7 +27,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from bert_jax.data import files, prepare as prepare_lib
+from bert_jax.data import files, prepare as prepare_lib, words
 from bert_jax.data import tokenizer as tokenizer_lib
 from bert_jax.data.sources import Source
 from bert_jax.data.tf_cpu import tf
@@ -48,7 +48,7 @@ def tokenizer_settings(config: Any, source: Source) -> dict:
   return {"source": source.fingerprint(), "vocab_size": config.model.vocab_size,
           "type": config.data.tokenizer_type, "character_coverage": config.data.character_coverage,
           "pad_id": config.model.get("pad_token_id", 0), "extra_ids": config.data.extra_ids,
-          "sentences": config.data.tokenizer_sentences}
+          "sentences": config.data.tokenizer_sentences, **tokenizer_lib.options(config.data)}
 
 
 def _tokenizer_for(config: Any, workdir: str | Path, source: Source) -> tokenizer_lib.Tokenizer:
@@ -105,6 +105,7 @@ def prepare_if_needed(config: Any, workdir: str | Path) -> dict:
   if jax.process_index() != 0:
     return _wait_for_metadata(directory)
   source = Source(config.data)
+  words.check(config.data.get("word_segmenter", "pieces"))
   tokenizer = _tokenizer_for(config, workdir, source)
   return prepare_lib.prepare(config, source, tokenizer, directory)
 
@@ -179,7 +180,7 @@ def _check_fills_a_batch(config: Any, workdir: str | Path, split: str, process_i
     raise UserError(f"the {split} split is too small: process {process_index} of {process_count} gets at most "
                     f"{most} sequences of data.seq_len={config.data.seq_len}, fewer than one batch of {local_batch}"
                     + (f" needs ({needed})" if needed != local_batch else "")
-                    + "; add text, or lower the batch size or data.eval_documents")
+                    + "; add text, or lower the batch size or data.eval_tokens")
 
 
 def _carries_memory(objective: Any) -> bool:
@@ -189,12 +190,13 @@ def _carries_memory(objective: Any) -> bool:
 
 def documents(config: Any, workdir: str | Path, split: str, process_index: int = 0, process_count: int = 1,
               shuffle: bool = False):
-  """This process's documents of a split: {"token_ids": int32 [T], "sentence_lengths": int32 [S]}. With
-  `shuffle`, shuffled anew each epoch and repeated forever; otherwise one pass in file order."""
+  """This process's documents of a split: {"token_ids": int32 [T], "sentence_lengths": int32 [S]}, and
+  "word_starts": int32 [T] when the data was prepared with data.word_segmenter=jieba. With `shuffle`, shuffled
+  anew each epoch and repeated forever; otherwise one pass in file order."""
   mine, by_file = _shards(config, workdir, split, process_index, process_count)
   if not mine:
     raise UserError(f"the prepared data has no {split} documents"
-                    + ("; set data.eval_documents > 0 and prepare it again" if split == "eval" else ""))
+                    + ("; set data.eval_tokens > 0 and prepare it again" if split == "eval" else ""))
   directory = prepared_dir(config, workdir)
   files = tf.data.Dataset.from_tensor_slices([str(directory / s["file"]) for s in mine])
   if shuffle:  # the same order in every process, so that sharding by document below stays disjoint
@@ -203,18 +205,25 @@ def documents(config: Any, workdir: str | Path, split: str, process_index: int =
                            num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
   if not by_file:
     found = found.shard(process_count, process_index)
-  found = found.map(_parse_document, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+  segmenter = _metadata(config, workdir)["settings"].get("word_segmenter", "pieces")
+  found = found.map(_document_parser(segmenter != "pieces"), num_parallel_calls=tf.data.AUTOTUNE,
+                    deterministic=True)
   if shuffle:
     found = found.shuffle(config.data.shuffle_buffer, seed=_seed(config, 2, process_index),
                           reshuffle_each_iteration=True).repeat()
   return found
 
 
-@tf.autograph.experimental.do_not_convert
-def _parse_document(record):
-  parsed = tf.io.parse_single_example(record, {"token_ids": tf.io.RaggedFeature(tf.int64),
-                                               "sentence_lengths": tf.io.RaggedFeature(tf.int64)})
-  return {name: tf.cast(values, tf.int32) for name, values in parsed.items()}
+def _document_parser(word_starts: bool):
+  """A prepared document's features (see bert_jax/data/prepare.py), word_starts among them when stored."""
+  names = ("token_ids", "sentence_lengths") + (("word_starts",) if word_starts else ())
+
+  @tf.autograph.experimental.do_not_convert
+  def parse(record):
+    parsed = tf.io.parse_single_example(record, {name: tf.io.RaggedFeature(tf.int64) for name in names})
+    return {name: tf.cast(values, tf.int32) for name, values in parsed.items()}
+
+  return parse
 
 
 def _with_options(dataset):

@@ -2,14 +2,18 @@
 
 A prepared directory holds
   train-00000-of-00032.tfrecord ...  one tf.train.Example per document: token_ids (int64 list: its sentences
-  eval-00000-of-00008.tfrecord ...   concatenated) and sentence_lengths (int64 list, every length > 0)
+  eval-00000-of-00008.tfrecord ...   concatenated), sentence_lengths (int64 list, every length > 0) and, with
+                                     data.word_segmenter=jieba, word_starts (int64 list, 1 where a token begins
+                                     a word: bert_jax/data/words.py)
   metadata.json                      the settings it was made from, the tokenizer and the counts (and bytes)
                                      per shard
-The first data.eval_documents documents of the source form the eval split; the others go round-robin over
-data.shards training shards. Everything is written into a private directory next to the target and published
-by renaming that directory, so a prepared directory is complete or absent; a failed run removes what it
-wrote. When two runs prepare the same directory at once, the first to publish wins and the other uses its
-data (or fails, when its settings differ). Preparing again with the same settings and input is a no-op.
+The eval split is the source's first data.eval_tokens tokens, whole sentences (it ends with the sentence that
+reaches the count; the rest of that document is trained on); with data.eval_documents > 0 (the older setting) it
+is the first that many documents instead. The other documents go round-robin over data.shards training shards.
+Everything is written into a private directory next to the target and published by renaming that directory, so a
+prepared directory is complete or absent; a failed run removes what it wrote. When two runs prepare the same
+directory at once, the first to publish wins and the other uses its data (or fails, when its settings differ).
+Preparing again with the same settings and input is a no-op.
 """
 
 import itertools
@@ -20,7 +24,7 @@ from typing import Any, Iterator
 
 from tqdm import tqdm
 
-from bert_jax.data import files
+from bert_jax.data import files, words
 from bert_jax.data.sources import Source
 from bert_jax.data.tokenizer import Tokenizer
 from bert_jax.errors import UserError
@@ -28,6 +32,7 @@ from bert_jax.workdir import resolve
 
 METADATA = "metadata.json"
 FORMAT_VERSION = 1
+EVAL_SHARDS = 8  # eval files when the eval split is set in tokens
 ENCODE_BATCH = 512  # documents tokenized together (SentencePiece spreads a batch over every core)
 
 
@@ -58,7 +63,8 @@ def check_complete(directory: str | Path, metadata: dict) -> None:
 
 def settings(config: Any, source: Source, tokenizer: Tokenizer) -> dict:
   return {"format": FORMAT_VERSION, "source": source.fingerprint(), "tokenizer_sha256": tokenizer.sha256(),
-          "eval_documents": config.data.eval_documents, "shards": config.data.shards}
+          "eval_documents": config.data.eval_documents, "eval_tokens": config.data.get("eval_tokens", 0),
+          "word_segmenter": config.data.get("word_segmenter", "pieces"), "shards": config.data.shards}
 
 
 def prepare(config: Any, source: Source, tokenizer: Tokenizer, directory: str | Path) -> dict:
@@ -68,8 +74,9 @@ def prepare(config: Any, source: Source, tokenizer: Tokenizer, directory: str | 
   found = read_metadata(directory)
   if found is not None:
     return _usable(found, wanted, directory, tokenizer)
-  if config.data.shards <= 0 or config.data.eval_documents < 0:
-    raise UserError("data.shards must be positive and data.eval_documents not negative")
+  if config.data.shards <= 0 or config.data.eval_documents < 0 or wanted["eval_tokens"] < 0:
+    raise UserError("data.shards must be positive and data.eval_tokens and data.eval_documents not negative")
+  words.check(wanted["word_segmenter"])
   if directory.is_dir() and any(directory.iterdir()):
     raise _not_prepared_data(directory)
   directory.mkdir(parents=True, exist_ok=True)
@@ -108,38 +115,53 @@ def _usable(found: dict, wanted: dict, directory: Path, tokenizer: Tokenizer) ->
 
 
 def _write(config: Any, source: Source, tokenizer: Tokenizer, directory: Path, wanted: dict) -> dict:
-  writers = _ShardWriters(directory, config.data.shards, max(1, min(config.data.shards, config.data.eval_documents)))
+  eval_documents, eval_tokens = config.data.eval_documents, wanted["eval_tokens"]
+  eval_shards = eval_documents if eval_documents else EVAL_SHARDS if eval_tokens else 1
+  writers = _ShardWriters(directory, config.data.shards, max(1, min(config.data.shards, eval_shards)))
   try:
     with tqdm(desc=f"prepare {source.spec}", unit=" docs", mininterval=2.0, file=sys.stderr) as progress:
-      for index, (token_ids, lengths) in enumerate(_tokenized(source, tokenizer)):
-        held_out = index < config.data.eval_documents
-        writers.write("eval" if held_out else "train", token_ids, lengths)
+      for index, sentences in enumerate(_tokenized(source, tokenizer, wanted["word_segmenter"])):
+        if eval_documents:
+          held = len(sentences) if index < eval_documents else 0
+        else:  # whole sentences until the eval split holds eval_tokens tokens
+          held, missing = 0, eval_tokens - writers.tokens("eval")
+          while held < len(sentences) and missing > 0:
+            missing -= len(sentences[held][0])
+            held += 1
+        for split, part in (("eval", sentences[:held]), ("train", sentences[held:])):
+          if part:
+            writers.write(split, part)
         progress.update()
   finally:
     writers.close()
-  report = source.skipped_report()
-  if report:
-    print(report, file=sys.stderr)
+  for report in (source.skipped_report(), source.layout_hint()):
+    if report:
+      print(report, file=sys.stderr)
   if writers.documents("train") == 0:
     held = writers.documents("eval")
     raise UserError(f"data.source '{source.spec}' has no text for training" + (
-        f": all {held} documents are held out for evaluation (lower data.eval_documents)" if held else
-        " (the corpus is empty)"))
+        f": all {held} documents are held out for evaluation (lower data.eval_tokens or data.eval_documents)"
+        if held else " (the corpus is empty)"))
   metadata = {"settings": wanted, "tokenizer": str(Path(tokenizer.path).resolve()), "vocab_size": tokenizer.vocab_size,
               "skipped_lines": source.skipped_lines, "splits": writers.shards()}
   (directory / METADATA).write_text(json.dumps(metadata, indent=1))
   return metadata
 
 
-def _tokenized(source: Source, tokenizer: Tokenizer) -> Iterator[tuple[list[int], list[int]]]:
-  """(token ids, sentence lengths) per document; sentences that tokenize to nothing are dropped."""
+def _tokenized(source: Source, tokenizer: Tokenizer, segmenter: str) -> Iterator[list[tuple[list[int], Any]]]:
+  """Per document, its sentences' (token ids, word_starts or None); sentences that tokenize to nothing are
+  dropped."""
   documents = source.documents()
   while batch := list(itertools.islice(documents, ENCODE_BATCH)):
-    encoded = iter(tokenizer.encode([sentence for document in batch for sentence in document]))
+    texts = [sentence for document in batch for sentence in document]
+    if segmenter == "jieba":
+      encoded = iter(zip(*words.encode(tokenizer, texts)))
+    else:
+      encoded = ((ids, None) for ids in tokenizer.encode(texts))
     for document in batch:
-      sentences = [ids for ids in (next(encoded) for _ in document) if ids]
+      sentences = [sentence for sentence in (next(encoded) for _ in document) if sentence[0]]
       if sentences:
-        yield [t for ids in sentences for t in ids], [len(ids) for ids in sentences]
+        yield sentences
 
 
 class _ShardWriters:
@@ -156,11 +178,16 @@ class _ShardWriters:
                    for split, paths in self.paths.items()}
     self.next = {"train": 0, "eval": 0}
 
-  def write(self, split: str, token_ids: list[int], lengths: list[int]) -> None:
+  def write(self, split: str, sentences: list[tuple[list[int], Any]]) -> None:
+    """One document from its sentences' (token ids, word_starts or None)."""
     tf = self.tf
-    example = tf.train.Example(features=tf.train.Features(feature={
-        "token_ids": tf.train.Feature(int64_list=tf.train.Int64List(value=token_ids)),
-        "sentence_lengths": tf.train.Feature(int64_list=tf.train.Int64List(value=lengths))}))
+    token_ids, lengths = [t for ids, _ in sentences for t in ids], [len(ids) for ids, _ in sentences]
+    feature = {"token_ids": tf.train.Feature(int64_list=tf.train.Int64List(value=token_ids)),
+               "sentence_lengths": tf.train.Feature(int64_list=tf.train.Int64List(value=lengths))}
+    if sentences[0][1] is not None:
+      feature["word_starts"] = tf.train.Feature(int64_list=tf.train.Int64List(
+          value=[flag for _, starts in sentences for flag in starts]))
+    example = tf.train.Example(features=tf.train.Features(feature=feature))
     shard = self.next[split]
     self.writers[split][shard].write(example.SerializeToString())
     counts = self.counts[split][shard]
@@ -171,6 +198,9 @@ class _ShardWriters:
 
   def documents(self, split: str) -> int:
     return sum(c["documents"] for c in self.counts[split])
+
+  def tokens(self, split: str) -> int:
+    return sum(c["tokens"] for c in self.counts[split])
 
   def close(self) -> None:
     for writers in self.writers.values():

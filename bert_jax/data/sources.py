@@ -3,13 +3,17 @@
 data.source names one of:
   demo          the English documentation that ships with CPython (pydoc_data.topics): no download
   PATH          a text file, a directory (every file below it) or a glob; data.text_format says how to read it:
-                'sentences' (one sentence per line, a blank line between documents: BERT's convention) or
-                'documents' (one document per line)
+                'sentences'      one sentence per line, a blank line between documents (BERT's convention)
+                'double_spaced'  lines of running text, two or more blank lines in a row between documents: a
+                                 lone blank line is only spacing, as in text extracted from PDFs, which puts one
+                                 after every line (and two or more between paragraphs, pages or files joined)
+                'documents'      one document per line
+                'files'          one document per file (its lines running text)
   jsonl:PATH    JSON lines (PATH may be a glob); the document is the record's data.jsonl_field
   tfds:NAME     a TFDS dataset (wikipedia/20230601.en, c4/en, ...) already prepared in data.tfds_data_dir;
                 split data.tfds_split, text feature data.jsonl_field
-Running text (documents format, JSON lines, TFDS, the demo's prose) is cut into sentences at line breaks, after
-. ! ? followed by whitespace, and after 。！？.
+Running text (the double_spaced, documents and files formats, JSON lines, TFDS, the demo's prose) is cut into
+sentences at line breaks, after . ! ? followed by whitespace, and after 。！？.
 
 Lines that are not valid UTF-8 are skipped and counted, afresh on each pass over the source; `skipped_report()`
 names how many the last pass skipped and where the first one was (prepare and the tokenizer command print it).
@@ -27,7 +31,7 @@ from typing import Any, Iterator
 from bert_jax.errors import UserError
 from bert_jax.workdir import resolve
 
-TEXT_FORMATS = ("sentences", "documents")
+TEXT_FORMATS = ("sentences", "double_spaced", "documents", "files")
 SENTENCE_BREAK = re.compile(r"(?<=[.!?])\s+|(?<=[。！？])")
 HEADING_RULE = re.compile(r"^\s*([*=\-~^#])\1{2,}\s*$")
 DEMO_DOCUMENT_CHARS = 1000  # the demo's sections are cut into documents of about this many characters
@@ -55,6 +59,7 @@ class Source:
     self.field = data_config.jsonl_field
     self.skipped_lines = 0
     self.first_skipped = ""
+    self.sentence_counts = [0, 0]  # documents read by the last pass over text files, and those of one sentence
     if self.text_format not in TEXT_FORMATS:
       raise UserError(f"data.text_format must be one of {', '.join(TEXT_FORMATS)}, got '{self.text_format}'")
     if self.spec == "synthetic":
@@ -72,7 +77,7 @@ class Source:
 
   def documents(self) -> Iterator[list[str]]:
     """Non-empty documents in source order; a new pass, with its own count of skipped lines."""
-    self.skipped_lines, self.first_skipped = 0, ""
+    self.skipped_lines, self.first_skipped, self.sentence_counts = 0, "", [0, 0]
     if self.kind == "demo":
       yield from _demo_documents()
     elif self.kind == "tfds":
@@ -106,6 +111,14 @@ class Source:
     return (f"warning: skipped {self.skipped_lines} line(s) that are not valid UTF-8 "
             f"(the first at {self.first_skipped})")
 
+  def layout_hint(self) -> str | None:
+    """A warning when nearly every document of the last pass was one line: a blank line after every line."""
+    documents, single = self.sentence_counts
+    if self.text_format != "sentences" or documents < 16 or single < 0.9 * documents:
+      return None
+    return (f"warning: {single} of the {documents} documents are one line each; if the text has a blank line after "
+            "every line (as text extracted from PDFs does), set data.text_format=double_spaced (or files)")
+
   def _lines(self, path: Path) -> Iterator[tuple[int, str]]:
     with open(path, "rb") as f:
       for number, raw in enumerate(f, 1):
@@ -118,21 +131,34 @@ class Source:
         yield number, line.lstrip("\ufeff").rstrip("\r\n")
 
   def _text_documents(self, path: Path) -> Iterator[list[str]]:
-    if self.text_format == "documents":
+    if self.text_format in ("documents", "files"):
+      document = []
       for _, line in self._lines(path):
-        sentences = split_sentences(line)
-        if sentences:
-          yield sentences
+        document.extend(split_sentences(line))
+        if document and self.text_format == "documents":
+          yield document
+          document = []
+      if document:
+        yield document
       return
-    document = []
+    running = self.text_format == "double_spaced"
+    document, blank = [], 0
     for _, line in self._lines(path):
       if line.strip():
-        document.append(line.strip())
-      elif document:
-        yield document
+        document.extend(split_sentences(line) if running else [line.strip()])
+        blank = 0
+        continue
+      blank += 1
+      if document and blank >= (2 if running else 1):
+        yield from self._counted(document)
         document = []
     if document:
-      yield document
+      yield from self._counted(document)
+
+  def _counted(self, document: list[str]) -> Iterator[list[str]]:
+    self.sentence_counts[0] += 1
+    self.sentence_counts[1] += len(document) == 1
+    yield document
 
   def _jsonl_documents(self, path: Path) -> Iterator[list[str]]:
     for number, line in self._lines(path):

@@ -9,9 +9,16 @@ T5 sentinels: with extra_ids=N the SentencePiece model holds vocab_size - N piec
 vocab_size - 1 - K, above every piece (<extra_id_0> the highest), as T5's vocabularies do. They live in
 this wrapper, so the same N must be given when the .model is loaded (config.data.extra_ids).
 
+Options (config.data, `bert-jax tokenizer`): model type unigram | bpe | character (one piece per character, as
+BERT's Chinese models split CJK text; its vocabulary is the corpus' characters, so model.vocab_size is a limit that
+must then be set to the count it reports); normalization identity (the text as written: full-width punctuation
+stays) | nfkc (SentencePiece's nmt_nfkc); dummy prefix (SentencePiece's add_dummy_prefix: a "\u2581" before each
+sentence; auto: on for unigram/bpe, off for character, so text without spaces does not start every line with a
+lone "\u2581"); byte fallback (characters without a piece become UTF-8 byte pieces, not [UNK]); character coverage.
+
 A loaded .model (ALBERT's, T5's, one trained elsewhere) works the same, provided it has the pieces the
-objective asks for; model.vocab_size must be its number of ids (or that rounded up to a multiple of
-VOCAB_ROUNDING) and its pad id must equal model.pad_token_id.
+objective asks for; model.vocab_size must be its number of ids (with T5 sentinels, also that rounded up to a
+multiple of VOCAB_ROUNDING) and its pad id must equal model.pad_token_id.
 """
 
 import hashlib
@@ -26,14 +33,16 @@ from typing import Any, Iterable
 import numpy as np
 import sentencepiece as spm
 
-from bert_jax.data import files
+from bert_jax.data import files, hf_tokenizer
 from bert_jax.errors import UserError
 from bert_jax.workdir import resolve
 
 SPECIAL_PIECES = ("</s>", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 WORD_BOUNDARY = "\u2581"  # SentencePiece's marker for a piece that begins after whitespace
-MODEL_TYPES = ("unigram", "bpe")
-VOCAB_ROUNDING = 128  # a model's vocabulary may be the tokenizer's rounded up to a multiple of this (T5's 32128)
+MODEL_TYPES = ("unigram", "bpe", "character")
+NORMALIZATIONS = {"identity": "identity", "nfkc": "nmt_nfkc"}  # ours -> SentencePiece's normalization_rule_name
+DUMMY_PREFIX = ("auto", "on", "off")
+VOCAB_ROUNDING = 128  # with T5 sentinels, a model's rows may be the ids rounded up to a multiple of this (T5's 32128)
 
 
 class Tokenizer:
@@ -126,18 +135,29 @@ def special_layout(pad_id: int) -> dict[str, int]:
 
 def train(sentences: Iterable[str], output: str | Path, vocab_size: int, model_type: str = "unigram",
           character_coverage: float = 0.9995, pad_id: int = 0, extra_ids: int = 0,
-          max_sentences: int = 1_000_000) -> Tokenizer:
-  """Trains on the first `max_sentences` non-empty sentences; writes `output` only when training succeeded."""
-  model = train_serialized(sentences, vocab_size, model_type, character_coverage, pad_id, extra_ids, max_sentences)
+          max_sentences: int = 1_000_000, **options) -> Tokenizer:
+  """Trains on the first `max_sentences` non-empty sentences; writes `output` only when training succeeded.
+  `options`: normalization, dummy_prefix, byte_fallback (see train_serialized)."""
+  model = train_serialized(sentences, vocab_size, model_type, character_coverage, pad_id, extra_ids, max_sentences,
+                           **options)
   return _write(output, model, extra_ids)
+
+
+def _check_options(model_type: str, normalization: str, dummy_prefix: str) -> None:
+  for key, value, allowed in (("tokenizer_type", model_type, MODEL_TYPES),
+                              ("normalization", normalization, tuple(NORMALIZATIONS)),
+                              ("dummy_prefix", dummy_prefix, DUMMY_PREFIX)):
+    if value not in allowed:
+      raise UserError(f"data.{key} must be one of {', '.join(allowed)}, got '{value}'")
 
 
 def train_serialized(sentences: Iterable[str], vocab_size: int, model_type: str = "unigram",
                      character_coverage: float = 0.9995, pad_id: int = 0, extra_ids: int = 0,
-                     max_sentences: int = 1_000_000) -> bytes:
-  """The serialized SentencePiece model `train` writes."""
-  if model_type not in MODEL_TYPES:
-    raise UserError(f"tokenizer type must be one of {', '.join(MODEL_TYPES)}, got '{model_type}'")
+                     max_sentences: int = 1_000_000, normalization: str = "identity", dummy_prefix: str = "auto",
+                     byte_fallback: bool = False) -> bytes:
+  """The serialized SentencePiece model `train` writes. A character model holds at most vocab_size ids: the
+  corpus' characters (within character_coverage), byte pieces with byte_fallback, and the special pieces."""
+  _check_options(model_type, normalization, dummy_prefix)
   piece_count = vocab_size - extra_ids
   if piece_count <= len(SPECIAL_PIECES) + 1:
     raise UserError(f"vocab size {vocab_size} leaves no room for ordinary pieces after {extra_ids} extra ids")
@@ -153,9 +173,13 @@ def train_serialized(sentences: Iterable[str], vocab_size: int, model_type: str 
     raise UserError("the corpus is empty: no text to train a tokenizer on")
   layout = special_layout(pad_id)
   model = io.BytesIO()
+  character = model_type == "character"
   try:
     spm.SentencePieceTrainer.train(
-        sentence_iterator=iter(lines), model_writer=model, vocab_size=piece_count, model_type=model_type,
+        sentence_iterator=iter(lines), model_writer=model, vocab_size=piece_count,
+        model_type="char" if character else model_type, hard_vocab_limit=not character,
+        normalization_rule_name=NORMALIZATIONS[normalization], byte_fallback=byte_fallback,
+        add_dummy_prefix=dummy_prefix == "on" or (dummy_prefix == "auto" and not character),
         character_coverage=character_coverage, pad_id=layout["[PAD]"], eos_id=layout["</s>"],
         unk_id=layout["[UNK]"], bos_id=-1, pad_piece="[PAD]", eos_piece="</s>", unk_piece="[UNK]",
         control_symbols=["[CLS]", "[SEP]", "[MASK]"], max_sentence_length=1 << 16,
@@ -181,27 +205,41 @@ def _write(output: str | Path, model: bytes, extra_ids: int) -> Tokenizer:
   return load(output, extra_ids)
 
 
-def train_serialized_for_config(config: Any, source) -> bytes:
-  """A model for config.model (vocab size, pad id) trained on a sources.Source with config.data's settings."""
+def options(data_config: Any) -> dict:
+  """The training options of config.data beyond type, size and coverage (train_serialized's keywords)."""
+  return {"normalization": data_config.normalization, "dummy_prefix": data_config.dummy_prefix,
+          "byte_fallback": data_config.byte_fallback}
+
+
+def train_serialized_for_config(config: Any, source, exact: bool = True) -> bytes:
+  """A model for config.model (vocab size, pad id) trained on a sources.Source with config.data's settings. With
+  `exact`, a character model with fewer ids than model.vocab_size is an error that names its size."""
   d = config.data
   model = train_serialized(source.sentences(), config.model.vocab_size, d.tokenizer_type, d.character_coverage,
-                           config.model.get("pad_token_id", 0), d.extra_ids, d.tokenizer_sentences)
+                           config.model.get("pad_token_id", 0), d.extra_ids, d.tokenizer_sentences, **options(d))
   report = source.skipped_report()
   if report:
     print(report, file=sys.stderr)
+  ids = spm.SentencePieceProcessor(model_proto=model).get_piece_size() + d.extra_ids
+  if exact and ids != config.model.vocab_size:
+    raise UserError(f"the character tokenizer of {source.spec} has {ids} ids (its characters and special pieces), "
+                    f"not model.vocab_size={config.model.vocab_size}; set --config.model.vocab_size={ids}")
   return model
 
 
-def train_for_config(config: Any, source, output: str | Path) -> Tokenizer:
+def train_for_config(config: Any, source, output: str | Path, exact: bool = True) -> Tokenizer:
   """train_serialized_for_config, written to `output`."""
-  return _write(output, train_serialized_for_config(config, source), config.data.extra_ids)
+  return _write(output, train_serialized_for_config(config, source, exact), config.data.extra_ids)
 
 
 def load(path: str | Path, extra_ids: int = 0) -> Tokenizer:
+  """A SentencePiece .model, or a Hugging Face tokenizer.json (any .json: bert_jax.data.hf_tokenizer)."""
   path = Path(path)
   if not path.is_file():
-    raise UserError(f"tokenizer '{path}' does not exist; give a SentencePiece .model file or leave "
-                    "data.tokenizer empty to train one")
+    raise UserError(f"tokenizer '{path}' does not exist; give a SentencePiece .model file or a Hugging Face "
+                    "tokenizer.json, or leave data.tokenizer empty to train one")
+  if path.suffix == ".json":
+    return hf_tokenizer.load(path, extra_ids)
   processor = spm.SentencePieceProcessor()
   try:
     processor.load(str(path))
@@ -210,11 +248,17 @@ def load(path: str | Path, extra_ids: int = 0) -> Tokenizer:
   return Tokenizer(processor, extra_ids, str(path))
 
 
+def padded_rows(ids: int) -> int:
+  """The embedding rows a T5-style vocabulary of `ids` ids (sentinels included) is padded to: 32,100 -> 32,128."""
+  return -(-ids // VOCAB_ROUNDING) * VOCAB_ROUNDING
+
+
 def check_model_fit(tokenizer: Tokenizer, model_config: Any) -> None:
-  """The model has one embedding per id, or the ids rounded up to a multiple of VOCAB_ROUNDING (T5: 32,000 pieces
-  and 100 sentinels in 32,128 rows); it pads where the tokenizer pads."""
+  """The model has one embedding per id; the one padding allowed is T5's: a tokenizer with sentinels in rows
+  rounded up to a multiple of VOCAB_ROUNDING (32,000 pieces and 100 sentinels in 32,128 rows). It pads where the
+  tokenizer pads."""
   ids, rows = tokenizer.vocab_size, model_config.vocab_size
-  if rows not in (ids, -(-ids // VOCAB_ROUNDING) * VOCAB_ROUNDING):
+  if rows != ids and not (tokenizer.extra_ids and rows == padded_rows(ids)):
     unused = f", and {rows - ids} embeddings no id would use" if rows > ids else ""
     sentinels = "" if tokenizer.extra_ids or rows < ids else " (or give its T5 sentinels: --config.data.extra_ids=N)"
     raise UserError(f"tokenizer {tokenizer.path} has {ids} ids but model.vocab_size={rows}{unused}; set "

@@ -28,6 +28,8 @@ FAMILIES = {
     "bert": "bert_jax.models.bert",
     "xlnet": "bert_jax.models.xlnet",
     "t5": "bert_jax.models.t5",
+    "electra": "bert_jax.models.electra",
+    "spanbert": "bert_jax.models.spanbert",
 }
 
 

@@ -13,6 +13,12 @@ An objective class is built from the whole config and provides:
       concatenated: bert_jax.data.pipeline.documents), tokenizer a bert_jax.data.tokenizer.Tokenizer, seed an
       int; the transform is stateless graph ops seeded by (seed, position in the stream)
 
+An objective that `bert-jax predict` can run adds (bert_jax/predict.py; records as objectives/blanks.py writes them):
+
+  predict(model, params, tokenizer, texts, top_k) -> one record per text: {"input", "output", "predictions"}
+      (masked_lm and permutation_lm fill each [MASK], span_corruption each <extra_id_N>; a causal LM would write
+      the next tokens after the text)
+
 An objective that carries memory from batch to batch (XLNet with model.mem_len > 0) sets `carries_memory` and
 adds:
 
@@ -37,6 +43,8 @@ OBJECTIVES = {
     "masked_lm": "bert_jax.objectives.masked_lm:MaskedLM",
     "permutation_lm": "bert_jax.objectives.permutation_lm:PermutationLM",
     "span_corruption": "bert_jax.objectives.span_corruption:SpanCorruption",
+    "replaced_token_detection": "bert_jax.objectives.replaced_token:ReplacedTokenDetection",
+    "span_boundary": "bert_jax.objectives.span_boundary:SpanBoundary",
 }
 
 

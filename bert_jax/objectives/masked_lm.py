@@ -6,11 +6,14 @@ Features of one example (length L = data.seq_len, P = objective.max_predictions)
   (1 = a real prediction, 0 = padding), and sentence_label [] int32 when objective.sentence_task
   is nsp (1 = B is random) or sop (1 = A and B are swapped).
 The tf.data transform: documents -> segment pairs or full-sentence packing (bert_jax/data/segments.py) ->
-masking (bert_jax/objectives/masking.py), all in graph ops.
+masking (bert_jax/objectives/masking.py), all in graph ops. With objective.whole_word on data prepared with
+data.word_segmenter=jieba, words are the segmenter's (Chinese BERT-wwm; bert_jax/data/words.py), read from the
+documents' word_starts.
 """
 
 from typing import Any
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
@@ -59,6 +62,10 @@ class MaskedLM:
       raise UserError(f"objective.packing=pairs gives segment B token type 1 but model.type_vocab_size="
                       f"{model.type_vocab_size}; set --config.model.type_vocab_size=2 or "
                       "--config.objective.packing=full_sentences")
+    segmenter = self.config.data.get("word_segmenter", "pieces")
+    if segmenter != "pieces" and not o.whole_word:
+      raise UserError(f"data.word_segmenter={segmenter} finds words for whole-word masking; set "
+                      "--config.objective.whole_word=true (or data.word_segmenter=pieces)")
     if o.max_ngram < 1 or not 0 <= o.mask_token_fraction + o.random_token_fraction <= 1:
       raise UserError("objective.max_ngram must be >= 1 and mask_token_fraction + random_token_fraction <= 1")
 
@@ -96,6 +103,10 @@ class MaskedLM:
 
     o = self.config.objective
     ids = segments.SpecialIds(cls=tokenizer.cls_id, sep=tokenizer.sep_id, pad=tokenizer.pad_id)
+    stored_words = o.whole_word and "word_starts" in documents.element_spec
+    if stored_words:  # each token's word-start flag rides through the segment building in its id's low bit
+      documents = documents.map(_flag_in_ids)
+      ids = segments.SpecialIds(cls=2 * ids.cls + 1, sep=2 * ids.sep + 1, pad=2 * ids.pad + 1)
     if o.packing == "pairs":
       sequences = segments.segment_pairs(documents, self.seq_len, o.sentence_task, o.short_seq_prob, ids, seed)
     else:
@@ -105,8 +116,12 @@ class MaskedLM:
 
     @tf.autograph.experimental.do_not_convert
     def features(group: dict) -> dict:  # sequences masked together, with the first one's seed
-      masked = masking.mask_tokens(group["input_ids"], group["seed"][0], tables, o.mask_rate, self.max_predictions,
-                                   o.whole_word, o.max_ngram, o.mask_token_fraction, o.random_token_fraction)
+      input_ids, word_start = group["input_ids"], None
+      if stored_words:
+        input_ids, word_start = input_ids // 2, input_ids % 2 > 0
+      masked = masking.mask_tokens(input_ids, group["seed"][0], tables, o.mask_rate, self.max_predictions,
+                                   o.whole_word, o.max_ngram, o.mask_token_fraction, o.random_token_fraction,
+                                   word_start)
       return {name: masked[name] if name in masked else group[name] for name in names}
 
     groups = sequences.batch(MASKING_GROUP).map(features, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
@@ -127,6 +142,19 @@ class MaskedLM:
       metrics["sentence_correct"] = jnp.sum((jnp.argmax(logits_B2, -1) == labels_B).astype(jnp.float32))
     return sums, metrics
 
+  def predict(self, model, params, tokenizer, texts: list[str], top_k: int) -> list[dict]:
+    """Fill-mask (`bert-jax predict`): the top_k pieces at each [MASK] of each text, as [CLS] text [SEP] in
+    segment A (see objectives/blanks.py)."""
+    from bert_jax.objectives import blanks
+
+    def frame(ids):
+      return [tokenizer.cls_id, *ids, tokenizer.sep_id], [0] * (len(ids) + 2), 1
+
+    logits = jax.jit(lambda params, ids, types, mask, positions: model.apply(
+        {"params": params}, ids, types, mask, positions)["mlm_logits"].astype(jnp.float32))
+    return blanks.fill_masks(texts, tokenizer, top_k, models.max_sequence_length(self.config.model), frame,
+                             lambda *batch: logits(params, *batch))
+
   def counts(self, batch: dict) -> dict:
     counts = {"mlm": jnp.sum(batch["masked_weights"])}
     if self.sentence_task != "none":
@@ -140,3 +168,10 @@ class MaskedLM:
       result[f"{self.sentence_task}_loss"] = float(sums["sentence"]) / n
       result[f"{self.sentence_task}_accuracy"] = float(metrics["sentence_correct"]) / n
     return result
+
+
+def _flag_in_ids(document: dict) -> dict:
+  """token_ids * 2 + word_starts (segments.py only moves tokens, so the flag survives it); the rest as given."""
+  flagged = {name: values for name, values in document.items() if name != "word_starts"}
+  flagged["token_ids"] = document["token_ids"] * 2 + document["word_starts"]
+  return flagged

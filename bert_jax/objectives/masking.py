@@ -3,10 +3,11 @@ predicts, and how they are corrupted.
 
 Candidates are the tokens that are not special (control pieces, [UNK], padding, sentinels). They group into
 units: single tokens, or whole words with `whole_word` (a piece that begins a word plus the pieces that
-continue it). A sequence predicts round(mask_rate * its candidates) tokens, at most max_predictions. Spans
-are chosen one at a time: a length n in 1..max_ngram with p(n) proportional to 1/n (ALBERT's n-gram
-masking; n = 1 for BERT), then a random start among the places where n free units follow each other with
-no special token between them (a shorter n when there is none); a span that would overshoot the number to
+continue it; which pieces begin words comes from the tokenizer's pieces, or per token from a word segmenter's
+flags stored with the data: bert_jax/data/words.py). A sequence predicts round(mask_rate * its candidates)
+tokens, at most max_predictions. Spans are chosen one at a time: a length n in 1..max_ngram with p(n)
+proportional to 1/n (ALBERT's n-gram masking; n = 1 for BERT), then a random start among the places where n
+free units follow each other with no special token between them (a shorter n when there is none); a span that would overshoot the number to
 predict is shortened, and a single unit that does not fit is passed over. Each chosen token then becomes
 [MASK] with probability mask_token_fraction, a random ordinary token with probability
 random_token_fraction, and stays itself otherwise. Every draw is stateless, from one seed per batch.
@@ -48,8 +49,9 @@ def _at(x_BL: tf.Tensor, index_BX: tf.Tensor) -> tf.Tensor:
 
 
 def choose_spans(input_ids_BL: tf.Tensor, seed: tf.Tensor, tables: Tables, mask_rate: float, max_predictions: int,
-                 whole_word: bool, max_ngram: int) -> tf.Tensor:
-  """[B, L] int32: 0 for tokens left alone, k for the tokens of the k-th span chosen in that sequence."""
+                 whole_word: bool, max_ngram: int, word_start_BL: tf.Tensor | None = None) -> tf.Tensor:
+  """[B, L] int32: 0 for tokens left alone, k for the tokens of the k-th span chosen in that sequence. With
+  whole_word, word_start_BL (bool, 1 where a token begins a word) replaces the tokenizer's word starts."""
   seq_len = input_ids_BL.shape[1]
   batch = tf.shape(input_ids_BL)[0]
   position_BL = tf.broadcast_to(tf.range(seq_len), tf.shape(input_ids_BL))
@@ -57,7 +59,9 @@ def choose_spans(input_ids_BL: tf.Tensor, seed: tf.Tensor, tables: Tables, mask_
   starts = candidate
   if whole_word:
     previous = tf.pad(candidate[:, :-1], [[0, 0], [1, 0]])
-    starts = candidate & (tf.gather(tables.word_start_V, input_ids_BL) | ~previous)
+    if word_start_BL is None:
+      word_start_BL = tf.gather(tables.word_start_V, input_ids_BL)
+    starts = candidate & (word_start_BL | ~previous)
   # Units are named by the position of their first token. unit_end: where the unit's tokens stop.
   breaks = tf.sort(tf.where(starts | ~candidate, position_BL, seq_len), axis=1)
   breaks = tf.pad(breaks, [[0, 0], [0, 1]], constant_values=seq_len)
@@ -107,10 +111,11 @@ def choose_spans(input_ids_BL: tf.Tensor, seed: tf.Tensor, tables: Tables, mask_
 
 def mask_tokens(input_ids_BL: tf.Tensor, seed: tf.Tensor, tables: Tables, mask_rate: float, max_predictions: int,
                 whole_word: bool, max_ngram: int, mask_token_fraction: float,
-                random_token_fraction: float) -> dict:
+                random_token_fraction: float, word_start_BL: tf.Tensor | None = None) -> dict:
   """The corrupted input_ids, masked_positions / masked_ids / masked_weights [B, max_predictions] (sorted,
   zero-padded), and span_ids (choose_spans' answer)."""
-  span_ids = choose_spans(input_ids_BL, seed, tables, mask_rate, max_predictions, whole_word, max_ngram)
+  span_ids = choose_spans(input_ids_BL, seed, tables, mask_rate, max_predictions, whole_word, max_ngram,
+                          word_start_BL)
   masked = span_ids > 0
   shape = tf.shape(input_ids_BL)
   how = tf.random.stateless_uniform(shape, _fold(seed, -1))

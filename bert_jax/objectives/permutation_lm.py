@@ -150,6 +150,24 @@ class PermutationLM:
     memory = None if outputs["mems"] is None else jnp.swapaxes(outputs["mems"], 0, 1)
     return {"plm": jnp.sum(nll_BP * weights_BP)}, {"plm_correct": jnp.sum(correct_BP)}, memory
 
+  def predict(self, model, params, tokenizer, texts: list[str], top_k: int) -> list[dict]:
+    """The top_k pieces at each [MASK] of each text (`bert-jax predict`), laid out as text [SEP] [CLS] the way XLNet
+    lays out segment A: the masked positions are the targets, and every position sees every non-target and no
+    target (a factorization order with the text first), so each guess is conditioned on all of the text."""
+    from bert_jax.objectives import blanks
+
+    def frame(ids):
+      return [*ids, tokenizer.sep_id, tokenizer.cls_id], [0] * (len(ids) + 1) + [2], 0
+
+    def apply(params, ids_BL, types_BL, mask_BL, positions_BP):
+      is_target_BL = jnp.zeros_like(ids_BL).at[jnp.arange(ids_BL.shape[0])[:, None], positions_BP].set(1)
+      perm_mask_BLL = permutation_mask(is_target_BL, is_target_BL)  # ranks: 0 for the text, 1 for the targets
+      return model.apply({"params": params}, ids_BL, types_BL, mask_BL, perm_mask_BLL,
+                         positions_BP)["logits"].astype(jnp.float32)
+
+    logits = jax.jit(apply)
+    return blanks.fill_masks(texts, tokenizer, top_k, None, frame, lambda *batch: logits(params, *batch))
+
   def counts(self, batch: dict) -> dict:
     return {"plm": jnp.sum(batch["target_weights"])}
 

@@ -203,6 +203,26 @@ class SpanCorruption:
 
   eval_extras = decode_examples  # what `bert-jax evaluate` writes beside the metrics
 
+  def predict(self, model, params, tokenizer, texts: list[str], top_k: int) -> list[dict]:
+    """Span infilling (`bert-jax predict`): each text with <extra_id_N> sentinels, then EOS, as the encoder's input;
+    the greedy decode of up to objective.targets_length tokens spells out the spans (top_k plays no part)."""
+    from bert_jax.objectives import blanks
+
+    def sentinel(match) -> int:
+      index = int(match.group(1))
+      if index >= tokenizer.extra_ids:
+        have = f"<extra_id_0> to <extra_id_{tokenizer.extra_ids - 1}>" if tokenizer.extra_ids else "none"
+        raise UserError(f"{match.group(0)} is not a sentinel of this tokenizer (it has {have}; "
+                        "data.extra_ids sets how many)")
+      return tokenizer.sentinel_id(index)
+
+    rows = [blanks.encode(tokenizer, text, blanks.SENTINEL_MARKER, sentinel, "<extra_id_0>", i)[0]
+            + [tokenizer.eos_id] for i, text in enumerate(texts)]
+    tokens_BL, segments_BL = blanks.pad(rows, self.config.model.pad_token_id)
+    eos = self.config.model.eos_token_id
+    decoded_BT = np.asarray(_greedy_decode(model, params, tokens_BL, segments_BL, self.targets_length, eos))
+    return [blanks.fill_spans(text, tokenizer, decoded_T, eos) for text, decoded_T in zip(texts, decoded_BT)]
+
 
 def _token_ids(document: dict):
   """The document's ids (a tf.data map function, kept out of autograph's reach)."""

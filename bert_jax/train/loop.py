@@ -24,6 +24,7 @@ from etils import epath
 from jax.experimental import multihost_utils
 
 from bert_jax import checkpoint, chips, flops, models, parallel, params as params_lib, workdir as workdir_lib
+from bert_jax.convert import files as convert_files
 from bert_jax.errors import UserError
 from bert_jax.metrics import MetricsWriter
 from bert_jax.objectives import get_objective
@@ -99,9 +100,35 @@ class Trainer:
     with jax.set_mesh(self.mesh), nn.logical_axis_rules(self.rules):
       yield
 
-  def init_state(self) -> TrainState:
-    """Outside self.context(): the out_shardings place the parameters, activation constraints play no part."""
-    return self._init()
+  def init_state(self, init: str | None = None) -> TrainState:
+    """Outside self.context(): the out_shardings place the parameters, activation constraints play no part. With
+    `init` (an Orbax parameter checkpoint: what `convert --from-hf` writes, or a run's step), its parameters
+    replace the random ones and the optimizer state is made fresh for them."""
+    state = self._init()
+    if init is None:
+      return state
+    params = self.imported_params(init)
+    opt_state = jax.jit(self.optimizer.init, out_shardings=self.state_shardings.opt_state)(params)
+    return state.replace(params=params, opt_state=opt_state)
+
+  def imported_params(self, path: str) -> Any:
+    """The parameters of checkpoint `path` in this run's layout (scanned or not), checked against its model and
+    placed on its mesh (each process reads the file and keeps its shards)."""
+    module = models.family(self.config.model)
+    cfg = module.make_config(self.config.model)
+    tree = module.to_layout(convert_files.restore_params(path), cfg, scanned=cfg.scan_layers)
+    given = jax.tree_util.tree_flatten_with_path(tree)[0]
+    wanted = jax.tree_util.tree_flatten_with_path(self.abstract_params)[0]
+    shapes = [(jax.tree_util.keystr(k, simple=True, separator="/"), tuple(np.shape(v))) for k, v in given]
+    expected = [(jax.tree_util.keystr(k, simple=True, separator="/"), tuple(v.shape)) for k, v in wanted]
+    if shapes != expected:
+      wrong = sorted(set(shapes) ^ set(expected))[0]
+      raise UserError(f"--init {path} holds another model than this config (parameter {wrong[0]} {wrong[1]} is in "
+                      "only one of them); pass the config written with it (OUT/config.py of `convert --from-hf`)")
+    return jax.tree_util.tree_map(
+        lambda x, spec, sharding: jax.make_array_from_callback(
+            spec.shape, sharding, lambda index: np.asarray(x, spec.dtype)[index]),
+        tree, self.abstract_params, self.param_shardings)
 
   def abstract_state(self) -> TrainState:
     return state_lib.abstract_state(self.abstract_params, self.optimizer, self.state_shardings, self.memory_spec)
@@ -227,17 +254,19 @@ def run_lock(workdir: str) -> Iterator[None]:
     lock.release()
 
 
-def train(config: Any, workdir: str, hooks: Sequence[Hook] = ()) -> tuple[TrainState, list[dict]]:
+def train(config: Any, workdir: str, hooks: Sequence[Hook] = (), init: str | None = None
+          ) -> tuple[TrainState, list[dict]]:
   """A whole run in `workdir` (made absolute here), resumed from the newest good checkpoint in W/checkpoints (a
-  fresh run saves step 0); only process 0 writes the config and the logs, and only one run may use a workdir at a
-  time. On SIGTERM it saves the current step, waits for the commit and returns."""
+  fresh run saves step 0, from the parameters of checkpoint `init` when given: Trainer.init_state); only process 0
+  writes the config and the logs, and only one run may use a workdir at a time. On SIGTERM it saves the current
+  step, waits for the commit and returns."""
   workdir = workdir_lib.resolve(workdir)
   trainer = Trainer(config)
   writes = jax.process_index() == 0
   with run_lock(workdir):
     checkpoints = checkpoint.Checkpoints(workdir, config)
     try:
-      state, batches = checkpoints.restore_or_init(trainer, workdir)
+      state, batches = checkpoints.restore_or_init(trainer, workdir, init)
       if writes:
         save_config(config, workdir)
       writer = MetricsWriter(workdir, config.train.steps, int(state.step), enabled=writes)
