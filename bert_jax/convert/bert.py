@@ -23,7 +23,7 @@ _PREFIX = {"bert": "bert.", "roberta": "roberta.", "albert": "albert."}
 _HEAD_PREFIX = {"bert": "cls.predictions.", "roberta": "lm_head.", "albert": "predictions."}
 
 
-def _to_ours(kind: str, x: np.ndarray, cfg: bert.BertConfig) -> np.ndarray:
+def to_ours(kind: str, x: np.ndarray, cfg: bert.BertConfig) -> np.ndarray:
   heads, kv = cfg.num_heads, cfg.hidden_size // cfg.num_heads
   if kind == "dense":
     return x.T
@@ -49,16 +49,16 @@ def to_hf_kernel(kind: str, x: np.ndarray) -> np.ndarray:
   return x
 
 
-def _linear(ours: str, hf: str, kind: str = "dense") -> list[tuple[str, str, str]]:
+def linear_entries(ours: str, hf: str, kind: str = "dense") -> list[tuple[str, str, str]]:
   bias_kind = "qkv_bias" if kind == "qkv" else "copy"
   return [(f"{ours}/kernel", f"{hf}.weight", kind), (f"{ours}/bias", f"{hf}.bias", bias_kind)]
 
 
-def _norm(ours: str, hf: str) -> list[tuple[str, str, str]]:
+def norm_entries(ours: str, hf: str) -> list[tuple[str, str, str]]:
   return [(f"{ours}/scale", f"{hf}.weight", "copy"), (f"{ours}/bias", f"{hf}.bias", "copy")]
 
 
-def _block(k: int, hf: str, model_type: str) -> list[tuple[str, str, str]]:
+def block_entries(k: int, hf: str, model_type: str) -> list[tuple[str, str, str]]:
   """One attention and one feed-forward block: ours attention_k/ffn_k, HF's layer or albert_layer `hf`."""
   a, f = f"encoder/attention_{k}", f"encoder/ffn_{k}"
   if model_type == "albert":
@@ -71,12 +71,12 @@ def _block(k: int, hf: str, model_type: str) -> list[tuple[str, str, str]]:
                  output=f"{hf}.output.dense", output_norm=f"{hf}.output.LayerNorm")
   table = []
   for projection in ("query", "key", "value"):
-    table += _linear(f"{a}/self/{projection}", names["attention"] + projection, "qkv")
-  table += _linear(f"{a}/self/out", names["attention_out"], "out")
-  table += _norm(f"{a}/layer_norm", names["attention_norm"])
-  table += _linear(f"{f}/intermediate", names["intermediate"])
-  table += _linear(f"{f}/output", names["output"])
-  table += _norm(f"{f}/layer_norm", names["output_norm"])
+    table += linear_entries(f"{a}/self/{projection}", names["attention"] + projection, "qkv")
+  table += linear_entries(f"{a}/self/out", names["attention_out"], "out")
+  table += norm_entries(f"{a}/layer_norm", names["attention_norm"])
+  table += linear_entries(f"{f}/intermediate", names["intermediate"])
+  table += linear_entries(f"{f}/output", names["output"])
+  table += norm_entries(f"{f}/layer_norm", names["output_norm"])
   return table
 
 
@@ -90,29 +90,29 @@ def _table(cfg: bert.BertConfig, model_type: str) -> list[tuple[str, str, str]]:
   table = []
   for name in ("word_embeddings", "position_embeddings", "token_type_embeddings"):
     table.append((f"encoder/embeddings/{name}/embedding", f"{p}embeddings.{name}.weight", "copy"))
-  table += _norm("encoder/embeddings/layer_norm", f"{p}embeddings.LayerNorm")
+  table += norm_entries("encoder/embeddings/layer_norm", f"{p}embeddings.LayerNorm")
   if model_type == "albert":
-    table += _linear("encoder/embedding_projection", f"{p}encoder.embedding_hidden_mapping_in")
+    table += linear_entries("encoder/embedding_projection", f"{p}encoder.embedding_hidden_mapping_in")
     for g in range(_hf_groups(cfg)):
       for i in range(cfg.inner_group_num):
-        table += _block(g * cfg.inner_group_num + i, f"{p}encoder.albert_layer_groups.{g}.albert_layers.{i}",
+        table += block_entries(g * cfg.inner_group_num + i, f"{p}encoder.albert_layer_groups.{g}.albert_layers.{i}",
                         model_type)
   else:
     for k in range(cfg.num_layers):
-      table += _block(k, f"{p}encoder.layer.{k}", model_type)
+      table += block_entries(k, f"{p}encoder.layer.{k}", model_type)
   if cfg.pooler:
-    table += _linear("encoder/pooler", f"{p}pooler" if model_type == "albert" else f"{p}pooler.dense")
-  table += _linear("mlm_head/transform", f"{head}dense" if model_type != "bert" else f"{head}transform.dense")
-  table += _norm("mlm_head/layer_norm", {"bert": f"{head}transform.LayerNorm", "roberta": f"{head}layer_norm",
+    table += linear_entries("encoder/pooler", f"{p}pooler" if model_type == "albert" else f"{p}pooler.dense")
+  table += linear_entries("mlm_head/transform", f"{head}dense" if model_type != "bert" else f"{head}transform.dense")
+  table += norm_entries("mlm_head/layer_norm", {"bert": f"{head}transform.LayerNorm", "roberta": f"{head}layer_norm",
                                          "albert": f"{head}LayerNorm"}[model_type])
   table.append(("mlm_head/bias", f"{head}bias", "copy"))
   if cfg.sentence_head != "none":
-    table += _linear("sentence_head", {"bert": "cls.seq_relationship",
+    table += linear_entries("sentence_head", {"bert": "cls.seq_relationship",
                                        "albert": "sop_classifier.classifier"}[model_type])
   return table
 
 
-def _activation(name: str) -> str:
+def hf_activation(name: str) -> str:
   name = _ACTIVATION_ALIASES.get(name, name)
   if name not in layers.ACTIVATIONS:
     raise UserError(f"Hugging Face hidden_act '{name}' has no counterpart here; "
@@ -147,7 +147,7 @@ def _model_config(hf: dict, state_dict: dict) -> ml_collections.ConfigDict:
       position_offset=model_type == "roberta", pad_token_id=hf.get("pad_token_id") or 0,
       num_hidden_groups=hf.get("num_hidden_groups", 1) if albert else 1,
       inner_group_num=hf.get("inner_group_num", 1) if albert else 1, share="all" if albert else "none",
-      hidden_act=_activation(hf.get("hidden_act", "gelu_new" if albert else "gelu")),
+      hidden_act=hf_activation(hf.get("hidden_act", "gelu_new" if albert else "gelu")),
       dropout=hf.get("hidden_dropout_prob", dropout),
       attention_dropout=hf.get("attention_probs_dropout_prob", dropout),
       layer_norm_eps=hf.get("layer_norm_eps", 1e-12), initializer_range=hf.get("initializer_range", 0.02),
@@ -178,7 +178,7 @@ def from_hf(state_dict: dict, hf_config: dict) -> tuple[ml_collections.ConfigDic
     more = " ..." if len(missing) > 3 else ""
     raise UserError(f"the {model_type} checkpoint lacks {', '.join(missing[:3])}{more}; "
                     f"convert a {model_type} pretraining or masked-LM checkpoint")
-  flat = {tuple(ours.split("/")): _to_ours(kind, np.asarray(state_dict[hf], np.float32), cfg)
+  flat = {tuple(ours.split("/")): to_ours(kind, np.asarray(state_dict[hf], np.float32), cfg)
           for ours, hf, kind in table}
   params = traverse_util.unflatten_dict(flat)
   used = {hf for _, hf, _ in table} | _check_tied(state_dict, params, model_type)

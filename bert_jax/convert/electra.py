@@ -32,19 +32,19 @@ def _tower_table(tower: str, cfg) -> list[tuple[str, str, str]]:
   """Embeddings, projection and layers of one tower (bert.BertConfig `cfg`): our paths and HF's names."""
   table = [(f"embeddings/{name}/embedding", f"{_PREFIX}embeddings.{name}.weight", "copy")
            for name in ("word_embeddings", "position_embeddings", "token_type_embeddings")]
-  table += bert_convert._norm("embeddings/layer_norm", f"{_PREFIX}embeddings.LayerNorm")
+  table += bert_convert.norm_entries("embeddings/layer_norm", f"{_PREFIX}embeddings.LayerNorm")
   if cfg.embedding_projection:
-    table += bert_convert._linear(f"{tower}/embedding_projection", f"{_PREFIX}embeddings_project")
+    table += bert_convert.linear_entries(f"{tower}/embedding_projection", f"{_PREFIX}embeddings_project")
   for k in range(cfg.num_layers):
     table += [(ours.replace("encoder/", f"{tower}/", 1), hf, kind)
-              for ours, hf, kind in bert_convert._block(k, f"{_PREFIX}encoder.layer.{k}", "electra")]
+              for ours, hf, kind in bert_convert.block_entries(k, f"{_PREFIX}encoder.layer.{k}", "electra")]
   head = _HEAD[tower]
   if tower == "discriminator":
-    table += bert_convert._linear("discriminator_head/dense", f"{head}dense")
-    table += bert_convert._linear("discriminator_head/prediction", f"{head}dense_prediction")
+    table += bert_convert.linear_entries("discriminator_head/dense", f"{head}dense")
+    table += bert_convert.linear_entries("discriminator_head/prediction", f"{head}dense_prediction")
   else:
-    table += bert_convert._linear("generator_head/transform", f"{head}dense")
-    table += bert_convert._norm("generator_head/layer_norm", f"{head}LayerNorm")
+    table += bert_convert.linear_entries("generator_head/transform", f"{head}dense")
+    table += bert_convert.norm_entries("generator_head/layer_norm", f"{head}LayerNorm")
     table.append(("generator_head/bias", "generator_lm_head.bias", "copy"))
   return table
 
@@ -105,7 +105,7 @@ def _model_config(hf: dict, generator_hf: dict | None) -> ml_collections.ConfigD
       num_heads=hf["num_attention_heads"], intermediate_size=hf["intermediate_size"],
       embedding_size=0 if embedding_size == hf["hidden_size"] else embedding_size,
       max_position=hf["max_position_embeddings"], type_vocab_size=hf.get("type_vocab_size", 2),
-      pad_token_id=hf.get("pad_token_id") or 0, hidden_act=bert_convert._activation(hf.get("hidden_act", "gelu")),
+      pad_token_id=hf.get("pad_token_id") or 0, hidden_act=bert_convert.hf_activation(hf.get("hidden_act", "gelu")),
       dropout=hf.get("hidden_dropout_prob", 0.1), attention_dropout=hf.get("attention_probs_dropout_prob", 0.1),
       layer_norm_eps=hf.get("layer_norm_eps", 1e-12), initializer_range=hf.get("initializer_range", 0.02), **sizes)
 
@@ -132,7 +132,7 @@ def _read(state_dict: dict, table: list, cfg, what: str) -> dict:
                   if not k.endswith(("position_ids", "token_type_ids")))
   if unused:
     raise UserError(f"the {what} checkpoint has parameters we have no place for: {', '.join(unused[:3])}")
-  return {ours: bert_convert._to_ours(kind, np.asarray(state_dict[hf], np.float32), cfg) for ours, hf, kind in table}
+  return {ours: bert_convert.to_ours(kind, np.asarray(state_dict[hf], np.float32), cfg) for ours, hf, kind in table}
 
 
 def _fresh_generator(model_config: Any) -> dict:

@@ -14,16 +14,13 @@ import numpy as np
 from flax import traverse_util
 
 from bert_jax import models
+from bert_jax.convert.bert import norm_entries
 from bert_jax.errors import UserError
 from bert_jax.models import layers, xlnet
 
 _ATTENTION = (("query", "q"), ("key", "k"), ("value", "v"), ("output", "o"), ("position", "r"),
               ("content_bias", "r_w_bias"), ("position_bias", "r_r_bias"), ("segment_bias", "r_s_bias"),
               ("segment_embedding", "seg_embed"))
-
-
-def _norm(ours: str, hf: str) -> list[tuple[str, str, str]]:
-  return [(f"{ours}/scale", f"{hf}.weight", "copy"), (f"{ours}/bias", f"{hf}.bias", "copy")]
 
 
 def _table(cfg: xlnet.XLNetConfig) -> list[tuple[str, str, str]]:
@@ -34,11 +31,11 @@ def _table(cfg: xlnet.XLNetConfig) -> list[tuple[str, str, str]]:
   for k in range(cfg.num_layers):
     ours, hf = f"encoder/layer_{k}", f"transformer.layer.{k}"
     table += [(f"{ours}/attention/{a}", f"{hf}.rel_attn.{b}", "copy") for a, b in _ATTENTION]
-    table += _norm(f"{ours}/attention/layer_norm", f"{hf}.rel_attn.layer_norm")
+    table += norm_entries(f"{ours}/attention/layer_norm", f"{hf}.rel_attn.layer_norm")
     for a, b in (("intermediate", "layer_1"), ("output", "layer_2")):
       table += [(f"{ours}/ffn/{a}/kernel", f"{hf}.ff.{b}.weight", "dense"),
                 (f"{ours}/ffn/{a}/bias", f"{hf}.ff.{b}.bias", "copy")]
-    table += _norm(f"{ours}/ffn/layer_norm", f"{hf}.ff.layer_norm")
+    table += norm_entries(f"{ours}/ffn/layer_norm", f"{hf}.ff.layer_norm")
   return table
 
 

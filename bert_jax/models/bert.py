@@ -96,21 +96,8 @@ class AttentionBlock(nn.Module):
     return layers.layer_norm(cfg.layer_norm_eps, cfg.compute_dtype, "layer_norm")(x_BLH + y_BLH)
 
 
-class FeedForwardBlock(nn.Module):
+class FeedForwardBlock(layers.PostLNFeedForward):
   """Dense up, activation, dense down, dropout, residual, LayerNorm (post-LN)."""
-  cfg: BertConfig
-  deterministic: bool
-
-  @nn.compact
-  def __call__(self, x_BLH):
-    cfg = self.cfg
-    h_BLF = layers.dense(cfg.intermediate_size, ("embed", "mlp"), cfg.initializer_range, cfg.compute_dtype,
-                         "intermediate")(x_BLH)
-    h_BLF = layers.constrain(layers.activation(cfg.hidden_act)(h_BLF), ("batch", "length", "mlp"))
-    y_BLH = layers.dense(cfg.hidden_size, ("mlp", "embed"), cfg.initializer_range, cfg.compute_dtype,
-                         "output")(h_BLF)
-    y_BLH = Dropout(cfg.dropout)(y_BLH, deterministic=self.deterministic)
-    return layers.layer_norm(cfg.layer_norm_eps, cfg.compute_dtype, "layer_norm")(x_BLH + y_BLH)
 
 
 class TransformerLayer(nn.Module):

@@ -4,7 +4,7 @@ Every parameter carries logical axis names (`vocab`, `embed`, `heads`, `kv`, `ml
 `bert_jax.parallel` maps them to mesh axes with the rules in the config.
 """
 
-from typing import Callable
+from typing import Any, Callable
 
 import flax.linen as nn
 import jax
@@ -128,3 +128,24 @@ class Embed(nn.Module):
 def padding_mask(attention_mask_BL: jax.Array) -> jax.Array:
   """[B, L] of 1/0 -> boolean [B, 1, 1, L] that lets every query see the non-padded keys."""
   return attention_mask_BL.astype(bool)[:, None, None, :]
+
+
+class PostLNFeedForward(nn.Module):
+  """Dense up, activation, [dropout: XLNet's inner_dropout], dense down, dropout, residual, LayerNorm: the post-LN
+  feed-forward block of BERT and XLNet. cfg holds intermediate_size, hidden_size, hidden_act, dropout,
+  initializer_range, compute_dtype and layer_norm_eps."""
+  cfg: Any
+  deterministic: bool
+  inner_dropout: bool = False
+
+  @nn.compact
+  def __call__(self, x_BLH):
+    cfg = self.cfg
+    h_BLF = dense(cfg.intermediate_size, ("embed", "mlp"), cfg.initializer_range, cfg.compute_dtype,
+                  "intermediate")(x_BLH)
+    h_BLF = constrain(activation(cfg.hidden_act)(h_BLF), ("batch", "length", "mlp"))
+    if self.inner_dropout:
+      h_BLF = Dropout(cfg.dropout)(h_BLF, deterministic=self.deterministic)
+    y_BLH = dense(cfg.hidden_size, ("mlp", "embed"), cfg.initializer_range, cfg.compute_dtype, "output")(h_BLF)
+    y_BLH = Dropout(cfg.dropout)(y_BLH, deterministic=self.deterministic)
+    return layer_norm(cfg.layer_norm_eps, cfg.compute_dtype, "layer_norm")(x_BLH + y_BLH)

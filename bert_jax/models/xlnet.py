@@ -148,21 +148,9 @@ class RelativeAttention(nn.Module):
     return new_h_BLD, self._post(g_BPD, g_attended)
 
 
-class FeedForward(nn.Module):
-  cfg: XLNetConfig
-  deterministic: bool
-
-  @nn.compact
-  def __call__(self, x_BLD):
-    cfg = self.cfg
-    y_BLF = layers.dense(cfg.intermediate_size, ("embed", "mlp"), cfg.initializer_range, cfg.compute_dtype,
-                         "intermediate")(x_BLD)
-    y_BLF = layers.constrain(layers.activation(cfg.hidden_act)(y_BLF), ("batch", "length", "mlp"))
-    y_BLF = Dropout(cfg.dropout)(y_BLF, deterministic=self.deterministic)
-    y_BLD = layers.dense(cfg.hidden_size, ("mlp", "embed"), cfg.initializer_range, cfg.compute_dtype,
-                         "output")(y_BLF)
-    y_BLD = Dropout(cfg.dropout)(y_BLD, deterministic=self.deterministic)
-    return layers.layer_norm(cfg.layer_norm_eps, cfg.compute_dtype, "layer_norm")(x_BLD + y_BLD)
+class FeedForward(layers.PostLNFeedForward):
+  """BERT's post-LN feed-forward block with a dropout after the activation too, as XLNet's PositionwiseFF."""
+  inner_dropout: bool = True
 
 
 class XLNetLayer(nn.Module):
