@@ -71,6 +71,22 @@ def test_word_starts_follow_whitespace(demo_tokenizer):
   assert tok.word_starts()[ids].sum() == 4
 
 
+def test_document_end_is_xlnet_eod_where_the_vocabulary_has_it(tmp_path, demo_sentences, demo_tokenizer):
+  import sentencepiece as spm
+  import tokenizers
+  from bert_jax.data import hf_tokenizer
+
+  assert demo_tokenizer.eod_id == demo_tokenizer.eos_id  # our own vocabularies end documents with </s>
+  prefix = str(tmp_path / "xlnet_like")
+  spm.SentencePieceTrainer.train(sentence_iterator=iter(demo_sentences[:2000]), model_prefix=prefix, vocab_size=300,
+                                 user_defined_symbols=["<cls>", "<sep>", "<pad>", "<mask>", "<eod>", "<eop>"])
+  xlnet_like = tokenizer_lib.load(prefix + ".model")
+  assert xlnet_like.eod_id == xlnet_like.processor.piece_to_id("<eod>") != xlnet_like.eos_id
+  words = tokenizers.models.WordLevel({"[UNK]": 0, "</s>": 1, "<eod>": 2, "a": 3}, unk_token="[UNK]")
+  hf = hf_tokenizer.HFTokenizer(tokenizers.Tokenizer(words))
+  assert (hf.eod_id, hf.eos_id) == (2, 1)
+
+
 def test_errors(tmp_path, demo_sentences, demo_tokenizer):
   with pytest.raises(UserError, match=r"too large for this corpus \(at most \d+\).*model.vocab_size="):
     tokenizer_lib.train(demo_sentences[:30], tmp_path / "big.model", 4096)

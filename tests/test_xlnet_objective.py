@@ -18,7 +18,7 @@ SEP, CLS, EOD = 4, 3, 2
 
 
 class FakeTokenizer:
-  sep_id, cls_id, eos_id = SEP, CLS, EOD
+  sep_id, cls_id, eod_id = SEP, CLS, EOD
 
   def special_mask(self):
     return np.arange(4096) < 10

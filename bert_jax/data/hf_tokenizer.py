@@ -27,7 +27,7 @@ from tokenizers import decoders, models, normalizers, pre_tokenizers
 
 from bert_jax.errors import UserError
 
-ROLES = {"pad": ("[PAD]", "<pad>"), "eos": ("</s>", "[SEP]"), "cls": ("[CLS]", "<s>", "<cls>"),
+ROLES = {"pad": ("[PAD]", "<pad>"), "eos": ("</s>", "[SEP]"), "eod": ("<eod>", "</s>", "[SEP]"), "cls": ("[CLS]", "<s>", "<cls>"),
          "sep": ("[SEP]", "</s>", "<sep>"), "mask": ("[MASK]", "<mask>"), "unk": ("[UNK]", "<unk>")}
 WORD_STARTS = ("\u2581", "\u0120")  # SentencePiece's and byte-level BPE's marks of a piece after whitespace
 UNUSED = re.compile(r"\[unused\d+\]")  # BERT's reserved rows
@@ -70,6 +70,7 @@ class HFTokenizer:
 
   pad_id = property(lambda self: self.role_id("pad"))
   eos_id = property(lambda self: self.role_id("eos"))
+  eod_id = property(lambda self: self.role_id("eod"))
   cls_id = property(lambda self: self.role_id("cls"))
   sep_id = property(lambda self: self.role_id("sep"))
   mask_id = property(lambda self: self.role_id("mask"))

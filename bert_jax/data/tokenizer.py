@@ -76,6 +76,11 @@ class Tokenizer:
     return self.processor.eos_id() if self.processor.eos_id() >= 0 else self.piece_id("</s>", "[SEP]")
 
   @property
+  def eod_id(self) -> int:
+    """What ends a document in XLNet's token stream: the model's <eod> (XLNet's own vocabulary), else </s>."""
+    return self.piece_id("<eod>", "</s>", "[SEP]")
+
+  @property
   def cls_id(self) -> int:
     return self.piece_id("[CLS]", "<cls>")
 

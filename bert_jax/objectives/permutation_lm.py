@@ -108,7 +108,7 @@ class PermutationLM:
     return permutation, permutation.Settings(
         seq_len=self.seq_len, reuse_len=self.reuse_len, num_predict=self.num_predict, perm_size=o.perm_size,
         max_ngram=o.max_ngram, mask_alpha=o.mask_alpha, mask_beta=o.mask_beta, random_b_prob=o.random_b_prob,
-        bi_data=o.bi_data, sep_id=tokenizer.sep_id, cls_id=tokenizer.cls_id, eod_id=tokenizer.eos_id)
+        bi_data=o.bi_data, sep_id=tokenizer.sep_id, cls_id=tokenizer.cls_id, eod_id=tokenizer.eod_id)
 
   def dataset(self, documents, tokenizer, seed: int, train: bool):
     """Unbatched features from a stream of tokenized documents (see objectives/permutation.py)."""
