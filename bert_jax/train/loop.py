@@ -24,6 +24,7 @@ from etils import epath
 from jax.experimental import multihost_utils
 
 from bert_jax import checkpoint, chips, flops, models, parallel, params as params_lib, workdir as workdir_lib
+from bert_jax import convert
 from bert_jax.convert import files as convert_files
 from bert_jax.errors import UserError
 from bert_jax.metrics import MetricsWriter
@@ -117,14 +118,11 @@ class Trainer:
     module = models.family(self.config.model)
     cfg = module.make_config(self.config.model)
     tree = module.to_layout(convert_files.restore_params(path), cfg, scanned=cfg.scan_layers)
-    given = jax.tree_util.tree_flatten_with_path(tree)[0]
-    wanted = jax.tree_util.tree_flatten_with_path(self.abstract_params)[0]
-    shapes = [(jax.tree_util.keystr(k, simple=True, separator="/"), tuple(np.shape(v))) for k, v in given]
-    expected = [(jax.tree_util.keystr(k, simple=True, separator="/"), tuple(v.shape)) for k, v in wanted]
-    if shapes != expected:
-      wrong = sorted(set(shapes) ^ set(expected))[0]
-      raise UserError(f"--init {path} holds another model than this config (parameter {wrong[0]} {wrong[1]} is in "
-                      "only one of them); pass the config written with it (OUT/config.py of `convert --from-hf`)")
+    try:
+      convert.check_params(self.config.model, tree)
+    except UserError as error:
+      raise UserError(f"--init {path} holds another model than this config ({error}); pass the config written "
+                      "with it (OUT/config.py of `convert --from-hf`)") from None
     return jax.tree_util.tree_map(
         lambda x, spec, sharding: jax.make_array_from_callback(
             spec.shape, sharding, lambda index: np.asarray(x, spec.dtype)[index]),
