@@ -76,7 +76,8 @@ def report(line: str) -> None:
 
 
 def higher_is_better(metric: str) -> bool:
-  return "accuracy" in metric
+  """Accuracies, F1, correlations and exact match rise; losses, perplexities and squared errors fall."""
+  return not any(word in metric for word in ("loss", "perplexity", "mse"))
 
 
 def _options(checkpoint_config: Any, read_only: bool) -> ocp.CheckpointManagerOptions:

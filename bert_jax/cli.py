@@ -11,7 +11,7 @@ import sys
 
 from bert_jax.errors import UserError
 
-COMMANDS = ("train", "evaluate", "params", "config", "tokenizer", "prepare", "convert", "plan", "bench",
+COMMANDS = ("train", "finetune", "evaluate", "params", "config", "tokenizer", "prepare", "convert", "plan", "bench",
             "predict")
 
 

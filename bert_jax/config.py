@@ -9,6 +9,7 @@ from typing import Any, Sequence
 
 import ml_collections
 
+from bert_jax import storage
 from bert_jax.errors import UserError
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
@@ -18,8 +19,10 @@ def config_names() -> list[str]:
   return sorted(p.stem for p in CONFIG_DIR.glob("*.py") if not p.stem.startswith("_"))
 
 
-def resolve_config_path(spec: str) -> tuple[Path, str | None]:
+def resolve_config_path(spec: str) -> tuple[Path | storage.Path, str | None]:
   """`configs/bert_base.py`, `bert_base`, or either with `:arg` (big_vision style variants)."""
+  if storage.is_url(spec):  # a run's W/config.json in a bucket
+    return storage.path(spec), None
   path_str, _, arg = spec.partition(":")
   path = Path(path_str)
   if not path.suffix:

@@ -74,6 +74,7 @@ def base_config() -> ml_collections.ConfigDict:
       "b2": 0.999,
       "eps": 1e-6,
       "weight_decay": 0.01,
+      "layer_decay": 1.0,  # < 1: ELECTRA's layer-wise learning-rate decay (train/optimizers.py)
   })
   c.checkpoint = ml_collections.ConfigDict({"every": 500, "keep": 3, "best_metric": ""})
   c.eval = ml_collections.ConfigDict({"batches": 8, "batch_size": 32, "every": 0})
@@ -109,10 +110,10 @@ def roberta_config(**model_overrides) -> ml_collections.ConfigDict:
   """RoBERTa (Liu et al. 2019, Table 9; fairseq's release): BERT's recipe with dynamic masking of full
   sentences and no NSP; lr 6e-4, 24k warm-up, b2 0.98, batch 8k x 512, 500k steps, no gradient clipping.
   The model: BERT-base with the release's vocabulary (V50265) and conventions (positions offset past padding
-  id 1, one segment type, LayerNorm eps 1e-5, no pooler)."""
+  id 1, one segment type, LayerNorm eps 1e-5, no pooler) and its classification head (model.classifier)."""
   c = bert_config()
   c.model.update(vocab_size=50265, max_position=514, type_vocab_size=1, position_offset=True, pad_token_id=1,
-                 layer_norm_eps=1e-5, pooler=False, sentence_head="none")
+                 layer_norm_eps=1e-5, pooler=False, sentence_head="none", classifier="roberta")
   c.model.update(model_overrides)
   c.objective.update(sentence_task="none", packing="full_sentences", max_predictions=80)
   c.data.seq_len = 512
@@ -243,3 +244,48 @@ def tiny(c: ml_collections.ConfigDict, **model_overrides) -> ml_collections.Conf
   c.model.update(model_overrides)
   c.objective.max_predictions = 10
   return quick_run(c, learning_rate=1e-3)
+
+
+# What a fine-tuning run's task reads (bert_jax/data/tasks.py); `bert-jax finetune` fills it from its arguments.
+TASK = {"name": "", "data_dir": "", "train": "", "dev": "", "test": "", "text_a": "sentence", "text_b": "",
+        "label": "label", "kind": "classification", "labels": "", "metrics": "", "epochs": 3.0,
+        "warmup_proportion": 0.1}
+# The text framing each pretraining objective used, which fine-tuning keeps (objectives/classification.py).
+FRAMINGS = {"permutation_lm": "xlnet", "masked_lm/full_sentences": "roberta"}
+
+
+def finetune_config(pretrained: ml_collections.ConfigDict, **task) -> ml_collections.ConfigDict:
+  """BERT's fine-tuning recipe (google-research/bert run_classifier.py; the paper's section 4.1 and appendix A.3)
+  on a pretrained model's config: a classification head, AdamW lr 2e-5 (the paper's grid: 5e-5, 3e-5, 2e-5; batch
+  16 or 32; 3 epochs), weight decay 0.01, warm-up over the first 10% of the steps then linear decay, gradients
+  clipped at 1.0, max_seq_length 128, the model's dropout kept; evaluated and checkpointed every epoch, the best
+  epoch kept by the task's first metric. train.steps 0 and optimizer.warmup_steps -1 stand for "from task.epochs
+  and task.warmup_proportion" until `bert_jax.finetune` knows the task's size."""
+  c = ml_collections.ConfigDict(pretrained.to_dict())
+  objective = pretrained.objective.name
+  packing = pretrained.objective.get("packing", "")
+  framing = FRAMINGS.get(objective, FRAMINGS.get(f"{objective}/{packing}", "bert"))
+  c.task = ml_collections.ConfigDict(TASK)
+  c.task.update(task)
+  c.data.update(source="task", seq_len=128)
+  c.train.update(steps=0, batch_size=32, microbatches=1, log_every=10, clip_norm=1.0)
+  c.optimizer = base_config().optimizer
+  if c.task.name == "squad":  # BERT's SQuAD v1.1 recipe: 384 tokens, stride 128, lr 5e-5, batch 32, 3 epochs
+    c.model.update(head="span")
+    c.objective = ml_collections.ConfigDict({"name": "question_answering", "doc_stride": 128, "max_query_len": 64,
+                                             "max_answer_len": 30, "n_best": 20, "null_threshold": 0.0})
+    c.data.seq_len = 384
+    c.optimizer.update(learning_rate=5e-5, warmup_steps=-1, weight_decay=0.01, eps=1e-6)
+  elif c.model.family == "t5":  # text to text (T5's fine-tuning: Adafactor at a constant 1e-3, as its paper)
+    c.objective = ml_collections.ConfigDict({"name": "text_to_text", "targets_length": 8,
+                                             "z_loss": pretrained.objective.get("z_loss", 0.0)})
+    c.optimizer.update(name="adafactor", learning_rate=1e-3, schedule="constant", warmup_steps=0, weight_decay=0.0)
+  else:
+    c.model.update(head="classification")
+    c.objective = ml_collections.ConfigDict({"name": "classification", "framing": framing})
+    c.optimizer.update(learning_rate=2e-5, warmup_steps=-1, weight_decay=0.01, eps=1e-6)
+  if c.model.family == "electra":  # ELECTRA's configure_finetuning.py: lr 1e-4 (Base), layer-wise decay 0.8
+    c.optimizer.update(learning_rate=1e-4, layer_decay=0.8)
+  c.checkpoint.update(every=0, keep=1, best_metric="")
+  c.eval.update(every=0, batch_size=32)
+  return c

@@ -10,6 +10,8 @@ from typing import Any
 from etils import epath
 from tqdm import tqdm
 
+from bert_jax import storage
+
 SKIP_ON_CONSOLE = ("step", "tokens_per_second", "learning_rate", "eta_seconds", "mfu", "grad_norm",
                    "flops_per_token")
 
@@ -65,7 +67,7 @@ class MetricsWriter:
     self.dir.mkdir(parents=True, exist_ok=True)
     path = self.dir / "metrics.jsonl"
     drop_rows_after(path, start_step)
-    self.jsonl = path.open("a")
+    self.jsonl = storage.LineLog(path)
     self.tensorboard = SummaryWriter(str(self.dir / "tensorboard"), purge_step=start_step + 1)
     self.bar = tqdm(total=total_steps, initial=start_step, unit="step", dynamic_ncols=True, disable=None)
 

@@ -8,24 +8,24 @@ on what `bert-jax convert` wrote, with the model's tokenizer.
     records = predictor(texts, top_k)                # one record per text (objectives/blanks.py)
 
 What is predicted is the objective's: fill-mask for masked_lm and permutation_lm, span infilling for
-span_corruption (objectives/__init__.py, `predict`). Parameters are restored read only onto this process's devices
+span_corruption, the label of a fine-tuned classifier (objectives/__init__.py, `predict`). Parameters are restored read only onto this process's devices
 (the config's mesh, as `bert-jax evaluate` does); the texts of one call form one batch, replicated over the mesh.
 """
 
 import contextlib
 import importlib
-from pathlib import Path
 from typing import Any, Sequence
 
 import flax.linen as nn
 import jax
 import ml_collections
 
-from bert_jax import config as config_lib, workdir as workdir_lib
+from bert_jax import config as config_lib, storage, workdir as workdir_lib
 from bert_jax.checkpoint import Damaged, report
 from bert_jax.errors import UserError
 from bert_jax.evaluate import CheckpointEvaluator
 from bert_jax.objectives import OBJECTIVES
+from bert_jax.train import batches as batches_lib
 from bert_jax.train.loop import Trainer
 
 RUN_CONFIG = "config.json"  # what `bert-jax train` writes in its workdir (train/loop.py save_config)
@@ -68,7 +68,7 @@ def predicting_objectives() -> list[str]:
 
 def run_config(workdir: str, overrides: Sequence[str] = ()) -> ml_collections.ConfigDict:
   """The config a run trained with (W/config.json), with `overrides` applied."""
-  path = Path(workdir) / RUN_CONFIG
+  path = storage.path(workdir) / RUN_CONFIG
   if not path.is_file():
     raise UserError(f"{path} not found; --workdir must be the directory of a `bert-jax train` run (or pass the "
                     "run's --config)")
@@ -95,7 +95,8 @@ def from_run(workdir: str, step: int | None = None, config: Any = None, override
           raise UserError(f"checkpoint {step} in {session.directory} is damaged ({error})") from None
         report(f"checkpoint {candidate} in {session.directory} is damaged ({error}); skipped")
         continue
-      tokenizer = pipeline.load_tokenizer(config, workdir)
+      tokenizer = (batches_lib.task_tokenizer(config) if hasattr(session.evaluator.trainer.objective, "task")
+                   else pipeline.load_tokenizer(config, workdir))
       return Predictor(session.evaluator.trainer, params, tokenizer, f"{session.directory / str(candidate)}")
     raise UserError(f"none of the checkpoints in {session.directory} could be read; see the lines above")
   finally:
@@ -110,7 +111,7 @@ def from_converted(directory: str, tokenizer_path: str = "", overrides: Sequence
   from bert_jax.convert import files
   from bert_jax.data import tokenizer as tokenizer_lib
 
-  directory = Path(workdir_lib.resolve(directory))
+  directory = storage.path(directory)
   if not (directory / "config.py").is_file():
     raise UserError(f"{directory / 'config.py'} not found; --model must be a directory `bert-jax convert --from-hf` "
                     "wrote (config.py and params)")

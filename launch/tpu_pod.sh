@@ -56,7 +56,7 @@ case "$ACTION" in
     run git -C "$(dirname "$0")/.." archive --format=tar.gz --prefix=bert-jax/ -o "$ARCHIVE" HEAD
     run gcloud compute tpus tpu-vm scp "$ARCHIVE" "$TPU_NAME:~/" --zone "$ZONE" "${PROJECT_FLAG[@]}" --worker=all
     on_all_workers "set -e; rm -rf ~/bert-jax; tar xzf ~/bert-jax.tar.gz -C ~; python3 -m venv ~/bert-jax-env; \
-~/bert-jax-env/bin/pip install -q --upgrade pip; cd ~/bert-jax && ~/bert-jax-env/bin/pip install -q -e '.[tpu]'"
+~/bert-jax-env/bin/pip install -q --upgrade pip; cd ~/bert-jax && ~/bert-jax-env/bin/pip install -q -e '.[tpu,gcs]'"
     ;;
   train)
     if [[ -z "$WORKDIR" ]]; then

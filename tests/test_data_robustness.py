@@ -15,7 +15,7 @@ import ml_collections
 import numpy as np
 import pytest
 
-from bert_jax import cli, config as config_lib, models
+from bert_jax import cli, config as config_lib, models, storage
 from bert_jax.data import pipeline, prepare
 from bert_jax.data import tokenizer as tokenizer_lib
 from bert_jax.data.sources import Source, absolute_spec
@@ -25,6 +25,7 @@ from cli_helpers import error_line, snapshot
 
 WORDS = ("alpha beta gamma delta epsilon zeta eta theta iota kappa lambda mu nu xi omicron pi rho sigma tau upsilon "
          "phi chi psi omega one two three four five six seven eight nine ten").split()
+LOCAL_PATH = type(storage.path("/"))  # the file layer's class of local paths (bert_jax/storage.py)
 SMALL = ["--config.model.vocab_size=60", "--config.data.shards=3", "--config.data.eval_documents=4"]
 
 
@@ -89,7 +90,7 @@ def _look_too_early(monkeypatch) -> None:
 
   monkeypatch.setattr(pipeline, "_trained_settings", first_finds(None, pipeline._trained_settings))
   monkeypatch.setattr(prepare, "read_metadata", first_finds(None, prepare.read_metadata))
-  monkeypatch.setattr(Path, "iterdir", first_finds(iter(()), Path.iterdir))
+  monkeypatch.setattr(LOCAL_PATH, "iterdir", first_finds(iter(()), LOCAL_PATH.iterdir))
 
 
 def test_a_prepare_that_loses_the_race_keeps_the_winners_files(tmp_path, monkeypatch):
@@ -291,11 +292,11 @@ def test_a_full_disk_stops_with_one_line_and_publishes_nothing(tmp_path, capsys,
        tmp_path / "w1" / "data"),
       (prepare._ShardWriters, "write", tensorflow_full, prepare_argv(tmp_path / "w2", corpus, *with_tokenizer),
        tmp_path / "w2" / "data"),
-      (Path, "write_text", full, prepare_argv(tmp_path / "w3", corpus, *with_tokenizer), tmp_path / "w3" / "data"),
-      (Path, "write_bytes", full, prepare_argv(tmp_path / "w4", corpus), tmp_path / "w4" / "tokenizer"),
-      (Path, "write_bytes", full, [*tokenizer_command, "--output", str(tmp_path / "new.model")],
+      (LOCAL_PATH, "write_text", full, prepare_argv(tmp_path / "w3", corpus, *with_tokenizer), tmp_path / "w3" / "data"),
+      (LOCAL_PATH, "write_bytes", full, prepare_argv(tmp_path / "w4", corpus), tmp_path / "w4" / "tokenizer"),
+      (LOCAL_PATH, "write_bytes", full, [*tokenizer_command, "--output", str(tmp_path / "new.model")],
        tmp_path / "new.model"),
-      (Path, "write_bytes", full, [*tokenizer_command, "--output", str(tok), "--force"], tok),
+      (LOCAL_PATH, "write_bytes", full, [*tokenizer_command, "--output", str(tok), "--force"], tok),
   ]
   for owner, name, raiser, argv, target in cases:
     before = snapshot(tmp_path)

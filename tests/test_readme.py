@@ -109,3 +109,39 @@ def test_convert_lines_on_a_tiny_bert(clone_root):
   with torch.no_grad():
     expected, got = model(ids).prediction_logits.numpy(), exported(ids).prediction_logits.numpy()
   np.testing.assert_allclose(got, expected, atol=1e-5)
+
+
+def test_finetune_lines_then_evaluate_predict_and_export(clone_root):
+  """The README's demo fine-tuning lines (pretrained and scratch) at a tenth of an epoch, its evaluate line for that
+  workdir, then predict and an export that transformers loads with its tokenizer and that gives the same
+  probabilities."""
+  torch = pytest.importorskip("torch")
+  transformers = pytest.importorskip("transformers")
+  quickstart = README.split("```bash\n", 1)[1].split("```")[0].strip().split("&&")[-1].strip()
+  run(quickstart, "--config.train.steps=4", "--config.checkpoint.every=4")
+  demo = [c for c in commands("finetune") if "--init runs/demo " in c and "--task demo " in c]
+  assert len(demo) == 2 and any("--scratch" in c for c in demo), demo
+  short = ("--config.task.epochs=0.1", "--config.data.seq_len=48")
+  for line in demo:
+    output = run(line, *short)
+    assert re.search(r"best dev \(.*\): step \d+ \| accuracy [\d.]+ \| f1", output), output
+  pretrained = next(c for c in demo if "--scratch" not in c)
+  relative = re.search(r"--workdir (\S+)", pretrained).group(1)
+  workdir = clone_root / relative
+  [evaluate] = [c for c in commands("evaluate") if f"--workdir {relative}" in c]
+  assert re.search(r"^step \d+ \| accuracy [\d.]+ \| f1", run(evaluate), re.M)
+
+  step = max(int(p.name) for p in (workdir / "checkpoints").iterdir() if p.name.isdigit())
+  pair = "The for statement iterates over a sequence.\tThe break statement ends the loop."
+  predicted = json.loads(run(f"bert-jax predict --workdir {relative} --json", "--text", pair).splitlines()[-1])
+  assert predicted["output"] in ("same", "different")
+  run(f"bert-jax convert --to-hf --config {relative}/config.json --params {relative}/checkpoints/{step} "
+      "--output exported-topics")
+  model = transformers.AutoModelForSequenceClassification.from_pretrained("exported-topics").eval()
+  tokenizer = transformers.AutoTokenizer.from_pretrained("exported-topics")
+  assert model.config.id2label == {0: "different", 1: "same"}
+  encoded = tokenizer(*pair.split("\t"), return_tensors="pt", truncation=True, max_length=48)
+  with torch.no_grad():
+    probabilities = torch.softmax(model(**encoded).logits, -1)[0].numpy()
+  ours = {c["token"]: c["probability"] for c in predicted["predictions"][0]["candidates"]}
+  np.testing.assert_allclose(probabilities, [ours["different"], ours["same"]], atol=1e-4)

@@ -90,3 +90,35 @@ def test_bad_optimizer_settings(overrides, message):
   config = make_config(*overrides)
   with pytest.raises(UserError, match=message):
     optimizers.make_optimizer(config, optimizers.learning_rate_schedule(config))
+
+
+@pytest.mark.parametrize("scanned", [False, True])
+def test_layer_decay_scales_each_layer_as_electra(scanned):
+  """ELECTRA's _get_layer_lrs: the head at the full rate, layer k of L at decay ** (L + 1 - k), the embeddings at
+  decay ** (L + 2); a scanned stack gets each slice's own factor."""
+  from flax import traverse_util
+
+  from bert_jax import config as config_lib, params as params_lib
+
+  def updates(decay: float) -> dict:
+    config = config_lib.load_config("bert_tiny", ["model.head=classification", f"model.scan_layers={scanned}",
+                                                  f"optimizer.layer_decay={decay}", "optimizer.warmup_steps=0",
+                                                  "train.clip_norm=0"])
+    params = jax.tree_util.tree_map(lambda s: jnp.ones(s.shape), params_lib.abstract(config.model))
+    optimizer = optimizers.make_optimizer(config, optimizers.learning_rate_schedule(config))
+    grads = jax.tree_util.tree_map(jnp.ones_like, params)
+    return traverse_util.flatten_dict(optimizer.update(grads, optimizer.init(params), params)[0], sep="/")
+
+  plain, decayed = updates(1.0), updates(0.8)
+  layers = 2  # bert_tiny
+  for path, update in plain.items():
+    ratio = np.asarray(decayed[path] / update)
+    if "embeddings" in path:
+      expected = 0.8 ** (layers + 2)
+    elif path.startswith(("classifier", "encoder/pooler")):
+      expected = 1.0
+    elif scanned:
+      expected = (0.8 ** (layers + 1 - np.arange(layers))).reshape((layers,) + (1,) * (update.ndim - 1))
+    else:
+      expected = 0.8 ** (layers + 1 - int(path.split("/")[1].split("_")[1]))
+    np.testing.assert_allclose(ratio, np.broadcast_to(expected, ratio.shape), rtol=1e-5, err_msg=path)

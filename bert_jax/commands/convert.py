@@ -2,9 +2,8 @@
 
 import argparse
 import sys
-from pathlib import Path
 
-from bert_jax import cli, config as config_lib, convert, defaults, models, workdir as workdir_lib
+from bert_jax import cli, config as config_lib, convert, defaults, models, storage, workdir as workdir_lib
 from bert_jax.convert import files, tokenizer_export
 from bert_jax.data import hf_tokenizer, pipeline, prepare as prepare_lib, tokenizer as tokenizer_lib
 from bert_jax.errors import UserError
@@ -27,8 +26,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                                           "data with)")
 
 
-def write_config_file(path: Path, recipe: str, model_config, source: str,
-                      tokenizer: tuple[Path, int] | None = None) -> None:
+def write_config_file(path: storage.Path, recipe: str, model_config, source: str,
+                      tokenizer: tuple[storage.Path, int] | None = None) -> None:
   """A config file that trains or evaluates the imported model: the family's recipe with its sizes, and the
   imported tokenizer (a file beside the config: (its path, its T5 sentinels)) when there is one."""
   recipe_config = getattr(defaults, recipe)()
@@ -48,14 +47,14 @@ def write_config_file(path: Path, recipe: str, model_config, source: str,
   path.write_text("\n".join(lines) + "\n")
 
 
-def import_hf(source: str, output: str) -> Path:
-  out = Path(output)
+def import_hf(source: str, output: str) -> storage.Path:
+  out = storage.path(output)
   if (out / "config.py").exists() or (out / "params").exists():
     raise UserError(f"{out} already holds a converted model; choose a new --output directory")
   state_dict, hf_config = files.read_hf_dir(source)
   _, recipe = convert.family_and_recipe(hf_config)
-  companions = {name: files.read_hf_dir(Path(source) / name) for name in convert.companions(hf_config)
-                if (Path(source) / name / "config.json").is_file()}  # ELECTRA: SOURCE/generator
+  companions = {name: files.read_hf_dir(storage.path(source) / name) for name in convert.companions(hf_config)
+                if (storage.path(source) / name / "config.json").is_file()}  # ELECTRA: SOURCE/generator
   model_config, params = convert.from_hf(state_dict, hf_config, companions)
   out.mkdir(parents=True, exist_ok=True)
   tokenizer = import_tokenizer(source, out, hf_config, model_config)
@@ -64,7 +63,8 @@ def import_hf(source: str, output: str) -> Path:
   return out
 
 
-def import_tokenizer(source: str, out: Path, hf_config: dict, model_config) -> tuple[Path, int] | None:
+def import_tokenizer(source: str, out: storage.Path, hf_config: dict,
+                     model_config) -> tuple[storage.Path, int] | None:
   """The checkpoint's tokenizer copied (or built) into `out`, checked against the model; None, with a warning,
   when the checkpoint has none."""
   imported = hf_tokenizer.import_files(source, out, sentinels=100 if hf_config.get("model_type") == "t5" else 0)
@@ -96,25 +96,43 @@ def find_tokenizer(config, params_path: str, given: str | None) -> tokenizer_lib
   return None
 
 
+def task_labels(config) -> tuple[str, ...]:
+  """The label names of a fine-tuning run's classification task (config.task); none for other models."""
+  if "task" not in config or config.model.get("head") != "classification":
+    return ()
+  from bert_jax.data import tasks
+
+  try:
+    return tasks.load(config.task).labels
+  except UserError as error:
+    print(f"warning: the task's labels are unknown here ({error}); the export names them LABEL_0, LABEL_1, ...",
+          file=sys.stderr)
+    return ()
+
+
 def export_hf(config_spec: str, overrides: list[str], params_path: str, output: str,
-              tokenizer_path: str | None = None) -> tuple[Path, bool]:
+              tokenizer_path: str | None = None) -> tuple[storage.Path, bool]:
   """Writes the export; returns its directory and whether it holds a tokenizer."""
   config = config_lib.load_config(config_spec, overrides)
   tokenizer = find_tokenizer(config, params_path, tokenizer_path)
   params = files.restore_params(params_path)
   hf_config, state_dict = convert.to_hf(config.model, params)
+  labels = task_labels(config)
+  if labels:  # a fine-tuned classifier: its labels by name, as the transformers pipelines print them
+    hf_config.update(id2label={str(k): label for k, label in enumerate(labels)},
+                     label2id={label: k for k, label in enumerate(labels)})
   fast = tokenizer and tokenizer_export.fast_tokenizer(tokenizer, hf_config["model_type"],
                                                        models.max_sequence_length(config.model))
   files.write_hf_dir(output, hf_config, state_dict)
   for name, (companion_config, companion_state) in convert.to_hf_companions(config.model, params).items():
-    files.write_hf_dir(Path(output) / name, companion_config, companion_state)  # ELECTRA: OUTPUT/generator
-    print(f"wrote the {name} ({companion_config['architectures'][0]}) to {Path(output) / name}")
+    files.write_hf_dir(storage.path(output) / name, companion_config, companion_state)  # ELECTRA: OUTPUT/generator
+    print(f"wrote the {name} ({companion_config['architectures'][0]}) to {storage.path(output) / name}")
   if tokenizer:
     tokenizer_export.write(fast, tokenizer, output)
   note = getattr(convert.converter(config.model.family), "EXPORT_NOTE", "")  # what an export leaves out
   if note:
     print(f"note: {note}")
-  return Path(output), tokenizer is not None
+  return storage.path(output), tokenizer is not None
 
 
 def run(args) -> int:

@@ -5,7 +5,7 @@ import json
 
 from bert_jax import cli, config as config_lib, params
 
-HELP = "count a config's parameters (pretraining model and bare encoder) without allocating them"
+HELP = "count a config's parameters (the model model.head names and the bare encoder) without allocating them"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -25,7 +25,9 @@ def run(args) -> int:
   print(f"{args.config}: {config.model.family} family")
   for name, n in counts["rows"]:
     print(f"  {name:<{width}}{n:>15,}")
-  print(f"  {'total (pretraining model)':<{width}}{counts['total']:>15,}")
+  head = config.model.get("head", "pretraining")
+  model = "pretraining model" if head == "pretraining" else f"task model, head={head}"
+  print(f"  {f'total ({model})':<{width}}{counts['total']:>15,}")
   if counts.get("encoder") is not None:
     print(f"  {'encoder (bare, as HF counts it)':<{width}}{counts['encoder']:>15,}")
   return 0

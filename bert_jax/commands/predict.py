@@ -2,12 +2,12 @@
 
 import argparse
 import json
-from pathlib import Path
 
-from bert_jax import config as config_lib, parallel, workdir as workdir_lib
+from bert_jax import config as config_lib, parallel, storage
 from bert_jax.errors import UserError
 
-HELP = ("run a trained model on text: fill-mask at [MASK] (BERT, RoBERTa, ALBERT, XLNet), span infilling at "
+HELP = ("run a trained model on text: fill-mask at [MASK] (BERT, RoBERTa, ALBERT, XLNet), a fine-tuned classifier's "
+        "label (a pair as two texts joined by a tab), span infilling at "
         "<extra_id_N> (T5); from a run (--workdir) or a `convert --from-hf` directory (--model)")
 
 
@@ -29,7 +29,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def texts(args) -> list[str]:
   found = list(args.text)
   if args.file:
-    path = Path(workdir_lib.resolve(args.file))
+    path = storage.path(args.file)
     if not path.is_file():
       raise UserError(f"--file {path} does not exist")
     found += [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]

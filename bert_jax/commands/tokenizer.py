@@ -1,9 +1,8 @@
 """`bert-jax tokenizer`: train a SentencePiece tokenizer on a source (the config's, or --source)."""
 
 import argparse
-from pathlib import Path
 
-from bert_jax import cli, config as config_lib, workdir as workdir_lib
+from bert_jax import cli, config as config_lib, storage
 from bert_jax.data import tokenizer as tokenizer_lib
 from bert_jax.data.sources import Source, absolute_spec
 from bert_jax.errors import UserError
@@ -44,7 +43,7 @@ def run(args) -> int:
               "data.dummy_prefix": args.dummy_prefix, "data.byte_fallback": args.byte_fallback}
   overrides = [f"{key}={value}" for key, value in settings.items() if value is not None]
   config = config_lib.load_config(args.config, [*args.overrides, *overrides])
-  output = Path(workdir_lib.resolve(args.output))
+  output = storage.path(args.output)
   if output.suffix != ".model":
     raise UserError(f"--output {output} should end in .model")
   if output.exists() and not args.force:

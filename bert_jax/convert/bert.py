@@ -5,6 +5,9 @@ One table of (our parameter path, HF name, kind) serves both directions. HF Line
 output as [heads, kv, embed]. HF ALBERT block i of group g is our block g * inner_group_num + i
 (bert.owners); our share=none with an E -> H projection exports as ALBERT with one group per layer.
 HF ties the MLM decoder to the word embeddings (and its bias to the head's bias), as we do.
+A task model (model.head) converts as HF's <Name>ForSequenceClassification or <Name>ForQuestionAnswering: the
+encoder (with the pooler where the head reads it) and classifier.* or qa_outputs.*; the head of an import is
+read from the checkpoint's weights (qa_outputs or classifier present), num_labels from the classifier's rows.
 """
 
 from typing import Any
@@ -100,8 +103,10 @@ def _table(cfg: bert.BertConfig, model_type: str) -> list[tuple[str, str, str]]:
   else:
     for k in range(cfg.num_layers):
       table += block_entries(k, f"{p}encoder.layer.{k}", model_type)
-  if cfg.pooler:
+  if _has_pooler(cfg):
     table += linear_entries("encoder/pooler", f"{p}pooler" if model_type == "albert" else f"{p}pooler.dense")
+  if cfg.head != "pretraining":
+    return table + head_entries(cfg.head, cfg.classifier == "roberta")
   table += linear_entries("mlm_head/transform", f"{head}dense" if model_type != "bert" else f"{head}transform.dense")
   table += norm_entries("mlm_head/layer_norm", {"bert": f"{head}transform.LayerNorm", "roberta": f"{head}layer_norm",
                                          "albert": f"{head}LayerNorm"}[model_type])
@@ -110,6 +115,50 @@ def _table(cfg: bert.BertConfig, model_type: str) -> list[tuple[str, str, str]]:
     table += linear_entries("sentence_head", {"bert": "cls.seq_relationship",
                                        "albert": "sop_classifier.classifier"}[model_type])
   return table
+
+
+def _has_pooler(cfg: bert.BertConfig) -> bool:
+  """Whether the model holds encoder/pooler: its pretraining config says, a task model has it for its head."""
+  return cfg.pooler if cfg.head == "pretraining" else cfg.head == "classification" and cfg.classifier == "pooler"
+
+
+def head_entries(head: str, dense_then_out_proj: bool) -> list[tuple[str, str, str]]:
+  """The task head's table: qa_outputs (span), classifier.{dense, out_proj} (RoBERTa, ELECTRA) or classifier."""
+  if head == "span":
+    return linear_entries("qa_outputs", "qa_outputs")
+  if dense_then_out_proj:
+    return linear_entries("classifier/dense", "classifier.dense") + linear_entries("classifier/out_proj",
+                                                                                   "classifier.out_proj")
+  return linear_entries("classifier", "classifier")
+
+
+def task_head(state_dict: dict, classifier_weight: str, pretraining_weight: str) -> dict:
+  """{head, num_labels} of a checkpoint: nothing with `pretraining_weight` (a pretraining head's), else span with
+  qa_outputs, classification with `classifier_weight` (num_labels its rows)."""
+  if pretraining_weight in state_dict:
+    return {}
+  if "qa_outputs.weight" in state_dict:
+    if np.shape(state_dict["qa_outputs.weight"])[0] != 2:
+      raise UserError("qa_outputs.weight has not 2 rows (start, end); only extractive QA heads of 2 outputs convert")
+    return {"head": "span"}
+  if classifier_weight in state_dict:
+    return {"head": "classification", "num_labels": int(np.shape(state_dict[classifier_weight])[0])}
+  return {}
+
+
+def classifier_dropout(value: float | None, dropout: float) -> float:
+  """model.classifier_dropout for an HF classifier dropout: -1 (model.dropout) when it is absent or the same."""
+  return -1.0 if value is None or value == dropout else float(value)
+
+
+def task_config(cfg: Any) -> dict:
+  """The config.json keys of a classification export: num_labels, placeholder labels, regression for one label."""
+  if cfg.head != "classification":
+    return {}
+  names = [f"LABEL_{i}" for i in range(cfg.num_labels)]
+  keys = {"num_labels": cfg.num_labels, "id2label": dict(enumerate(names)),
+          "label2id": {n: i for i, n in enumerate(names)}}
+  return keys | ({"problem_type": "regression"} if cfg.num_labels == 1 else {})
 
 
 def hf_activation(name: str) -> str:
@@ -138,7 +187,11 @@ def _model_config(hf: dict, state_dict: dict) -> ml_collections.ConfigDict:
   albert = model_type == "albert"
   sentence_key = {"bert": "cls.seq_relationship.weight", "albert": "sop_classifier.classifier.weight"}
   pooler_key = _PREFIX[model_type] + ("pooler.weight" if albert else "pooler.dense.weight")
-  dropout = 0.0 if albert else 0.1
+  dropout = hf.get("hidden_dropout_prob", 0.0 if albert else 0.1)
+  roberta = model_type == "roberta"
+  head = task_head(state_dict, "classifier.out_proj.weight" if roberta else "classifier.weight",
+                   f"{_HEAD_PREFIX[model_type]}bias")
+  head_dropout = hf.get("classifier_dropout_prob", 0.1) if albert else hf.get("classifier_dropout")
   return models.default_config(
       "bert", vocab_size=hf["vocab_size"], hidden_size=hf["hidden_size"], num_layers=hf["num_hidden_layers"],
       num_heads=hf["num_attention_heads"], intermediate_size=hf["intermediate_size"],
@@ -148,11 +201,12 @@ def _model_config(hf: dict, state_dict: dict) -> ml_collections.ConfigDict:
       num_hidden_groups=hf.get("num_hidden_groups", 1) if albert else 1,
       inner_group_num=hf.get("inner_group_num", 1) if albert else 1, share="all" if albert else "none",
       hidden_act=hf_activation(hf.get("hidden_act", "gelu_new" if albert else "gelu")),
-      dropout=hf.get("hidden_dropout_prob", dropout),
-      attention_dropout=hf.get("attention_probs_dropout_prob", dropout),
+      dropout=dropout, attention_dropout=hf.get("attention_probs_dropout_prob", 0.0 if albert else 0.1),
       layer_norm_eps=hf.get("layer_norm_eps", 1e-12), initializer_range=hf.get("initializer_range", 0.02),
       pooler=pooler_key in state_dict,
-      sentence_head=("sop" if albert else "nsp") if sentence_key.get(model_type) in state_dict else "none")
+      sentence_head=("sop" if albert else "nsp") if sentence_key.get(model_type) in state_dict else "none",
+      classifier="roberta" if roberta else "pooler", classifier_dropout=classifier_dropout(head_dropout, dropout),
+      **head)
 
 
 def _check_tied(state_dict: dict, params: dict, model_type: str) -> set[str]:
@@ -176,12 +230,14 @@ def from_hf(state_dict: dict, hf_config: dict) -> tuple[ml_collections.ConfigDic
   missing = [hf for _, hf, _ in table if hf not in state_dict]
   if missing:
     more = " ..." if len(missing) > 3 else ""
-    raise UserError(f"the {model_type} checkpoint lacks {', '.join(missing[:3])}{more}; "
-                    f"convert a {model_type} pretraining or masked-LM checkpoint")
+    raise UserError(f"the {model_type} checkpoint lacks {', '.join(missing[:3])}{more}; convert a {model_type} "
+                    "pretraining, masked-LM, sequence-classification or question-answering checkpoint")
   flat = {tuple(ours.split("/")): to_ours(kind, np.asarray(state_dict[hf], np.float32), cfg)
           for ours, hf, kind in table}
   params = traverse_util.unflatten_dict(flat)
-  used = {hf for _, hf, _ in table} | _check_tied(state_dict, params, model_type)
+  used = {hf for _, hf, _ in table}
+  if cfg.head == "pretraining":
+    used |= _check_tied(state_dict, params, model_type)
   unused = sorted(k for k in set(state_dict) - used if not k.endswith(("position_ids", "token_type_ids")))
   if unused:
     raise UserError(f"the {model_type} checkpoint has parameters we have no place for: "
@@ -201,7 +257,7 @@ def _hf_model_type(cfg: bert.BertConfig) -> str:
   if cfg.inner_group_num != 1:
     raise UserError("model.inner_group_num > 1 exports only as ALBERT (with model.embedding_projection=True)")
   if cfg.position_offset:
-    if cfg.sentence_head != "none":
+    if cfg.sentence_head != "none" and cfg.head == "pretraining":
       raise UserError("Hugging Face RoBERTa has no sentence head; export needs model.sentence_head=none")
     return "roberta"
   return "bert"
@@ -209,6 +265,12 @@ def _hf_model_type(cfg: bert.BertConfig) -> str:
 
 def _architecture(model_type: str, cfg: bert.BertConfig) -> str:
   name = {"bert": "Bert", "roberta": "Roberta", "albert": "Albert"}[model_type]
+  if cfg.head != "pretraining":
+    want = "roberta" if model_type == "roberta" else "pooler"
+    if cfg.head == "classification" and cfg.classifier != want:
+      raise UserError(f"Hugging Face {name}ForSequenceClassification has the {want} head; "
+                      f"export needs model.classifier={want}")
+    return f"{name}ForSequenceClassification" if cfg.head == "classification" else f"{name}ForQuestionAnswering"
   return f"{name}ForPreTraining" if cfg.sentence_head != "none" else f"{name}ForMaskedLM"
 
 
@@ -229,5 +291,7 @@ def to_hf(model_config: Any, params: dict) -> tuple[dict, dict]:
   }
   if model_type == "albert":
     hf_config.update(embedding_size=cfg.embed_dim, num_hidden_groups=_hf_groups(cfg),
-                     inner_group_num=cfg.inner_group_num)
-  return hf_config, state_dict
+                     inner_group_num=cfg.inner_group_num, classifier_dropout_prob=cfg.head_dropout)
+  else:
+    hf_config["classifier_dropout"] = cfg.classifier_dropout if cfg.classifier_dropout >= 0 else None
+  return hf_config | task_config(cfg), state_dict

@@ -7,6 +7,9 @@ an import checks that the two copies are equal. An import without a generator st
 the family's default generator_size, for continued pretraining of a published discriminator.
 
 Each tower is BERT's encoder under HF's `electra.` prefix, so the layer tables are convert/bert.py's.
+A task model (model.head) is the discriminator's encoder with the head of ElectraForSequenceClassification
+(classifier.dense, classifier.out_proj) or ElectraForQuestionAnswering (qa_outputs); the generator is
+pretraining-only, so a task export writes none and a task import reads none.
 """
 
 from typing import Any
@@ -28,8 +31,9 @@ _HF_EMBEDDING_SIZE = 128  # transformers.ElectraConfig's default
 _HEAD = {"discriminator": "discriminator_predictions.", "generator": "generator_predictions."}
 
 
-def _tower_table(tower: str, cfg) -> list[tuple[str, str, str]]:
-  """Embeddings, projection and layers of one tower (bert.BertConfig `cfg`): our paths and HF's names."""
+def _tower_table(tower: str, cfg, head: str = "pretraining") -> list[tuple[str, str, str]]:
+  """Embeddings, projection, layers and head of one tower (bert.BertConfig `cfg`; the task `head` for the
+  discriminator of a task model): our paths and HF's names."""
   table = [(f"embeddings/{name}/embedding", f"{_PREFIX}embeddings.{name}.weight", "copy")
            for name in ("word_embeddings", "position_embeddings", "token_type_embeddings")]
   table += bert_convert.norm_entries("embeddings/layer_norm", f"{_PREFIX}embeddings.LayerNorm")
@@ -38,6 +42,8 @@ def _tower_table(tower: str, cfg) -> list[tuple[str, str, str]]:
   for k in range(cfg.num_layers):
     table += [(ours.replace("encoder/", f"{tower}/", 1), hf, kind)
               for ours, hf, kind in bert_convert.block_entries(k, f"{_PREFIX}encoder.layer.{k}", "electra")]
+  if head != "pretraining":
+    return table + bert_convert.head_entries(head, dense_then_out_proj=True)
   head = _HEAD[tower]
   if tower == "discriminator":
     table += bert_convert.linear_entries("discriminator_head/dense", f"{head}dense")
@@ -59,11 +65,18 @@ def _check_gelu(cfg: electra.ElectraConfig) -> None:
                     f"'{cfg.hidden_act}'; a generator converts only with hidden_act gelu")
 
 
+def _architecture(cfg: electra.ElectraConfig, tower: str) -> str:
+  if tower == "generator":
+    return "ElectraForMaskedLM"
+  return {"pretraining": "ElectraForPreTraining", "classification": "ElectraForSequenceClassification",
+          "span": "ElectraForQuestionAnswering"}[cfg.head]
+
+
 def _hf_config(cfg: electra.ElectraConfig, tower: str) -> dict:
   t = _towers(cfg)[tower]
-  return {
-      "model_type": "electra",
-      "architectures": ["ElectraForPreTraining" if tower == "discriminator" else "ElectraForMaskedLM"],
+  task = bert_convert.task_config(cfg) if tower == "discriminator" else {}
+  return task | {
+      "model_type": "electra", "architectures": [_architecture(cfg, tower)],
       "vocab_size": cfg.vocab_size, "embedding_size": cfg.embed_dim, "hidden_size": t.hidden_size,
       "num_hidden_layers": t.num_layers, "num_attention_heads": t.num_heads, "intermediate_size": t.intermediate_size,
       "hidden_act": cfg.hidden_act, "hidden_dropout_prob": cfg.dropout,
@@ -71,6 +84,7 @@ def _hf_config(cfg: electra.ElectraConfig, tower: str) -> dict:
       "type_vocab_size": cfg.type_vocab_size, "initializer_range": cfg.initializer_range,
       "layer_norm_eps": cfg.layer_norm_eps, "pad_token_id": cfg.pad_token_id,
       "position_embedding_type": "absolute", "tie_word_embeddings": True,
+      "classifier_dropout": cfg.classifier_dropout if cfg.classifier_dropout >= 0 else None,
   }
 
 
@@ -78,23 +92,28 @@ def _export(model_config: Any, params: dict, tower: str) -> tuple[dict, dict]:
   cfg = electra.make_config(model_config)
   flat = traverse_util.flatten_dict(electra.to_layout(params, cfg, scanned=False), sep="/")
   state_dict = {hf: np.asarray(bert_convert.to_hf_kernel(kind, np.asarray(flat[ours])), np.float32)
-                for ours, hf, kind in _tower_table(tower, _towers(cfg)[tower])}
+                for ours, hf, kind in _tower_table(tower, _towers(cfg)[tower], cfg.head)}
   return _hf_config(cfg, tower), state_dict
 
 
 def to_hf(model_config: Any, params: dict) -> tuple[dict, dict]:
-  """The discriminator as ElectraForPreTraining."""
+  """The discriminator as ElectraForPreTraining (a task model as ElectraFor{SequenceClassification,
+  QuestionAnswering})."""
   return _export(model_config, params, "discriminator")
 
 
 def to_hf_companions(model_config: Any, params: dict) -> dict:
-  """{"generator": (hf_config, state_dict)}: the generator as ElectraForMaskedLM."""
-  _check_gelu(electra.make_config(model_config))
+  """{"generator": (hf_config, state_dict)}: the generator as ElectraForMaskedLM; {} for a task model."""
+  cfg = electra.make_config(model_config)
+  if cfg.head != "pretraining":
+    return {}
+  _check_gelu(cfg)
   return {"generator": _export(model_config, params, "generator")}
 
 
-def _model_config(hf: dict, generator_hf: dict | None) -> ml_collections.ConfigDict:
+def _model_config(hf: dict, generator_hf: dict | None, task: dict) -> ml_collections.ConfigDict:
   bert_convert.check_encoder_config(hf)
+  dropout = hf.get("hidden_dropout_prob", 0.1)
   embedding_size = hf.get("embedding_size", _HF_EMBEDDING_SIZE)
   sizes = {}
   if generator_hf is not None:
@@ -106,8 +125,10 @@ def _model_config(hf: dict, generator_hf: dict | None) -> ml_collections.ConfigD
       embedding_size=0 if embedding_size == hf["hidden_size"] else embedding_size,
       max_position=hf["max_position_embeddings"], type_vocab_size=hf.get("type_vocab_size", 2),
       pad_token_id=hf.get("pad_token_id") or 0, hidden_act=bert_convert.hf_activation(hf.get("hidden_act", "gelu")),
-      dropout=hf.get("hidden_dropout_prob", 0.1), attention_dropout=hf.get("attention_probs_dropout_prob", 0.1),
-      layer_norm_eps=hf.get("layer_norm_eps", 1e-12), initializer_range=hf.get("initializer_range", 0.02), **sizes)
+      dropout=dropout, attention_dropout=hf.get("attention_probs_dropout_prob", 0.1),
+      layer_norm_eps=hf.get("layer_norm_eps", 1e-12), initializer_range=hf.get("initializer_range", 0.02),
+      classifier_dropout=bert_convert.classifier_dropout(hf.get("classifier_dropout"), dropout),
+      **task, **sizes)
 
 
 def _check_generator_config(cfg: electra.ElectraConfig, generator_hf: dict) -> None:
@@ -126,8 +147,9 @@ def _read(state_dict: dict, table: list, cfg, what: str) -> dict:
   missing = [hf for _, hf, _ in table if hf not in state_dict]
   if missing:
     more = " ..." if len(missing) > 3 else ""
-    raise UserError(f"the {what} checkpoint lacks {', '.join(missing[:3])}{more}; convert an "
-                    f"{'ElectraForPreTraining' if what == 'discriminator' else 'ElectraForMaskedLM'} checkpoint")
+    wanted = ("ElectraForPreTraining, ElectraForSequenceClassification or ElectraForQuestionAnswering"
+              if what == "discriminator" else "ElectraForMaskedLM")
+    raise UserError(f"the {what} checkpoint lacks {', '.join(missing[:3])}{more}; convert an {wanted} checkpoint")
   unused = sorted(k for k in set(state_dict) - {hf for _, hf, _ in table} - {"generator_lm_head.weight"}
                   if not k.endswith(("position_ids", "token_type_ids")))
   if unused:
@@ -146,17 +168,18 @@ def _fresh_generator(model_config: Any) -> dict:
 
 
 def from_hf(state_dict: dict, hf_config: dict, companions: dict | None = None) -> tuple[Any, dict]:
-  generator = (companions or {}).get("generator")
+  task = bert_convert.task_head(state_dict, "classifier.out_proj.weight", f"{_HEAD['discriminator']}dense.weight")
+  generator = None if task else (companions or {}).get("generator")  # the generator serves pretraining only
   generator_state, generator_hf = generator if generator else (None, None)
-  model_config = _model_config(hf_config, generator_hf)
+  model_config = _model_config(hf_config, generator_hf, task)
   cfg = electra.make_config(model_config)
   electra.validate(cfg)
   towers = _towers(cfg)
-  flat = _read(state_dict, _tower_table("discriminator", towers["discriminator"]), towers["discriminator"],
+  flat = _read(state_dict, _tower_table("discriminator", towers["discriminator"], cfg.head), towers["discriminator"],
                "discriminator")
-  if generator is None:
+  if generator is None and not task:
     flat.update(_fresh_generator(model_config))
-  else:
+  elif generator is not None:
     _check_gelu(cfg)
     _check_generator_config(cfg, generator_hf)
     generated = _read(generator_state, _tower_table("generator", towers["generator"]), towers["generator"], "generator")

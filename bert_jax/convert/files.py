@@ -1,15 +1,16 @@
 """The files of a conversion: Hugging Face model directories and our Orbax parameter checkpoints."""
 
+import io
 import json
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
-from safetensors import safe_open
-from safetensors.numpy import save_file
+import safetensors
+import safetensors.numpy
 
+from bert_jax import storage
 from bert_jax.errors import UserError
 
 ORBAX_ITEM_METADATA = "_METADATA"  # in every directory of one Orbax pytree item
@@ -21,26 +22,28 @@ def _float32(x: jax.Array) -> np.ndarray:
   return np.asarray(x, np.float32) if jnp.issubdtype(x.dtype, jnp.floating) else np.asarray(x)
 
 
-def _read_safetensors(path: Path) -> dict:
+def _read_safetensors(path: storage.Path) -> dict:
+  if storage.is_url(path):  # safetensors maps a local file
+    raise UserError(f"{path}: --from-hf reads a local Hugging Face directory; copy it from the bucket first")
   # The flax framework reads bfloat16, which numpy alone cannot.
-  with safe_open(str(path), framework="flax") as f:
+  with safetensors.safe_open(str(path), framework="flax") as f:
     return {name: _float32(f.get_tensor(name)) for name in f.keys()}
 
 
-def _read_torch(path: Path) -> dict:
+def _read_torch(path: storage.Path) -> dict:
   try:
     import torch
   except ImportError as e:
     raise UserError(f"{path} is a PyTorch file and torch is not installed; install torch or convert "
                     "the checkpoint to model.safetensors") from e
-  state = torch.load(path, map_location="cpu", weights_only=True)
+  state = torch.load(io.BytesIO(path.read_bytes()), map_location="cpu", weights_only=True)
   return {name: tensor.float().numpy() if tensor.is_floating_point() else tensor.numpy()
           for name, tensor in state.items()}
 
 
-def read_hf_dir(directory: str | Path) -> tuple[dict, dict]:
+def read_hf_dir(directory: str | storage.Path) -> tuple[dict, dict]:
   """(state_dict of numpy arrays, parsed config.json) of a local Hugging Face model directory."""
-  directory = Path(directory)
+  directory = storage.path(directory)
   config_path = directory / "config.json"
   if not config_path.is_file():
     raise UserError(f"{config_path} not found; --from-hf needs a Hugging Face model directory")
@@ -65,30 +68,30 @@ def read_hf_dir(directory: str | Path) -> tuple[dict, dict]:
   return renamed, hf_config
 
 
-def write_hf_dir(directory: str | Path, hf_config: dict, state_dict: dict) -> None:
-  directory = Path(directory)
+def write_hf_dir(directory: str | storage.Path, hf_config: dict, state_dict: dict) -> None:
+  directory = storage.path(directory)
   for name in ("config.json", "model.safetensors"):
     if (directory / name).exists():
       raise UserError(f"{directory / name} already exists; choose a new --output directory")
   directory.mkdir(parents=True, exist_ok=True)
-  save_file({k: np.ascontiguousarray(v) for k, v in state_dict.items()}, str(directory / "model.safetensors"),
-            metadata={"format": "pt"})
+  (directory / "model.safetensors").write_bytes(safetensors.numpy.save(
+      {k: np.ascontiguousarray(v) for k, v in state_dict.items()}, metadata={"format": "pt"}))
   (directory / "config.json").write_text(json.dumps(hf_config, indent=2, sort_keys=True) + "\n")
 
 
-def save_params(path: str | Path, params: dict) -> None:
+def save_params(path: str | storage.Path, params: dict) -> None:
   """Writes a parameter tree as an Orbax StandardSave checkpoint (restorable onto any mesh)."""
-  path = Path(path).resolve()
+  path = storage.path(path)
   if path.exists():
     raise UserError(f"{path} already exists; choose a new --output directory")
   with ocp.StandardCheckpointer() as checkpointer:
     checkpointer.save(path, params)
 
 
-def params_item(path: str | Path) -> Path:
+def params_item(path: str | storage.Path) -> storage.Path:
   """The Orbax item that holds parameters: `path` itself (what `convert` writes, or a training checkpoint's
   STEP/params), or the `params` item of a training checkpoint's step directory."""
-  path = Path(path).resolve()
+  path = storage.path(path)
   wanted = ("pass the params directory `convert --from-hf` wrote (OUT/params) or a training checkpoint's step "
             "(WORKDIR/checkpoints/STEP)")
   if not path.exists():
@@ -104,7 +107,7 @@ def params_item(path: str | Path) -> Path:
   raise UserError(f"{path} is not a parameter checkpoint; {wanted}")
 
 
-def restore_params(path: str | Path) -> dict:
+def restore_params(path: str | storage.Path) -> dict:
   """The parameter tree of an Orbax checkpoint (see params_item for the paths it takes)."""
   item = params_item(path)
   device = jax.sharding.SingleDeviceSharding(jax.local_devices(backend="cpu")[0])

@@ -15,8 +15,9 @@ came in, with the framing and special tokens of the objectives that trained on i
 """
 
 import json
-from pathlib import Path
+import tempfile
 
+from bert_jax import storage
 from bert_jax.data.tokenizer import Tokenizer
 from bert_jax.errors import UserError
 
@@ -114,13 +115,16 @@ def fast_tokenizer(tokenizer, model_type: str, model_max_length: int | None = No
       **({"model_max_length": model_max_length} if model_max_length else {}))
 
 
-def write(fast, tokenizer: Tokenizer, directory: str | Path) -> None:
+def write(fast, tokenizer: Tokenizer, directory: str | storage.Path) -> None:
   """Writes FILES of `fast` (fast_tokenizer of `tokenizer`) into `directory`: what AutoTokenizer loads."""
-  directory = Path(directory)
+  directory = storage.path(directory)
   for name in FILES:
     if (directory / name).exists():
       raise UserError(f"{directory / name} already exists; choose a new --output directory")
-  fast.save_pretrained(str(directory))
+  with tempfile.TemporaryDirectory() as local:  # transformers writes local files only: copied into `directory`
+    fast.save_pretrained(local)
+    for saved in storage.files_below(local):
+      (directory / saved.name).write_bytes(saved.read_bytes())
   config_path = directory / "tokenizer_config.json"
   config = json.loads(config_path.read_text())
   config["tokenizer_class"] = "PreTrainedTokenizerFast"  # the class name both transformers 4 and 5 know

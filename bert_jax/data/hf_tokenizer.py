@@ -17,14 +17,13 @@ themselves, with the ids found here by name (the first of each role's names the 
 import hashlib
 import json
 import re
-import shutil
-from pathlib import Path
 from typing import Iterable
 
 import numpy as np
 import tokenizers
 from tokenizers import decoders, models, normalizers, pre_tokenizers
 
+from bert_jax import storage
 from bert_jax.errors import UserError
 
 ROLES = {"pad": ("[PAD]", "<pad>"), "eos": ("</s>", "[SEP]"), "eod": ("<eod>", "</s>", "[SEP]"), "cls": ("[CLS]", "<s>", "<cls>"),
@@ -103,6 +102,11 @@ class HFTokenizer:
   def encode(self, texts: list[str]) -> list[list[int]]:
     return [e.ids for e in self.tokenizer.encode_batch(texts, add_special_tokens=False)]
 
+  def encode_with_offsets(self, text: str) -> tuple[list[int], list[tuple[int, int]]]:
+    """(ids, each token's character span in `text`, without the whitespace around it: see trim_spans)."""
+    encoding = self.tokenizer.encode(text, add_special_tokens=False)
+    return encoding.ids, trim_spans(text, encoding.offsets)
+
   def decode(self, ids: Iterable[int]) -> str:
     return self.tokenizer.decode([int(i) for i in ids if int(i) < self.piece_count], skip_special_tokens=False)
 
@@ -110,9 +114,23 @@ class HFTokenizer:
     return hashlib.sha256(self.data).hexdigest()
 
 
-def load(path: str | Path, extra_ids: int = 0) -> HFTokenizer:
+def trim_spans(text: str, spans: Iterable[tuple[int, int]]) -> list[tuple[int, int]]:
+  """Token spans without the whitespace at their ends (a "\u2581the" or "\u0120the" piece spans "the"); a span of
+  whitespace only becomes the empty span at its end. Pieces of one character (byte fallback) may share its span or
+  be empty."""
+  trimmed = []
+  for start, end in spans:
+    while start < end and text[start].isspace():
+      start += 1
+    while end > start and text[end - 1].isspace():
+      end -= 1
+    trimmed.append((start, end))
+  return trimmed
+
+
+def load(path: str | storage.Path, extra_ids: int = 0) -> HFTokenizer:
   """A tokenizer.json; `extra_ids` (config.data.extra_ids), when not 0, must be the number of sentinels it has."""
-  path = Path(path)
+  path = storage.path(path)
   data = path.read_bytes()
   try:
     parsed = tokenizers.Tokenizer.from_str(data.decode())
@@ -126,7 +144,7 @@ def load(path: str | Path, extra_ids: int = 0) -> HFTokenizer:
   return tokenizer
 
 
-def _settings(directory: Path) -> dict:
+def _settings(directory: storage.Path) -> dict:
   path = directory / "tokenizer_config.json"
   try:
     return json.loads(path.read_text()) if path.is_file() else {}
@@ -134,7 +152,7 @@ def _settings(directory: Path) -> dict:
     raise UserError(f"{path} is damaged (not JSON); repair it or remove it") from None
 
 
-def _wordpiece(directory: Path) -> tokenizers.Tokenizer:
+def _wordpiece(directory: storage.Path) -> tokenizers.Tokenizer:
   """BertTokenizer's pipeline: BERT's cleaning, CJK characters apart, accents stripped and lower case when
   do_lower_case; splits on whitespace and punctuation; greedy longest-match WordPiece with ##."""
   settings = _settings(directory)
@@ -151,7 +169,7 @@ def _wordpiece(directory: Path) -> tokenizers.Tokenizer:
   return tokenizer
 
 
-def _byte_level_bpe(directory: Path) -> tokenizers.Tokenizer:
+def _byte_level_bpe(directory: storage.Path) -> tokenizers.Tokenizer:
   """RobertaTokenizer's / GPT2Tokenizer's pipeline: GPT-2's byte-level pre-tokenization (no prefix space unless
   tokenizer_config.json asks for one), byte-level BPE merges."""
   settings = _settings(directory)
@@ -172,15 +190,16 @@ def _add_special(tokenizer: tokenizers.Tokenizer, vocab: dict, settings: dict) -
   tokenizer.add_special_tokens(sorted(name for name in names if name in vocab))
 
 
-def import_files(hf_dir: str | Path, out_dir: str | Path, sentinels: int = 0) -> tuple[Path, int] | None:
+def import_files(hf_dir: str | storage.Path, out_dir: str | storage.Path,
+                 sentinels: int = 0) -> tuple[storage.Path, int] | None:
   """(the file written into out_dir, its T5 sentinels for data.extra_ids) from hf_dir's tokenizer files; None
   when hf_dir has none. `sentinels`: those of a spiece.model whose tokenizer_config.json names none (T5: 100)."""
-  hf_dir, out_dir = Path(hf_dir), Path(out_dir)
+  hf_dir, out_dir = storage.path(hf_dir), storage.path(out_dir)
   if (hf_dir / TOKENIZER_FILE).is_file():
-    shutil.copyfile(hf_dir / TOKENIZER_FILE, out_dir / TOKENIZER_FILE)
+    (out_dir / TOKENIZER_FILE).write_bytes((hf_dir / TOKENIZER_FILE).read_bytes())
     return out_dir / TOKENIZER_FILE, load(out_dir / TOKENIZER_FILE).extra_ids
   if (hf_dir / "spiece.model").is_file():
-    shutil.copyfile(hf_dir / "spiece.model", out_dir / "spiece.model")
+    (out_dir / "spiece.model").write_bytes((hf_dir / "spiece.model").read_bytes())
     settings = _settings(hf_dir)
     named = [t for t in settings.get("additional_special_tokens") or () if SENTINEL.fullmatch(str(t))]
     return out_dir / "spiece.model", int(settings.get("extra_ids", len(named) or sentinels))
@@ -190,5 +209,5 @@ def import_files(hf_dir: str | Path, out_dir: str | Path, sentinels: int = 0) ->
     built = _wordpiece(hf_dir)
   else:
     return None
-  built.save(str(out_dir / TOKENIZER_FILE))
+  (out_dir / TOKENIZER_FILE).write_text(built.to_str(pretty=True))
   return out_dir / TOKENIZER_FILE, load(out_dir / TOKENIZER_FILE).extra_ids

@@ -18,21 +18,19 @@ iterator's position can be saved and restored exactly with tf.train.Checkpoint(i
 """
 
 import json
-import os
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
 import jax
 import numpy as np
 
-from bert_jax.data import files, prepare as prepare_lib, words
+from bert_jax import storage
+from bert_jax.data import files, prepare as prepare_lib, records, words
 from bert_jax.data import tokenizer as tokenizer_lib
 from bert_jax.data.sources import Source
 from bert_jax.data.tf_cpu import tf
 from bert_jax.errors import UserError
-from bert_jax.workdir import resolve
 
 TOKENIZER_MODEL = "spm.model"
 TOKENIZER_SETTINGS = "tokenizer.json"
@@ -40,8 +38,8 @@ WAIT_SECONDS = 2.0
 EXAMPLE_SHUFFLE_BATCHES = 16  # the sequences of one document spread over this many batches
 
 
-def prepared_dir(config: Any, workdir: str | Path) -> Path:
-  return Path(resolve(config.data.prepared_dir or os.path.join(str(workdir), "data")))
+def prepared_dir(config: Any, workdir: str | storage.Path) -> storage.Path:
+  return storage.path(config.data.prepared_dir) if config.data.prepared_dir else storage.path(workdir) / "data"
 
 
 def tokenizer_settings(config: Any, source: Source) -> dict:
@@ -51,17 +49,17 @@ def tokenizer_settings(config: Any, source: Source) -> dict:
           "sentences": config.data.tokenizer_sentences, **tokenizer_lib.options(config.data)}
 
 
-def _tokenizer_for(config: Any, workdir: str | Path, source: Source) -> tokenizer_lib.Tokenizer:
+def _tokenizer_for(config: Any, workdir: str | storage.Path, source: Source) -> tokenizer_lib.Tokenizer:
   """data.tokenizer when given; otherwise <workdir>/tokenizer/spm.model, trained on the source the first time."""
   if config.data.tokenizer:
-    tokenizer = tokenizer_lib.load(resolve(config.data.tokenizer), config.data.extra_ids)
+    tokenizer = tokenizer_lib.load(config.data.tokenizer, config.data.extra_ids)
   else:
-    tokenizer = _workdir_tokenizer(config, Path(resolve(str(workdir))) / "tokenizer", source)
+    tokenizer = _workdir_tokenizer(config, storage.path(workdir) / "tokenizer", source)
   tokenizer_lib.check_model_fit(tokenizer, config.model)
   return tokenizer
 
 
-def _workdir_tokenizer(config: Any, directory: Path, source: Source) -> tokenizer_lib.Tokenizer:
+def _workdir_tokenizer(config: Any, directory: storage.Path, source: Source) -> tokenizer_lib.Tokenizer:
   """The tokenizer directory (spm.model and the settings it was trained with) is published whole, once."""
   wanted = tokenizer_settings(config, source)
   found = _trained_settings(directory)
@@ -85,7 +83,7 @@ def _workdir_tokenizer(config: Any, directory: Path, source: Source) -> tokenize
   return tokenizer
 
 
-def _trained_settings(directory: Path) -> dict | None:
+def _trained_settings(directory: storage.Path) -> dict | None:
   """The settings a published tokenizer directory was trained with; None when there is none."""
   path = directory / TOKENIZER_SETTINGS
   if path.is_file():
@@ -99,7 +97,7 @@ def _trained_settings(directory: Path) -> dict | None:
   return None
 
 
-def prepare_if_needed(config: Any, workdir: str | Path) -> dict:
+def prepare_if_needed(config: Any, workdir: str | storage.Path) -> dict:
   """Tokenizer and prepared data for config.data; a no-op when they are complete. Returns the metadata."""
   directory = prepared_dir(config, workdir)
   if jax.process_index() != 0:
@@ -110,7 +108,7 @@ def prepare_if_needed(config: Any, workdir: str | Path) -> dict:
   return prepare_lib.prepare(config, source, tokenizer, directory)
 
 
-def _wait_for_metadata(directory: Path) -> dict:
+def _wait_for_metadata(directory: storage.Path) -> dict:
   announced = False
   while (metadata := prepare_lib.read_metadata(directory)) is None:
     if not announced:
@@ -120,7 +118,7 @@ def _wait_for_metadata(directory: Path) -> dict:
   return metadata
 
 
-def _metadata(config: Any, workdir: str | Path) -> dict:
+def _metadata(config: Any, workdir: str | storage.Path) -> dict:
   """The metadata of complete prepared data."""
   directory = prepared_dir(config, workdir)
   metadata = prepare_lib.read_metadata(directory)
@@ -130,12 +128,12 @@ def _metadata(config: Any, workdir: str | Path) -> dict:
   return metadata
 
 
-def load_tokenizer(config: Any, workdir: str | Path) -> tokenizer_lib.Tokenizer:
+def load_tokenizer(config: Any, workdir: str | storage.Path) -> tokenizer_lib.Tokenizer:
   """The tokenizer the prepared data was made with (the very file: its sha256 is checked), checked against the
   model (vocab size, pad id)."""
   directory = prepared_dir(config, workdir)
   metadata = _metadata(config, workdir)
-  path = Path(metadata["tokenizer"])
+  path = storage.path(metadata["tokenizer"])
   if not path.is_file():
     raise UserError(f"tokenizer {path}, which the data in {directory} was prepared with, is missing; restore it, "
                     f"or delete {directory} to prepare the data again")
@@ -157,7 +155,7 @@ def _local_batch(global_batch: int, process_count: int, key: str) -> int:
   return global_batch // process_count
 
 
-def _shards(config: Any, workdir: str | Path, split: str, process_index: int, process_count: int):
+def _shards(config: Any, workdir: str | storage.Path, split: str, process_index: int, process_count: int):
   """(this process's shards, whether whole files are shared out; otherwise every process reads them all and
   keeps every process_count-th document)."""
   shards = [s for s in _metadata(config, workdir)["splits"][split] if s["documents"]]
@@ -165,7 +163,7 @@ def _shards(config: Any, workdir: str | Path, split: str, process_index: int, pr
   return (shards[process_index::process_count] if by_file else shards), by_file
 
 
-def _check_fills_a_batch(config: Any, workdir: str | Path, split: str, process_index: int, process_count: int,
+def _check_fills_a_batch(config: Any, workdir: str | storage.Path, split: str, process_index: int, process_count: int,
                          local_batch: int, objective: Any) -> None:
   """An upper bound of the sequences one pass gives (each takes at least one sentence or seq_len - 3 tokens;
   a memory stream's rows take seq_len - 3 tokens each, a reversed row none more) must reach a batch."""
@@ -188,7 +186,7 @@ def _carries_memory(objective: Any) -> bool:
   return getattr(objective, "carries_memory", False)
 
 
-def documents(config: Any, workdir: str | Path, split: str, process_index: int = 0, process_count: int = 1,
+def documents(config: Any, workdir: str | storage.Path, split: str, process_index: int = 0, process_count: int = 1,
               shuffle: bool = False):
   """This process's documents of a split: {"token_ids": int32 [T], "sentence_lengths": int32 [S]}, and
   "word_starts": int32 [T] when the data was prepared with data.word_segmenter=jieba. With `shuffle`, shuffled
@@ -198,11 +196,10 @@ def documents(config: Any, workdir: str | Path, split: str, process_index: int =
     raise UserError(f"the prepared data has no {split} documents"
                     + ("; set data.eval_tokens > 0 and prepare it again" if split == "eval" else ""))
   directory = prepared_dir(config, workdir)
-  files = tf.data.Dataset.from_tensor_slices([str(directory / s["file"]) for s in mine])
+  names = tf.data.Dataset.from_tensor_slices([str(directory / s["file"]) for s in mine])
   if shuffle:  # the same order in every process, so that sharding by document below stays disjoint
-    files = files.shuffle(len(mine), seed=_seed(config, 1), reshuffle_each_iteration=True)
-  found = files.interleave(tf.data.TFRecordDataset, cycle_length=min(len(mine), 8), block_length=1,
-                           num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    names = names.shuffle(len(mine), seed=_seed(config, 1), reshuffle_each_iteration=True)
+  found = records.interleaved(names, directory, min(len(mine), 8))
   if not by_file:
     found = found.shard(process_count, process_index)
   segmenter = _metadata(config, workdir)["settings"].get("word_segmenter", "pieces")
@@ -232,7 +229,8 @@ def _with_options(dataset):
   return dataset.with_options(options)
 
 
-def train_dataset(config: Any, objective: Any, workdir: str | Path, process_index: int = 0, process_count: int = 1):
+def train_dataset(config: Any, objective: Any, workdir: str | storage.Path, process_index: int = 0,
+                  process_count: int = 1):
   """Infinite process-local batches of the objective's features (objective.feature_spec(local batch)); in the
   objective's stream layout when it carries memory from batch to batch."""
   tokenizer = load_tokenizer(config, workdir)
@@ -249,7 +247,8 @@ def train_dataset(config: Any, objective: Any, workdir: str | Path, process_inde
   return _with_options(batches.prefetch(tf.data.AUTOTUNE))
 
 
-def eval_dataset(config: Any, objective: Any, workdir: str | Path, process_index: int = 0, process_count: int = 1):
+def eval_dataset(config: Any, objective: Any, workdir: str | storage.Path, process_index: int = 0,
+                 process_count: int = 1):
   """config.eval.batches batches of the objective's features from the held-out documents with fixed masks: the
   same numbers on every call. A held-out split smaller than that many batches is cycled. With memory, each row
   continues one stretch of held-out text through all the batches (as far as objective.stream_steps allows)."""

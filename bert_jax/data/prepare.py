@@ -19,16 +19,15 @@ Preparing again with the same settings and input is a no-op.
 import itertools
 import json
 import sys
-from pathlib import Path
 from typing import Any, Iterator
 
 from tqdm import tqdm
 
+from bert_jax import storage
 from bert_jax.data import files, words
 from bert_jax.data.sources import Source
 from bert_jax.data.tokenizer import Tokenizer
 from bert_jax.errors import UserError
-from bert_jax.workdir import resolve
 
 METADATA = "metadata.json"
 FORMAT_VERSION = 1
@@ -40,8 +39,8 @@ def shard_name(split: str, index: int, count: int) -> str:
   return f"{split}-{index:05d}-of-{count:05d}.tfrecord"
 
 
-def read_metadata(directory: str | Path) -> dict | None:
-  path = Path(directory) / METADATA
+def read_metadata(directory: str | storage.Path) -> dict | None:
+  path = storage.path(directory) / METADATA
   if not path.is_file():
     return None
   try:
@@ -50,12 +49,12 @@ def read_metadata(directory: str | Path) -> dict | None:
     raise UserError(f"{path} is damaged (not JSON); delete {directory} and prepare the data again") from None
 
 
-def check_complete(directory: str | Path, metadata: dict) -> None:
+def check_complete(directory: str | storage.Path, metadata: dict) -> None:
   """Every shard the metadata names is there, with the size it was written with."""
   for shards in metadata["splits"].values():
     for shard in shards:
-      path = Path(directory) / shard["file"]
-      size = path.stat().st_size if path.is_file() else None
+      path = storage.path(directory) / shard["file"]
+      size = storage.size(path)
       if size is None or size != shard.get("bytes", size):
         what = "is missing" if size is None else f"has {size} bytes, not the {shard['bytes']} it was written with"
         raise UserError(f"{path} {what}; delete {directory} and prepare the data again")
@@ -67,9 +66,9 @@ def settings(config: Any, source: Source, tokenizer: Tokenizer) -> dict:
           "word_segmenter": config.data.get("word_segmenter", "pieces"), "shards": config.data.shards}
 
 
-def prepare(config: Any, source: Source, tokenizer: Tokenizer, directory: str | Path) -> dict:
+def prepare(config: Any, source: Source, tokenizer: Tokenizer, directory: str | storage.Path) -> dict:
   """Writes the prepared directory unless it is already complete for these settings; returns its metadata."""
-  directory = Path(resolve(str(directory)))
+  directory = storage.path(directory)
   wanted = settings(config, source, tokenizer)
   found = read_metadata(directory)
   if found is not None:
@@ -90,20 +89,20 @@ def prepare(config: Any, source: Source, tokenizer: Tokenizer, directory: str | 
   return _usable(found, wanted, directory, tokenizer)
 
 
-def tokenizer_changed(directory: Path, recorded: str, path: str | Path) -> UserError:
+def tokenizer_changed(directory: storage.Path, recorded: str, path: str | storage.Path) -> UserError:
   """The error for a tokenizer whose sha256 is not the one the data in `directory` was prepared with."""
-  path = str(Path(path).resolve())
+  path = str(storage.path(path))
   what = (f"tokenizer {path} has changed since the data in {directory} was prepared with it (its sha256 differs)"
           if path == recorded else f"{directory} was prepared with tokenizer {recorded}, not {path}")
   return UserError(f"{what}; restore that tokenizer, or delete {directory} to prepare the data again")
 
 
-def _not_prepared_data(directory: Path) -> UserError:
+def _not_prepared_data(directory: storage.Path) -> UserError:
   return UserError(f"{directory} holds files but no {METADATA}, so it is not prepared data; move them away or set "
                    "data.prepared_dir to a new directory")
 
 
-def _usable(found: dict, wanted: dict, directory: Path, tokenizer: Tokenizer) -> dict:
+def _usable(found: dict, wanted: dict, directory: storage.Path, tokenizer: Tokenizer) -> dict:
   changed = sorted(k for k in wanted if found["settings"].get(k) != wanted[k])
   if changed == ["tokenizer_sha256"]:
     raise tokenizer_changed(directory, found["tokenizer"], tokenizer.path)
@@ -114,7 +113,7 @@ def _usable(found: dict, wanted: dict, directory: Path, tokenizer: Tokenizer) ->
   return found
 
 
-def _write(config: Any, source: Source, tokenizer: Tokenizer, directory: Path, wanted: dict) -> dict:
+def _write(config: Any, source: Source, tokenizer: Tokenizer, directory: storage.Path, wanted: dict) -> dict:
   eval_documents, eval_tokens = config.data.eval_documents, wanted["eval_tokens"]
   eval_shards = eval_documents if eval_documents else EVAL_SHARDS if eval_tokens else 1
   writers = _ShardWriters(directory, config.data.shards, max(1, min(config.data.shards, eval_shards)))
@@ -142,7 +141,7 @@ def _write(config: Any, source: Source, tokenizer: Tokenizer, directory: Path, w
     raise UserError(f"data.source '{source.spec}' has no text for training" + (
         f": all {held} documents are held out for evaluation (lower data.eval_tokens or data.eval_documents)"
         if held else " (the corpus is empty)"))
-  metadata = {"settings": wanted, "tokenizer": str(Path(tokenizer.path).resolve()), "vocab_size": tokenizer.vocab_size,
+  metadata = {"settings": wanted, "tokenizer": str(storage.path(tokenizer.path)), "vocab_size": tokenizer.vocab_size,
               "skipped_lines": source.skipped_lines, "splits": writers.shards()}
   (directory / METADATA).write_text(json.dumps(metadata, indent=1))
   return metadata
@@ -167,13 +166,14 @@ def _tokenized(source: Source, tokenizer: Tokenizer, segmenter: str) -> Iterator
 class _ShardWriters:
   """Round-robin TFRecord writers per split."""
 
-  def __init__(self, directory: Path, train_shards: int, eval_shards: int):
+  def __init__(self, directory: storage.Path, train_shards: int, eval_shards: int):
+    from bert_jax.data import records
     from bert_jax.data.tf_cpu import tf
 
     self.tf = tf
     self.paths = {split: [directory / shard_name(split, i, n) for i in range(n)]
                   for split, n in (("train", train_shards), ("eval", eval_shards))}
-    self.writers = {split: [tf.io.TFRecordWriter(str(p)) for p in paths] for split, paths in self.paths.items()}
+    self.writers = {split: [records.Writer(p) for p in paths] for split, paths in self.paths.items()}
     self.counts = {split: [{"documents": 0, "sentences": 0, "tokens": 0} for _ in paths]
                    for split, paths in self.paths.items()}
     self.next = {"train": 0, "eval": 0}
@@ -209,5 +209,5 @@ class _ShardWriters:
 
   def shards(self) -> dict:
     """{split: [{"file", "documents", "sentences", "tokens", "bytes"}, ...]} of the closed files."""
-    return {split: [{"file": path.name, **counts, "bytes": path.stat().st_size}
+    return {split: [{"file": path.name, **counts, "bytes": storage.size(path)}
                     for path, counts in zip(self.paths[split], self.counts[split])] for split in self.paths}

@@ -20,14 +20,12 @@ names how many the last pass skipped and where the first one was (prepare and th
 Malformed JSON fails naming the file and line.
 """
 
-import glob
 import json
-import os
 import re
 import sys
-from pathlib import Path
 from typing import Any, Iterator
 
+from bert_jax import storage
 from bert_jax.errors import UserError
 from bert_jax.workdir import resolve
 
@@ -68,7 +66,7 @@ class Source:
       self.kind, self.files = "demo", []
     elif self.spec.startswith("tfds:"):
       self.kind, self.files = "tfds", []
-      self.builder = _tfds_builder(self.spec[len("tfds:"):], data_config.tfds_data_dir)
+      self.builder = tfds_builder(self.spec[len("tfds:"):], data_config.tfds_data_dir)
       self.split = data_config.tfds_split
     elif self.spec.startswith("jsonl:"):
       self.kind, self.files = "jsonl", _expand(self.spec[len("jsonl:"):])
@@ -102,7 +100,7 @@ class Source:
       found.update(split=self.split, version=str(self.builder.version), data_dir=str(self.builder.data_dir))
     if self.kind == "demo":
       found["python"] = "%d.%d" % sys.version_info[:2]
-    found["files"] = [[str(p), p.stat().st_size, p.stat().st_mtime_ns] for p in self.files]
+    found["files"] = [storage.fingerprint(p) for p in self.files]
     return found
 
   def skipped_report(self) -> str | None:
@@ -119,8 +117,8 @@ class Source:
     return (f"warning: {single} of the {documents} documents are one line each; if the text has a blank line after "
             "every line (as text extracted from PDFs does), set data.text_format=double_spaced (or files)")
 
-  def _lines(self, path: Path) -> Iterator[tuple[int, str]]:
-    with open(path, "rb") as f:
+  def _lines(self, path: storage.Path) -> Iterator[tuple[int, str]]:
+    with storage.open_file(path, "rb") as f:
       for number, raw in enumerate(f, 1):
         try:
           line = raw.decode("utf-8")
@@ -130,7 +128,7 @@ class Source:
           continue
         yield number, line.lstrip("\ufeff").rstrip("\r\n")
 
-  def _text_documents(self, path: Path) -> Iterator[list[str]]:
+  def _text_documents(self, path: storage.Path) -> Iterator[list[str]]:
     if self.text_format in ("documents", "files"):
       document = []
       for _, line in self._lines(path):
@@ -160,7 +158,7 @@ class Source:
     self.sentence_counts[1] += len(document) == 1
     yield document
 
-  def _jsonl_documents(self, path: Path) -> Iterator[list[str]]:
+  def _jsonl_documents(self, path: storage.Path) -> Iterator[list[str]]:
     for number, line in self._lines(path):
       if not line.strip():
         continue
@@ -198,21 +196,21 @@ class Source:
         yield sentences
 
 
-def _expand(pattern: str) -> list[Path]:
-  path = Path(pattern).expanduser()
+def _expand(pattern: str) -> list[storage.Path]:
+  path = storage.path(pattern)
   if path.is_dir():
-    files = sorted(p for p in path.rglob("*") if p.is_file())
+    files = storage.files_below(path)
   elif path.is_file():
     files = [path]
   else:
-    files = sorted(Path(p) for p in glob.glob(os.path.expanduser(pattern), recursive=True) if Path(p).is_file())
+    files = storage.glob(pattern)
   if not files:
     raise UserError(f"data.source '{pattern}' matches no files; give a text file, a directory, a glob, "
                     "jsonl:PATH, tfds:NAME or demo")
   return files
 
 
-def _tfds_builder(name: str, data_dir: str):
+def tfds_builder(name: str, data_dir: str):
   import tensorflow_datasets as tfds
 
   try:
@@ -221,19 +219,31 @@ def _tfds_builder(name: str, data_dir: str):
     raise UserError(f"TFDS has no dataset named '{name}'; see https://www.tensorflow.org/datasets/catalog") from None
   if not builder.is_prepared():
     where = f" --data_dir {data_dir}" if data_dir else ""
-    raise UserError(f"TFDS dataset '{name}' is not prepared in {Path(builder.data_dir).parents[1]}; prepare it with "
+    root = storage.path(builder.data_dir).parent.parent
+    raise UserError(f"TFDS dataset '{name}' is not prepared in {root}; prepare it with "
                     f"`tfds build {name}{where}` (or point data.tfds_data_dir at where it is)")
   return builder
 
 
-def _demo_documents() -> Iterator[list[str]]:
+def _demo_text() -> dict[str, str]:
   try:
     from pydoc_data.topics import topics
   except ImportError:
     raise UserError("the demo corpus needs CPython's pydoc_data module, which this Python lacks; set "
                     "data.source to a text file") from None
+  return topics
+
+
+def _demo_documents() -> Iterator[list[str]]:
+  topics = _demo_text()
   for name in sorted(topics):
     yield from _demo_topic_documents(topics[name])
+
+
+def demo_topics() -> dict[str, list[str]]:
+  """The demo corpus by topic: each topic's sentences in order (the demo fine-tuning task)."""
+  return {name: [sentence for document in _demo_topic_documents(text) for sentence in document]
+          for name, text in _demo_text().items()}
 
 
 def _demo_topic_documents(text: str) -> Iterator[list[str]]:

@@ -27,15 +27,14 @@ import os
 import re
 import sys
 import unicodedata
-from pathlib import Path
 from typing import Any, Iterable
 
 import numpy as np
 import sentencepiece as spm
 
+from bert_jax import storage
 from bert_jax.data import files, hf_tokenizer
 from bert_jax.errors import UserError
-from bert_jax.workdir import resolve
 
 SPECIAL_PIECES = ("</s>", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 WORD_BOUNDARY = "\u2581"  # SentencePiece's marker for a piece that begins after whitespace
@@ -119,6 +118,14 @@ class Tokenizer:
   def encode(self, texts: list[str]) -> list[list[int]]:
     return self.processor.encode(texts, num_threads=os.cpu_count() or 1)
 
+  def encode_with_offsets(self, text: str) -> tuple[list[int], list[tuple[int, int]]]:
+    """(ids, each token's character span in `text`, without the whitespace around it: hf_tokenizer.trim_spans)."""
+    try:
+      encoded = self.processor.encode(text, return_type="offset_mapping")
+    except (TypeError, ValueError):
+      raise UserError("token offsets need sentencepiece>=0.2.1; pip install 'sentencepiece>=0.2.1'") from None
+    return list(encoded["ids"]), hf_tokenizer.trim_spans(text, encoded["offsets"])
+
   def decode(self, ids: Iterable[int]) -> str:
     return self.processor.decode([int(i) for i in ids if int(i) < self.piece_count])
 
@@ -138,7 +145,7 @@ def special_layout(pad_id: int) -> dict[str, int]:
   return layout
 
 
-def train(sentences: Iterable[str], output: str | Path, vocab_size: int, model_type: str = "unigram",
+def train(sentences: Iterable[str], output: str | storage.Path, vocab_size: int, model_type: str = "unigram",
           character_coverage: float = 0.9995, pad_id: int = 0, extra_ids: int = 0,
           max_sentences: int = 1_000_000, **options) -> Tokenizer:
   """Trains on the first `max_sentences` non-empty sentences; writes `output` only when training succeeded.
@@ -203,8 +210,8 @@ def train_serialized(sentences: Iterable[str], vocab_size: int, model_type: str 
   return model.getvalue()
 
 
-def _write(output: str | Path, model: bytes, extra_ids: int) -> Tokenizer:
-  output = Path(resolve(str(output)))
+def _write(output: str | storage.Path, model: bytes, extra_ids: int) -> Tokenizer:
+  output = storage.path(output)
   output.parent.mkdir(parents=True, exist_ok=True)
   files.write_bytes(output, model)
   return load(output, extra_ids)
@@ -232,14 +239,14 @@ def train_serialized_for_config(config: Any, source, exact: bool = True) -> byte
   return model
 
 
-def train_for_config(config: Any, source, output: str | Path, exact: bool = True) -> Tokenizer:
+def train_for_config(config: Any, source, output: str | storage.Path, exact: bool = True) -> Tokenizer:
   """train_serialized_for_config, written to `output`."""
   return _write(output, train_serialized_for_config(config, source, exact), config.data.extra_ids)
 
 
-def load(path: str | Path, extra_ids: int = 0) -> Tokenizer:
+def load(path: str | storage.Path, extra_ids: int = 0) -> Tokenizer:
   """A SentencePiece .model, or a Hugging Face tokenizer.json (any .json: bert_jax.data.hf_tokenizer)."""
-  path = Path(path)
+  path = storage.path(path)
   if not path.is_file():
     raise UserError(f"tokenizer '{path}' does not exist; give a SentencePiece .model file or a Hugging Face "
                     "tokenizer.json, or leave data.tokenizer empty to train one")
@@ -247,7 +254,7 @@ def load(path: str | Path, extra_ids: int = 0) -> Tokenizer:
     return hf_tokenizer.load(path, extra_ids)
   processor = spm.SentencePieceProcessor()
   try:
-    processor.load(str(path))
+    processor.load(model_proto=path.read_bytes())
   except (OSError, RuntimeError):
     raise UserError(f"tokenizer '{path}' is not a SentencePiece model") from None
   return Tokenizer(processor, extra_ids, str(path))

@@ -3,9 +3,10 @@
   make_config(model_config) -> a frozen dataclass of the family's settings (a `shared.Settings`), whose
                                defaults are the family's defaults (`default_config` builds config.model)
   validate(cfg)             -> raises UserError on impossible sizes
-  build(cfg, deterministic) -> the pretraining nn.Module
+  build(cfg, deterministic) -> the pretraining nn.Module, or with cfg.head classification / span the task model
+                               (encoder under the pretraining model's parameter names plus a head; shared.HEADS)
   build_encoder(cfg)        -> the bare encoder as Hugging Face counts it (for `bert-jax params`)
-  example_inputs(cfg)       -> keyword arguments that `init` can trace the model with
+  example_inputs(cfg)       -> keyword arguments that `init` can trace the model (the one cfg.head names) with
   to_layout(params, cfg, scanned) -> the parameter tree in the scanned (True) or unscanned layout
   max_sequence_length(cfg)  -> the longest input its position table holds (optional: absent when positions
                                are relative and any length works)

@@ -10,6 +10,12 @@ mlm_head/{transform, layer_norm, bias}, sentence_head. K is the owner index of a
 index when the block is shared, the layer's index when it is not. Scanned layers keep the same
 leaves stacked on a leading `layers` axis (share=none: encoder/layers/{attention,ffn}) or
 broadcast (share=all: encoder/layers_G/{attention,ffn}); `to_layout` converts between the two.
+
+A task model (model.head classification or span, `BertForTask`) keeps the pretraining model's `encoder`
+subtree under the same paths; mlm_head and sentence_head stay behind. It adds `classifier` ({kernel, bias} on
+the pooled output with classifier=pooler, BERT and ALBERT; {dense, out_proj} on the first token with
+classifier=roberta) or `qa_outputs` (span). Pooler-classification has encoder/pooler (fresh when the
+pretraining model has none, as Hugging Face's); a span model has no pooler.
 """
 
 import dataclasses
@@ -19,10 +25,11 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from bert_jax.errors import UserError
-from bert_jax.models import layers, shared
+from bert_jax.models import heads, layers, shared
 from bert_jax.models.dropout import Dropout
 
 SHARE_MODES = ("none", "all", "attention", "ffn")
+CLASSIFIERS = ("pooler", "roberta")
 SENTENCE_HEADS = ("nsp", "sop", "none")
 BLOCKS = ("attention", "ffn")
 
@@ -51,6 +58,7 @@ class BertConfig(shared.Settings):
   initializer_range: float = 0.02
   pooler: bool = True
   sentence_head: str = "nsp"  # nsp, sop or none
+  classifier: str = "pooler"  # head=classification: pooler (BERT, ALBERT) or roberta (first token, dense, tanh)
 
   @property
   def embed_dim(self) -> int:
@@ -70,7 +78,8 @@ def validate(cfg: BertConfig) -> None:
   shared.check(cfg, ("vocab_size", "hidden_size", "num_layers", "num_heads", "intermediate_size", "max_position",
                      "type_vocab_size", "num_hidden_groups", "inner_group_num"),
                divisible=[("hidden_size", "num_heads")], rates=("dropout", "attention_dropout"),
-               choices={"share": SHARE_MODES, "sentence_head": SENTENCE_HEADS, "hidden_act": layers.ACTIVATIONS})
+               choices={"share": SHARE_MODES, "sentence_head": SENTENCE_HEADS, "hidden_act": layers.ACTIVATIONS,
+                        "classifier": CLASSIFIERS})
   if cfg.embedding_size < 0:
     raise UserError(f"model.embedding_size must be positive (or 0 for the hidden size), got {cfg.embedding_size}")
   if cfg.num_layers % cfg.num_hidden_groups:
@@ -251,8 +260,28 @@ class BertForPreTraining(nn.Module):
     return outputs
 
 
-def build(cfg: BertConfig, deterministic: bool = True) -> BertForPreTraining:
-  return BertForPreTraining(cfg, deterministic)
+class BertForTask(nn.Module):
+  """The fine-tuning model: the encoder and the head of Hugging Face's Bert/Albert/Roberta ForSequenceClassification
+  ({"logits": [B, num_labels]}) or ForQuestionAnswering ({"start_logits", "end_logits": [B, L]})."""
+  cfg: BertConfig
+  deterministic: bool = True
+
+  @nn.compact
+  def __call__(self, input_ids_BL, token_type_ids_BL, attention_mask_BL):
+    cfg = self.cfg
+    pooled = cfg.head == "classification" and cfg.classifier == "pooler"
+    x_BLH, pooled_BH = BertEncoder(cfg, self.deterministic, with_pooler=pooled, name="encoder")(
+        input_ids_BL, token_type_ids_BL, attention_mask_BL)
+    if not pooled:
+      return heads.task_outputs(x_BLH, cfg, self.deterministic, "tanh")
+    h_BH = Dropout(cfg.head_dropout)(pooled_BH, deterministic=self.deterministic)
+    logits_BC = layers.dense(cfg.num_labels, ("embed", None), cfg.initializer_range, cfg.compute_dtype,
+                             "classifier")(h_BH)
+    return {"logits": logits_BC.astype(jnp.float32)}
+
+
+def build(cfg: BertConfig, deterministic: bool = True) -> BertForPreTraining | BertForTask:
+  return BertForPreTraining(cfg, deterministic) if cfg.head == "pretraining" else BertForTask(cfg, deterministic)
 
 
 def build_encoder(cfg: BertConfig) -> BertEncoder:

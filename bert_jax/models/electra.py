@@ -14,6 +14,11 @@ Parameter layout (unscanned): embeddings/{word,position,token_type}_embeddings, 
 generator/{embedding_projection, attention_K, ffn_K}, generator_head/{transform, layer_norm, bias},
 discriminator/{embedding_projection, attention_K, ffn_K}, discriminator_head/{dense, prediction}. Scanned
 towers hold <tower>/layers/{attention, ffn} stacked on a leading `layers` axis (bert.py's layout).
+
+A task model (model.head classification or span, `ElectraForTask`) is the discriminator's encoder with a head
+of Hugging Face's ElectraFor{SequenceClassification,QuestionAnswering}: it keeps `embeddings` and
+`discriminator` under the same paths, and adds `classifier/{dense, out_proj}` (first token, gelu) or
+`qa_outputs`; the generator, its head and the discriminator's head stay behind.
 """
 
 import dataclasses
@@ -23,7 +28,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from bert_jax.errors import UserError
-from bert_jax.models import bert, layers, shared
+from bert_jax.models import bert, heads, layers, shared
 
 TOWERS = ("generator", "discriminator")
 
@@ -168,6 +173,13 @@ class ElectraForPreTraining(nn.Module):
             "disc_logits": self.discriminate(input_ids_BL, token_type_ids_BL, attention_mask_BL)}
 
 
+def _discriminator(cfg: ElectraConfig, deterministic: bool, input_ids_BL, token_type_ids_BL, attention_mask_BL):
+  """The discriminator's sequence output, from `embeddings` and `discriminator` modules of the calling module."""
+  d = discriminator_config(cfg)
+  x_BLE = bert.Embeddings(d, deterministic, name="embeddings")(input_ids_BL, token_type_ids_BL)
+  return Tower(d, deterministic, name="discriminator")(x_BLE, layers.padding_mask(attention_mask_BL))
+
+
 class ElectraModel(nn.Module):
   """The discriminator's encoder alone, as HF's ElectraModel (what fine-tuning starts from)."""
   cfg: ElectraConfig
@@ -175,13 +187,23 @@ class ElectraModel(nn.Module):
 
   @nn.compact
   def __call__(self, input_ids_BL, token_type_ids_BL, attention_mask_BL):
-    d = discriminator_config(self.cfg)
-    x_BLE = bert.Embeddings(d, self.deterministic, name="embeddings")(input_ids_BL, token_type_ids_BL)
-    return Tower(d, self.deterministic, name="discriminator")(x_BLE, layers.padding_mask(attention_mask_BL))
+    return _discriminator(self.cfg, self.deterministic, input_ids_BL, token_type_ids_BL, attention_mask_BL)
 
 
-def build(cfg: ElectraConfig, deterministic: bool = True) -> ElectraForPreTraining:
-  return ElectraForPreTraining(cfg, deterministic)
+class ElectraForTask(nn.Module):
+  """The fine-tuning model: the discriminator's encoder and the head of HF's ElectraForSequenceClassification
+  ({"logits": [B, num_labels]}) or ElectraForQuestionAnswering ({"start_logits", "end_logits": [B, L]})."""
+  cfg: ElectraConfig
+  deterministic: bool = True
+
+  @nn.compact
+  def __call__(self, input_ids_BL, token_type_ids_BL, attention_mask_BL):
+    x_BLH = _discriminator(self.cfg, self.deterministic, input_ids_BL, token_type_ids_BL, attention_mask_BL)
+    return heads.task_outputs(x_BLH, self.cfg, self.deterministic, "gelu")
+
+
+def build(cfg: ElectraConfig, deterministic: bool = True) -> ElectraForPreTraining | ElectraForTask:
+  return ElectraForPreTraining(cfg, deterministic) if cfg.head == "pretraining" else ElectraForTask(cfg, deterministic)
 
 
 def build_encoder(cfg: ElectraConfig) -> ElectraModel:
@@ -195,7 +217,8 @@ def example_inputs(cfg: ElectraConfig, batch: int = 1, length: int = 8) -> dict:
 def to_layout(params: dict, cfg: ElectraConfig, scanned: bool) -> dict:
   """Converts a parameter tree between the unscanned and scanned layouts (scanned=True: to scanned)."""
   stacks = {}
-  for tower, tower_cfg in zip(TOWERS, (generator_config(cfg), discriminator_config(cfg))):
+  towers = {"generator": generator_config(cfg), "discriminator": discriminator_config(cfg)}
+  for tower in TOWERS if cfg.head == "pretraining" else ("discriminator",):  # a task model has no generator
     for b in bert.BLOCKS:
-      stacks[f"{tower}/layers/{b}"] = [f"{tower}/{b}_{k}" for k in range(tower_cfg.num_layers)]
+      stacks[f"{tower}/layers/{b}"] = [f"{tower}/{b}_{k}" for k in range(towers[tower].num_layers)]
   return shared.to_layout(params, stacks, scanned)

@@ -8,6 +8,7 @@ them with `check`, builds its layer stacks with `remat`, `scan` or `layer_stack`
 """
 
 import dataclasses
+import re
 from typing import Any, Iterable, Mapping, Sequence
 
 import flax.linen as nn
@@ -18,6 +19,10 @@ import numpy as np
 from bert_jax.errors import UserError
 from bert_jax.models.layers import REMAT_POLICIES
 
+# model.head: the pretraining model, or a fine-tuning model whose encoder keeps the pretraining parameter names
+# (classification: {"logits": [B, num_labels]}; span, extractive QA: {"start_logits", "end_logits": [B, L]}).
+HEADS = ("pretraining", "classification", "span")
+
 
 @dataclasses.dataclass(frozen=True)
 class Settings:
@@ -25,10 +30,17 @@ class Settings:
   scan_layers: bool = False  # nn.scan over the layers: compile time flat in depth
   remat: str = "none"  # none, full, dots, dots_no_batch (layers.REMAT_POLICIES)
   dtype: str = "float32"  # compute dtype; parameters stay float32
+  head: str = "pretraining"  # pretraining | classification | span: what `build` returns (HEADS)
+  num_labels: int = 2  # classification outputs; 1 is regression (Hugging Face's num_labels=1)
+  classifier_dropout: float = -1.0  # dropout in the task head; < 0: model.dropout (HF's fallback)
 
   @property
   def compute_dtype(self):
     return jnp.dtype(self.dtype)
+
+  @property
+  def head_dropout(self) -> float:
+    return self.classifier_dropout if self.classifier_dropout >= 0 else self.dropout
 
 
 def from_config(cls: type, model_config: Any, family_name: str):
@@ -60,6 +72,12 @@ def check(cfg: Settings, positive: Iterable[str], divisible: Iterable[tuple[str,
   for name in rates:
     if not 0.0 <= getattr(cfg, name) < 1.0:
       raise UserError(f"model.{name} must be in [0, 1), got {getattr(cfg, name)}")
+  if cfg.head not in HEADS:
+    raise UserError(f"model.head must be one of {', '.join(HEADS)}, got '{cfg.head}'")
+  if not isinstance(cfg.num_labels, int) or isinstance(cfg.num_labels, bool) or cfg.num_labels <= 0:
+    raise UserError(f"model.num_labels must be a positive integer (1: regression), got {cfg.num_labels!r}")
+  if cfg.classifier_dropout >= 1.0:
+    raise UserError(f"model.classifier_dropout must be below 1 (negative: model.dropout), got {cfg.classifier_dropout}")
   try:
     jnp.dtype(cfg.dtype)
   except TypeError:
@@ -148,3 +166,21 @@ def _put(tree: dict, path: str, value: Any) -> None:
   for part in parents:
     tree = tree.setdefault(part, {})
   tree[leaf] = value
+
+
+LAYER_BLOCK = re.compile(r"^(?:attention|ffn|layer)_(\d+)$")  # a block of layer k in the unscanned layout
+
+
+def layer_depth(path: Sequence[str], num_layers: int) -> int | np.ndarray:
+  """A parameter's depth as ELECTRA's layer-wise learning-rate decay counts it (its optimization.py, _get_layer_lrs):
+  0 for the embeddings (and their projection), k + 1 in layer k (NAME_k unscanned; a scanned stack `layers` gives
+  each of its slices its own depth, an array [L]), num_layers + 2 for everything above (the task head, the pooler)."""
+  for part in path:
+    found = LAYER_BLOCK.match(part)
+    if found:
+      return int(found.group(1)) + 1
+    if part == "layers":
+      return np.arange(1, num_layers + 1)
+    if "embed" in part:
+      return 0
+  return num_layers + 2

@@ -10,7 +10,9 @@ word embeddings plus a bias of the head's own. The release scores every one of t
 every span; ours scores only the targets a batch names (the same numbers for the targets that exist).
 
 Parameter layout: BERT's (encoder/..., mlm_head/...) plus sbo_head/{position_embeddings, dense_1, layer_norm_1,
-dense_2, layer_norm_2, bias}.
+dense_2, layer_norm_2, bias}. A task model (model.head classification or span) is BERT's (bert.BertForTask):
+it keeps `encoder` (with a fresh pooler for classification when the pretraining model has none, as Hugging
+Face's BertForSequenceClassification on a SpanBERT checkpoint); mlm_head and sbo_head stay behind.
 """
 
 import dataclasses
@@ -98,7 +100,9 @@ class SpanBertForPreTraining(nn.Module):
             "sbo_logits": self.sbo_head(x_BLH, sbo_left_BP, sbo_right_BP, sbo_relative_BP, word_embeddings)}
 
 
-def build(cfg: SpanBertConfig, deterministic: bool = True) -> SpanBertForPreTraining:
+def build(cfg: SpanBertConfig, deterministic: bool = True) -> SpanBertForPreTraining | bert.BertForTask:
+  if cfg.head != "pretraining":
+    return bert.BertForTask(encoder_config(cfg), deterministic)
   return SpanBertForPreTraining(cfg, deterministic)
 
 

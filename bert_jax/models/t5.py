@@ -60,6 +60,9 @@ def validate(cfg: T5Config) -> None:
   shared.check(cfg, ("vocab_size", "d_model", "d_kv", "d_ff", "num_layers", "num_decoder_layers", "num_heads",
                      "relative_attention_num_buckets", "relative_attention_max_distance"),
                choices={"feed_forward_proj": FEED_FORWARD})
+  if cfg.head != "pretraining":
+    raise UserError(f"model.head={cfg.head} is not a T5 head: T5 fine-tunes text-to-text with its pretraining model; "
+                    "keep model.head=pretraining")
   if cfg.relative_attention_num_buckets < 4:
     raise UserError(f"model.relative_attention_num_buckets must be at least 4, got "
                     f"{cfg.relative_attention_num_buckets}")

@@ -13,6 +13,10 @@ position_bias, segment_bias [heads, kv], segment_embedding [2, heads, kv], layer
 ffn/{intermediate, output, layer_norm}}}, lm_bias [vocab] (the LM head is tied to the word
 embeddings). With scan_layers the layer_K subtrees are stacked on a leading `layers` axis under
 encoder/layers; `to_layout` converts between the two.
+
+A task model (model.head classification or span, `XLNetForTask`) keeps the pretraining model's `encoder`
+subtree under the same paths (lm_bias stays behind) and runs it without memory or permutation; it adds
+`classifier/{dense, out_proj}` (HF's sequence_summary.summary and logits_proj) or `qa_outputs`.
 """
 
 import dataclasses
@@ -24,7 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from bert_jax.errors import UserError
-from bert_jax.models import layers, shared
+from bert_jax.models import heads, layers, shared
 from bert_jax.models.dropout import Dropout
 
 
@@ -280,8 +284,33 @@ class XLNetLMHeadModel(nn.Module):
     return {"logits": logits, "mems": mems}
 
 
-def build(cfg: XLNetConfig, deterministic: bool = True) -> XLNetLMHeadModel:
-  return XLNetLMHeadModel(cfg, deterministic)
+class XLNetForTask(nn.Module):
+  """The fine-tuning model: the encoder (no memory, no permutation) and the head of Hugging Face's
+  XLNetForSequenceClassification ({"logits": [B, num_labels]}: SequenceSummary "last" -> dense, tanh, dropout ->
+  logits_proj) or XLNetForQuestionAnsweringSimple ({"start_logits", "end_logits": [B, L]}).
+
+  HF's summary takes position -1, the <cls> that ends each row under left padding; this takes each row's last
+  real token, so right-padded rows give the same logits as left-padded ones."""
+  cfg: XLNetConfig
+  deterministic: bool = True
+
+  @nn.compact
+  def __call__(self, input_ids_BL, token_type_ids_BL=None, attention_mask_BL=None):
+    cfg = self.cfg
+    encoder = XLNetEncoder(dataclasses.replace(cfg, mem_len=0), self.deterministic, name="encoder")
+    x_BLD, _ = encoder(input_ids_BL, token_type_ids_BL, attention_mask_BL)
+    if cfg.head == "span":
+      return heads.span_logits(x_BLD, cfg)
+    positions_L = jnp.arange(input_ids_BL.shape[1])
+    real_BL = jnp.ones_like(input_ids_BL, bool) if attention_mask_BL is None else attention_mask_BL > 0
+    last_B = jnp.max(jnp.where(real_BL, positions_L, 0), axis=1)
+    x_BD = jnp.take_along_axis(x_BLD, last_B[:, None, None], axis=1)[:, 0]
+    return {"logits": heads.ClassificationHead(cfg, "tanh", self.deterministic, input_dropout=False,
+                                               name="classifier")(x_BD)}
+
+
+def build(cfg: XLNetConfig, deterministic: bool = True) -> XLNetLMHeadModel | XLNetForTask:
+  return XLNetLMHeadModel(cfg, deterministic) if cfg.head == "pretraining" else XLNetForTask(cfg, deterministic)
 
 
 def build_encoder(cfg: XLNetConfig) -> XLNetEncoder:
@@ -290,6 +319,8 @@ def build_encoder(cfg: XLNetConfig) -> XLNetEncoder:
 
 def example_inputs(cfg: XLNetConfig, batch: int = 1, length: int = 8) -> dict:
   ids = jnp.ones((batch, length), jnp.int32)
+  if cfg.head != "pretraining":
+    return {"input_ids_BL": ids, "token_type_ids_BL": jnp.zeros_like(ids), "attention_mask_BL": ids}
   return {"input_ids_BL": ids, "token_type_ids_BL": jnp.zeros_like(ids),
           "perm_mask_BLL": jnp.zeros((batch, length, length), bool),
           "target_positions_BP": jnp.zeros((batch, 1), jnp.int32)}

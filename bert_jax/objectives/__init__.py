@@ -45,6 +45,9 @@ OBJECTIVES = {
     "span_corruption": "bert_jax.objectives.span_corruption:SpanCorruption",
     "replaced_token_detection": "bert_jax.objectives.replaced_token:ReplacedTokenDetection",
     "span_boundary": "bert_jax.objectives.span_boundary:SpanBoundary",
+    "classification": "bert_jax.objectives.classification:Classification",
+    "text_to_text": "bert_jax.objectives.text_to_text:TextToText",
+    "question_answering": "bert_jax.objectives.question_answering:QuestionAnswering",
 }
 
 
@@ -54,6 +57,16 @@ def get_objective(config: Any):
     raise UserError(f"objective.name must be one of {', '.join(OBJECTIVES)}, got {name!r}")
   module_name, class_name = OBJECTIVES[name].split(":")
   return getattr(importlib.import_module(module_name), class_name)(config)
+
+
+def check_fits_positions(config: Any) -> None:
+  """data.seq_len within the model's position table (a family with relative positions takes any length)."""
+  from bert_jax import models
+
+  positions = models.max_sequence_length(config.model)
+  if positions is not None and config.data.seq_len > positions:
+    raise UserError(f"data.seq_len={config.data.seq_len} is more than the model's {positions} positions; set "
+                    f"--config.data.seq_len={positions}")
 
 
 def forward_with_memory(objective: Any, model: Any, params: Any, batch: dict, memory: Any, rngs: dict | None = None):

@@ -97,8 +97,10 @@ class PipelineBatches:
     return tf, tf.train.Checkpoint(iterator=self.iterator)
 
   def save_position(self, directory) -> None:
+    from bert_jax.data import records
+
     _, position = self._checkpoint()
-    position.write(str(directory / _process_prefix(jax.process_index(), jax.process_count())))
+    records.write_position(position, directory / _process_prefix(jax.process_index(), jax.process_count()))
 
   def restore_position(self, directory) -> None:
     if (directory / SYNTHETIC_POSITION).exists():
@@ -109,14 +111,55 @@ class PipelineBatches:
     if saved and str(jax.process_count()) not in counts:
       raise UserError(f"{directory.parent} holds the data positions of {' or '.join(sorted(counts))} processes, "
                       f"this run has {jax.process_count()}; resume with the same number of processes")
+    from bert_jax.data import records
+
     tf, position = self._checkpoint()
     try:
-      position.read(str(directory / _process_prefix(jax.process_index(), jax.process_count()))).assert_consumed()
+      records.read_position(position, directory / _process_prefix(jax.process_index(),
+                                                                   jax.process_count())).assert_consumed()
     except (tf.errors.OpError, ValueError, AssertionError) as error:
       raise checkpoint.Damaged(f"{directory}: {str(error).strip().splitlines()[0][:160]}") from error
 
 
+class TaskBatches(SyntheticBatches):
+  """A fine-tuning task's training examples (objective.arrays("train")): epoch e visits them in the order of a
+  permutation seeded by (seed, e), and batch s holds rows s*B .. s*B+B-1 of that endless stream, so a position is a
+  step, as the synthetic stream's, and each process makes only its rows."""
+
+  def __init__(self, arrays: dict, batch_size: int, seed: int, shardings: dict, start_step: int = 0):
+    super().__init__(None, batch_size, seed, shardings, start_step)
+    self.arrays = arrays
+    self.size = len(next(iter(arrays.values())))
+    self._orders: dict[int, np.ndarray] = {}
+
+  def _order(self, epoch: int) -> np.ndarray:
+    if epoch not in self._orders:
+      self._orders = {epoch: np.random.default_rng((self.seed, epoch)).permutation(self.size)}
+    return self._orders[epoch]
+
+  def __next__(self) -> dict:
+    positions = [self.step * self.batch_size + int(r) for r in self.rows]
+    index = np.array([self._order(p // self.size)[p % self.size] for p in positions])
+    self.step += 1
+    return to_global({name: x[index] for name, x in self.arrays.items()}, self.shardings, self.batch_size)
+
+
+def task_tokenizer(config: Any):
+  """A fine-tuning run's tokenizer (config.data.tokenizer, the one its model was pretrained with), checked against
+  the model."""
+  from bert_jax.data import tokenizer as tokenizer_lib
+
+  if not config.data.tokenizer:
+    raise UserError("a fine-tuning run needs data.tokenizer, the tokenizer its model was pretrained with")
+  tokenizer = tokenizer_lib.load(config.data.tokenizer, config.data.extra_ids)
+  tokenizer_lib.check_model_fit(tokenizer, config.model)
+  return tokenizer
+
+
 def make_batches(config: Any, workdir: str, objective: Any, shardings: dict, start_step: int = 0):
+  if hasattr(objective, "task"):
+    return TaskBatches(objective.arrays("train", task_tokenizer(config)), config.train.batch_size, config.seed,
+                       shardings, start_step)
   if config.data.source == "synthetic":
     return SyntheticBatches(objective, config.train.batch_size, config.seed, shardings, start_step)
   return PipelineBatches(config, workdir, objective, shardings)

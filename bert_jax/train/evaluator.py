@@ -13,6 +13,7 @@ from typing import Any, Iterator
 import jax
 import numpy as np
 from etils import epath
+from jax.experimental import multihost_utils
 
 from bert_jax import parallel
 from bert_jax.train import batches as batches_lib
@@ -28,6 +29,7 @@ class Evaluator:
     self.trainer = trainer
     self.workdir = epath.Path(workdir)
     self._batches: list[dict] | None = None
+    self._tokenizer = None
 
   @property
   def batches(self) -> list[dict]:
@@ -51,6 +53,8 @@ class Evaluator:
       yield batches_lib.to_global({name: tensor.numpy() for name, tensor in batch.items()}, shardings, size)
 
   def __call__(self, params: Any) -> dict:
+    if hasattr(self.trainer.objective, "task"):
+      return self.task_metrics(params)
     totals, memory = None, self.trainer.zero_memory(self.trainer.config.eval.batch_size)
     for batch in self.batches:
       outputs, memory = self.trainer.eval_step(params, batch, memory)
@@ -59,10 +63,43 @@ class Evaluator:
       totals = outputs if totals is None else jax.tree_util.tree_map(np.add, totals, outputs)
     return self.trainer.objective.summarize(totals["sums"], totals["metrics"], totals["counts"])
 
+  @property
+  def tokenizer(self) -> Any:
+    if self._tokenizer is None:
+      self._tokenizer = batches_lib.task_tokenizer(self.trainer.config)
+    return self._tokenizer
+
+  def task_metrics(self, params: Any) -> dict:
+    """A fine-tuning task's metrics on each of its eval splits (the first split's unprefixed, the others' prefixed
+    with the split's name: MNLI's dev_mismatched_accuracy)."""
+    objective, record = self.trainer.objective, {}
+    for k, split in enumerate(objective.task.eval_splits):
+      found = objective.score(split, self.task_outputs(params, split), self.tokenizer)
+      record.update({(f"{split}_{name}" if k else name): value for name, value in found.items()})
+    return record
+
+  def task_outputs(self, params: Any, split: str) -> dict:
+    """The objective's outputs for every example of a task split, in order (rows that fill the last eval batch
+    dropped); every process gets them all."""
+    trainer, size = self.trainer, self.trainer.config.eval.batch_size
+    arrays = trainer.objective.arrays(split, self.tokenizer)
+    n = len(arrays["weight"])
+    parallel.check_batch(size, trainer.mesh, trainer.rules, "eval.batch_size")
+    shardings = trainer.shardings_for_batch(size)
+    rows = parallel.local_rows(next(iter(shardings.values())), size)
+    collected = []
+    for start in range(0, n, size):
+      chunk = {name: x[start:start + size] for name, x in arrays.items()}
+      missing = size - len(chunk["weight"])
+      chunk = {name: np.concatenate([x, np.zeros((missing,) + x.shape[1:], x.dtype)]) for name, x in chunk.items()}
+      batch = batches_lib.to_global({name: x[rows] for name, x in chunk.items()}, shardings, size)
+      collected.append(multihost_utils.process_allgather(trainer.outputs_step(params, batch), tiled=True))
+    return {name: np.concatenate([c[name] for c in collected])[:n] for name in collected[0]}
+
   def extras(self, params: Any) -> Any:
     """The objective's readable samples of the first eval batch, or None when it has none."""
     objective = self.trainer.objective
-    if not hasattr(objective, "eval_extras"):
+    if not hasattr(objective, "eval_extras") or hasattr(objective, "task"):
       return None
     tokenizer = None
     if self.trainer.config.data.source != "synthetic":

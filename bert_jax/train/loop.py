@@ -20,6 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from etils import epath
+from flax import traverse_util
 
 from jax.experimental import multihost_utils
 
@@ -76,7 +77,7 @@ class Trainer:
         self.state_shardings, self.batch_shardings)
     self._init = state_lib.make_init(self.model, config.model, self.optimizer, config.seed, self.state_shardings,
                                      self.memory_spec)
-    self._eval_step = None
+    self._eval_step = self._outputs_step = None
 
   def shardings_for_batch(self, batch_size: int) -> dict:
     return {name: parallel.batch_sharding(self.mesh, self.rules, len(shape))
@@ -108,16 +109,21 @@ class Trainer:
     state = self._init()
     if init is None:
       return state
-    params = self.imported_params(init)
+    params = self.imported_params(init, fresh=state.params)
     opt_state = jax.jit(self.optimizer.init, out_shardings=self.state_shardings.opt_state)(params)
     return state.replace(params=params, opt_state=opt_state)
 
-  def imported_params(self, path: str) -> Any:
+  def imported_params(self, path: str, fresh: Any = None) -> Any:
     """The parameters of checkpoint `path` in this run's layout (scanned or not), checked against its model and
-    placed on its mesh (each process reads the file and keeps its shards)."""
+    placed on its mesh (each process reads the file and keeps its shards). A task model (model.head other than
+    pretraining) takes every parameter of the checkpoint it shares by name and shape, and the rest (its new head)
+    from `fresh`."""
     module = models.family(self.config.model)
     cfg = module.make_config(self.config.model)
-    tree = module.to_layout(convert_files.restore_params(path), cfg, scanned=cfg.scan_layers)
+    tree = convert_files.restore_params(path)
+    if cfg.head != "pretraining":
+      tree = self._with_fresh_head(tree, fresh, path)
+    tree = module.to_layout(tree, cfg, scanned=cfg.scan_layers)
     try:
       convert.check_params(self.config.model, tree)
     except UserError as error:
@@ -127,6 +133,22 @@ class Trainer:
         lambda x, spec, sharding: jax.make_array_from_callback(
             spec.shape, sharding, lambda index: np.asarray(x, spec.dtype)[index]),
         tree, self.abstract_params, self.param_shardings)
+
+  def _with_fresh_head(self, tree: dict, fresh: Any, path: str) -> dict:
+    """The task model's parameters (unscanned layout): those of `tree`, a pretraining (or another task's) checkpoint,
+    where name and shape match, the others from `fresh` (this run's random initialization)."""
+    module = models.family(self.config.model)
+    cfg = module.make_config(self.config.model)
+    tree = module.to_layout(tree, dataclasses.replace(cfg, head="pretraining"), scanned=False)
+    fresh = jax.tree_util.tree_map(lambda x: np.asarray(multihost_utils.process_allgather(x, tiled=True)), fresh)
+    wanted = traverse_util.flatten_dict(module.to_layout(fresh, cfg, scanned=False), sep="/")
+    given = traverse_util.flatten_dict(tree, sep="/")
+    taken = {k: given[k] if k in given and np.shape(given[k]) == v.shape else v for k, v in wanted.items()}
+    new = sorted(k for k in wanted if taken[k] is wanted[k])
+    left = sorted(set(given) - set(wanted))
+    checkpoint.report(f"{len(wanted) - len(new)} of the task model's {len(wanted)} parameter arrays from {path}; "
+                      f"new: {_summary(new)}; left out: {_summary(left)}")
+    return traverse_util.unflatten_dict(taken, sep="/")
 
   def abstract_state(self) -> TrainState:
     return state_lib.abstract_state(self.abstract_params, self.optimizer, self.state_shardings, self.memory_spec)
@@ -150,6 +172,15 @@ class Trainer:
     with self.context():
       return self._eval_step(params, batch, memory)
 
+  def outputs_step(self, params: Any, batch: dict) -> dict:
+    """A task objective's per-row outputs of one global eval batch (config.eval.batch_size rows)."""
+    if self._outputs_step is None:
+      self._outputs_step = jax.jit(lambda params, batch: self.objective.outputs(self.eval_model, params, batch),
+                                   in_shardings=(self.param_shardings,
+                                                 self.shardings_for_batch(self.config.eval.batch_size)))
+    with self.context():
+      return self._outputs_step(params, batch)
+
   def describe(self) -> str:
     n = params_lib.count(self.abstract_params)
     shape = " x ".join(f"{axis}={size}" for axis, size in self.mesh.shape.items())
@@ -170,6 +201,15 @@ class Trainer:
       for hook in due:
         hook.fn(step, state)
     return state, logger.records
+
+
+def _summary(paths: list[str]) -> str:
+  """Parameter paths grouped by their first two names: 'classifier (2), encoder/pooler (2)'."""
+  groups: dict[str, int] = {}
+  for path in paths:
+    group = "/".join(path.split("/")[:2])
+    groups[group] = groups.get(group, 0) + 1
+  return ", ".join(f"{g} ({n})" for g, n in groups.items()) or "none"
 
 
 class _Logger:

@@ -6,15 +6,18 @@ adafactor (T5): factored second moments, relative step size from the schedule (r
 Schedules: linear (warm-up from 0, then linear decay to 0 at train.steps), rsqrt (the peak for
 warmup_steps, then peak * sqrt(warmup_steps / step): T5's 1/sqrt(max(step, 10^4)) at lr 0.01),
 constant (after a linear warm-up).
+optimizer.layer_decay < 1 scales each layer's updates as ELECTRA's fine-tuning does (scale_by_layer_depth).
 """
 
 from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from bert_jax.errors import UserError
+from bert_jax.models import shared
 
 OPTIMIZERS = ("adamw", "lamb", "adafactor")
 SCHEDULES = ("linear", "rsqrt", "constant")
@@ -53,7 +56,26 @@ def make_optimizer(config: Any, schedule: optax.Schedule) -> optax.GradientTrans
     optimizer = optax.adafactor(schedule, weight_decay_rate=o.weight_decay or None, weight_decay_mask=decay_mask)
   else:
     raise UserError(f"optimizer.name must be one of {', '.join(OPTIMIZERS)}, got '{o.name}'")
+  decay = float(o.get("layer_decay", 1.0))
+  if not 0.0 < decay <= 1.0:
+    raise UserError(f"optimizer.layer_decay must be in (0, 1] (1 turns it off; ELECTRA fine-tunes with 0.8), got "
+                    f"{decay}")
+  if decay < 1.0:
+    optimizer = optax.chain(optimizer, scale_by_layer_depth(decay, config.model.num_layers))
   clip = config.train.clip_norm
   if clip < 0:
     raise UserError(f"train.clip_norm must be >= 0 (0 turns clipping off), got {clip}")
   return optax.chain(optax.clip_by_global_norm(clip), optimizer) if clip else optimizer
+
+
+def scale_by_layer_depth(decay: float, num_layers: int) -> optax.GradientTransformation:
+  """ELECTRA's layer-wise learning-rate decay: each update (its weight decay included) times
+  decay ** (num_layers + 2 - depth), with models.shared.layer_depth's depths: the task head at the full rate, the
+  layers below it at decay ** 2, decay ** 3, ..., the embeddings at decay ** (num_layers + 2)."""
+
+  def scale(path, update):
+    names = [str(getattr(key, "key", key)) for key in path]
+    factor = np.float32(decay) ** (num_layers + 2 - np.asarray(shared.layer_depth(names, num_layers), np.float32))
+    return update * factor.reshape(factor.shape + (1,) * (update.ndim - factor.ndim)).astype(update.dtype)
+
+  return optax.stateless(lambda updates, params=None: jax.tree_util.tree_map_with_path(scale, updates))

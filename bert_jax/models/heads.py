@@ -1,0 +1,53 @@
+"""Fine-tuning heads the encoder families share, as Hugging Face's task classes build them (model.head).
+
+`ClassificationHead`: a summary vector -> [dropout] -> dense H -> activation -> dropout -> out_proj
+(RobertaClassificationHead with tanh and ElectraClassificationHead with gelu over the first token; XLNet's
+SequenceSummary + logits_proj over the last real token, without the first dropout). `span_logits`: one dense
+of 2 on every position, the start and end logits of an answer span (the qa_outputs of ...ForQuestionAnswering).
+`task_outputs` is either over a sequence output. The dropout is cfg.head_dropout (model.classifier_dropout, else
+model.dropout); logits are float32.
+"""
+
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from bert_jax.models import layers
+from bert_jax.models.dropout import Dropout
+
+
+class ClassificationHead(nn.Module):
+  """Logits [B, num_labels] of summary vectors x_BH. cfg holds hidden_size, num_labels, head_dropout,
+  initializer_range and compute_dtype."""
+  cfg: Any
+  activation: str
+  deterministic: bool
+  input_dropout: bool = True
+
+  @nn.compact
+  def __call__(self, x_BH: jax.Array) -> jax.Array:
+    cfg = self.cfg
+    dropout = Dropout(cfg.head_dropout)
+    if self.input_dropout:
+      x_BH = dropout(x_BH, deterministic=self.deterministic)
+    h_BH = layers.dense(cfg.hidden_size, ("embed", None), cfg.initializer_range, cfg.compute_dtype, "dense")(x_BH)
+    h_BH = dropout(layers.activation(self.activation)(h_BH), deterministic=self.deterministic)
+    logits_BC = layers.dense(cfg.num_labels, (None, None), cfg.initializer_range, cfg.compute_dtype, "out_proj")(h_BH)
+    return logits_BC.astype(jnp.float32)
+
+
+def task_outputs(x_BLH: jax.Array, cfg: Any, deterministic: bool, activation: str) -> dict:
+  """cfg.head's outputs over a sequence output, from modules of the calling module: `span_logits`, or a
+  `ClassificationHead` named classifier over the first token (RoBERTa: tanh, ELECTRA: gelu)."""
+  if cfg.head == "span":
+    return span_logits(x_BLH, cfg)
+  return {"logits": ClassificationHead(cfg, activation, deterministic, name="classifier")(x_BLH[:, 0])}
+
+
+def span_logits(x_BLH: jax.Array, cfg: Any) -> dict:
+  """{"start_logits", "end_logits": [B, L]} from a dense `qa_outputs` of the current module."""
+  logits_BL2 = layers.dense(2, ("embed", None), cfg.initializer_range, cfg.compute_dtype, "qa_outputs")(x_BLH)
+  logits_BL2 = logits_BL2.astype(jnp.float32)
+  return {"start_logits": logits_BL2[..., 0], "end_logits": logits_BL2[..., 1]}
