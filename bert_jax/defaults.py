@@ -43,10 +43,10 @@ def base_config() -> ml_collections.ConfigDict:
       "tfds_data_dir": "",
       "tfds_split": "train",
       "tokenizer": "",  # SentencePiece .model or Hugging Face tokenizer.json; empty: train one in <workdir>/tokenizer
-      "tokenizer_type": "unigram",  # unigram | bpe | character (one piece per character: Chinese, Japanese)
+      "tokenizer_type": "unigram",  # unigram | bpe | character (one piece per character: Chinese, Japanese) | byte_bpe
       "character_coverage": 0.9995,  # SentencePiece: share of characters kept as pieces (1.0 for small alphabets)
       "normalization": "identity",  # identity: the text as written (full-width punctuation kept) | nfkc
-      "dummy_prefix": "auto",  # a leading "\u2581" per sentence: auto (on, off for character) | on | off
+      "dummy_prefix": "auto",  # "\u2581" (byte_bpe: a space) before each sentence: auto (off for character) | on | off
       "byte_fallback": False,  # characters without a piece become UTF-8 byte pieces (256 ids) instead of [UNK]
       "tokenizer_sentences": 1_000_000,  # the tokenizer trains on the source's first N sentences
       "extra_ids": 0,  # T5 sentinels <extra_id_N> on the top ids of the vocabulary
@@ -57,6 +57,7 @@ def base_config() -> ml_collections.ConfigDict:
       "eval_tokens": 16_384,  # the source's first N tokens (whole sentences) are held out for evaluation
       "eval_documents": 0,  # > 0: hold out the first N documents instead (the older setting)
       "word_segmenter": "pieces",  # whole-word masking's words: pieces (from the tokenizer) | jieba (Chinese)
+      "stream": False,  # tokenize in each process's tf.data pipeline while training instead of preparing TFRecords
   })
   c.train = ml_collections.ConfigDict({
       "steps": 1000,
@@ -223,6 +224,73 @@ def electra_config(**model_overrides) -> ml_collections.ConfigDict:
   c.data.seq_len = 128
   c.train.update(steps=1_000_000, batch_size=128, log_every=100)
   c.optimizer.update(learning_rate=5e-4, warmup_steps=10_000, weight_decay=0.01, eps=1e-6)
+  c.checkpoint.every = 10_000
+  return c
+
+
+def unilm_config(**model_overrides) -> ml_collections.ConfigDict:
+  """UniLM v1 (Dong et al. 2019, section 3.1 and 2.1; microsoft/unilm unilm-v1): one BERT encoder under four
+  self-attention masks a batch (1/3 bidirectional with NSP, 1/3 seq2seq, 1/6 each direction), BERT's cloze targets
+  in both segments (15%, 80/10/10; 80% of the spans one token, 20% a bigram or trigram), a segment embedding per LM
+  (type_vocab_size 6); Adam lr 3e-5, 40k warm-up then linear decay, decay 0.01, dropout 0.1, batch 330 x 512, about
+  770k steps. The model: BERT-large with bert-large-cased's vocabulary (V28996), which the paper starts from."""
+  c = bert_config(hidden_size=1024, num_layers=24, num_heads=16, intermediate_size=4096, vocab_size=28996,
+                  type_vocab_size=6)
+  c.model.update(model_overrides)
+  # the paper's "20% of the time a bigram or a trigram", split evenly between the two (assumed)
+  c.objective.update(name="unilm", max_predictions=80, max_ngram=3, ngram_weights=(0.8, 0.1, 0.1))
+  c.objective.lm_segments = True  # token types 0/1 bidirectional, 2 left-to-right, 3 right-to-left, 4/5 seq2seq
+  c.data.seq_len = 512
+  c.train.update(steps=770_000, batch_size=330, log_every=100)
+  c.optimizer.update(learning_rate=3e-5, warmup_steps=40_000, weight_decay=0.01)
+  c.checkpoint.every = 10_000
+  return c
+
+
+def gpt2_config(**model_overrides) -> ml_collections.ConfigDict:
+  """GPT-2's recipe as far as it is published (Radford et al. 2019, section 2.3: byte-level BPE of 50,257 ids,
+  1024-token context, batch 512; GPT-1, Radford et al. 2018, section 4.1: Adam at most 2.5e-4 after 2,000 warm-up
+  steps, weight decay 0.01 on all but biases and gains, dropout 0.1): causal LM on documents packed with
+  <|endoftext|> between them; GPT-2 small. Assumed where the papers are silent: the decay after warm-up is linear
+  (GPT-1 anneals on a cosine), b2 0.999, gradients clipped at 1.0, and 600k steps of 512 x 1024 tokens (about the
+  300B tokens of the open reproductions, e.g. nanoGPT's)."""
+  c = base_config()
+  c.model = models.default_config("gpt2", **model_overrides)
+  c.objective = ml_collections.ConfigDict({
+      "name": "causal_lm",
+      "max_new_tokens": 32,  # `bert-jax predict`: tokens written after each text
+      "temperature": 0.0,  # 0: greedy; > 0: sample from softmax(logits / temperature) (--top-k, top_p cut it)
+      "top_p": 1.0,  # nucleus sampling: the fewest tokens whose probability reaches top_p (1.0: all)
+      "seed": 0,  # sampling's random key
+  })
+  c.data.update(seq_len=1024, tokenizer_type="byte_bpe")
+  c.train.update(steps=600_000, batch_size=512, log_every=100)
+  c.optimizer.update(learning_rate=2.5e-4, warmup_steps=2_000, weight_decay=0.01, eps=1e-8)
+  c.checkpoint.every = 10_000
+  return c
+
+
+def bart_config(**model_overrides) -> ml_collections.ConfigDict:
+  """BART-large's recipe (Lewis et al. 2020, section 5.1: text infilling of 30% of the tokens in Poisson(3) spans plus
+  permutation of all sentences, GPT-2's byte-level BPE, batch 8000, 500k steps, no dropout for the last 10%; the rest
+  from the authors' pretraining command in fairseq issue #1899 and fairseq's denoising flags: blocks of whole
+  sentences up to 512 tokens, 10% of the masks random tokens, one mask per span, Adam lr 4e-4 with 10k warm-up then
+  linear decay, betas (0.9, 0.999), eps 1e-8, weight decay 0.01, gradients clipped at 0.1, dropout and attention
+  dropout 0.1). Assumed: the 8000 are sequences of 512 tokens; the last 10% keep their dropout here; the command's
+  poisson-lambda 3.5 is taken as the paper's 3. The model: bart-large."""
+  c = base_config()
+  c.model = models.default_config("bart", attention_dropout=0.1)
+  c.model.update(model_overrides)
+  c.objective = ml_collections.ConfigDict({
+      "name": "text_infilling",
+      "mask_ratio": 0.3,  # of the words; ceil(0.3 x words) masked
+      "random_ratio": 0.1,  # a span's mask (and an insertion) is a random token instead
+      "poisson_lambda": 3.0,  # span lengths in words; 0-length spans insert one mask
+      "permute_sentences": True,  # every block's sentences in a random order
+  })
+  c.data.update(seq_len=512, tokenizer_type="byte_bpe")
+  c.train.update(steps=500_000, batch_size=8000, log_every=100, clip_norm=0.1)
+  c.optimizer.update(learning_rate=4e-4, warmup_steps=10_000, weight_decay=0.01, eps=1e-8)
   c.checkpoint.every = 10_000
   return c
 

@@ -1,7 +1,9 @@
 """Small ports of the original data generators' sampling, used as oracles by the statistical tests:
 google-research/bert create_pretraining_data.py (segment pairs, NSP), google-research/albert's file of the
-same name (SOP, whole-word n-gram masking). Only the decisions are ported, not the output format."""
+same name (SOP, whole-word n-gram masking), fairseq's denoising_dataset.py (BART's text infilling and sentence
+permutation). Only the decisions are ported, not the output format."""
 
+import math
 import random
 
 import numpy as np
@@ -73,3 +75,94 @@ def ngram_lengths(tokens: list[int], special: np.ndarray, word_start: np.ndarray
     chosen += len(index_set)
     lengths.append(len(cand_index_set[n]))
   return lengths
+
+
+def fairseq_whole_word_mask(source, is_word_start, p: float, span_probs: np.ndarray, mask_idx: int,
+                            random_ratio: float, vocab_size: int):
+  """fairseq's DenoisingDataset.add_whole_word_mask (span-poisson, replace_length 1) then its add_insertion_noise for
+  the 0-length spans, with torch's global generator as the original draws; source and is_word_start are torch
+  tensors over [bos ... eos]. Returns (source, the trimmed lengths, the span starts)."""
+  import torch
+
+  source, is_word_start = source.clone(), is_word_start.clone().long()
+  is_word_start[0] = 0
+  is_word_start[-1] = 0
+  num_to_mask = math.ceil(is_word_start.float().sum() * p)
+  if num_to_mask == 0:
+    return source, [], []
+  distribution = torch.distributions.Categorical(torch.tensor(span_probs))
+  lengths = distribution.sample(sample_shape=(num_to_mask,))
+  cum_length = torch.cumsum(lengths, 0)
+  while cum_length[-1] < num_to_mask:
+    lengths = torch.cat([lengths, distribution.sample(sample_shape=(num_to_mask,))], dim=0)
+    cum_length = torch.cumsum(lengths, 0)
+  i = 0
+  while cum_length[i] < num_to_mask:
+    i += 1
+  lengths[i] = num_to_mask - (0 if i == 0 else cum_length[i - 1])
+  num_to_mask = i + 1
+  lengths = lengths[:num_to_mask]
+  drawn = lengths.tolist()
+  lengths = lengths[lengths > 0]
+  num_inserts = num_to_mask - lengths.size(0)
+  num_to_mask -= num_inserts
+  if num_to_mask == 0:
+    return fairseq_insert(source, num_inserts / source.size(0), mask_idx, random_ratio, vocab_size), drawn, []
+  word_starts = is_word_start.nonzero(as_tuple=False)
+  indices = word_starts[torch.randperm(word_starts.size(0))[:num_to_mask]].squeeze(1)
+  starts = indices.tolist()
+  mask_random = torch.FloatTensor(num_to_mask).uniform_() < random_ratio
+  to_keep = torch.ones(source.size(0), dtype=torch.bool)
+  is_word_start[-1] = 255  # acts as a long length, so spans don't go over the end of doc
+  source[indices] = mask_idx
+  source[indices[mask_random]] = torch.randint(1, vocab_size, size=(int(mask_random.sum()),))
+  lengths -= 1
+  while indices.size(0) > 0:
+    lengths -= is_word_start[indices + 1].long()
+    uncompleted = lengths >= 0
+    indices = indices[uncompleted] + 1
+    mask_random = mask_random[uncompleted]
+    lengths = lengths[uncompleted]
+    to_keep[indices] = 0
+  source = source[to_keep]
+  if num_inserts > 0:
+    source = fairseq_insert(source, num_inserts / source.size(0), mask_idx, random_ratio, vocab_size)
+  return source, drawn, starts
+
+
+def fairseq_insert(tokens, p: float, mask_idx: int, random_ratio: float, vocab_size: int):
+  """fairseq's DenoisingDataset.add_insertion_noise."""
+  import torch
+
+  num_tokens = len(tokens)
+  n = math.ceil(num_tokens * p)
+  noise_indices = torch.randperm(num_tokens + n - 2)[:n] + 1
+  noise_mask = torch.zeros(size=(num_tokens + n,), dtype=torch.bool)
+  noise_mask[noise_indices] = 1
+  result = torch.LongTensor(n + len(tokens)).fill_(-1)
+  num_random = math.ceil(n * random_ratio)
+  result[noise_indices[num_random:]] = mask_idx
+  result[noise_indices[:num_random]] = torch.randint(low=1, high=vocab_size, size=(num_random,))
+  result[~noise_mask] = tokens
+  return result
+
+
+def fairseq_permute_sentences(source, full_stop_index: int):
+  """fairseq's DenoisingDataset.permute_sentences with ratio 1.0 on [bos ... eos] (sentences end with full stops)."""
+  import torch
+
+  full_stops = source == full_stop_index
+  full_stops[-2] = 1
+  sentence_ends = (full_stops[1:] * ~full_stops[:-1]).nonzero(as_tuple=False) + 2
+  result = source.clone()
+  num_sentences = sentence_ends.size(0)
+  num_to_permute = math.ceil((num_sentences * 2 * 1.0) / 2.0)
+  substitutions = torch.randperm(num_sentences)[:num_to_permute]
+  ordering = torch.arange(0, num_sentences)
+  ordering[substitutions] = substitutions[torch.randperm(num_to_permute)]
+  index = 1
+  for i in ordering:
+    sentence = source[(sentence_ends[i - 1] if i > 0 else 1):sentence_ends[i]]
+    result[index:index + sentence.size(0)] = sentence
+    index += sentence.size(0)
+  return result

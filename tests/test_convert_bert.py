@@ -206,7 +206,7 @@ def test_unsupported_checkpoints_are_user_errors():
   state = {k: v.numpy() for k, v in model.state_dict().items()}
   hf_config = model.config.to_dict()
   with pytest.raises(UserError, match="model_type"):
-    convert.from_hf(state, {**hf_config, "model_type": "gpt2"})
+    convert.from_hf(state, {**hf_config, "model_type": "bloom"})
   with pytest.raises(UserError, match="lacks cls.predictions"):
     convert.from_hf({k: v for k, v in state.items() if not k.startswith("cls.predictions")}, hf_config)
   with pytest.raises(UserError, match="no place for"):

@@ -115,15 +115,20 @@ def test_commands(tmp_path, capsys):
 
 
 def test_other_processes_wait_for_process_zero(tmp_path, monkeypatch):
-  config = corpus_config(write_corpus(tmp_path / "corpus.txt", 20), f"data.prepared_dir={tmp_path / 'shared'}")
-  tokenizer = tokenizer_lib.train_for_config(config, Source(config.data), tmp_path / "tok.model")
-  monkeypatch.setattr(pipeline.jax, "process_index", lambda: 1)
-  monkeypatch.setattr(pipeline, "WAIT_SECONDS", 0.05)
+  """Process 1 of 2 waits for process 0's tokenizer, writes its share and waits for the metadata, which process 0
+  writes once both shares are in; the shards are those one process writes."""
+  config = corpus_config(write_corpus(tmp_path / "corpus.txt", 40), f"data.prepared_dir={tmp_path / 'shared'}")
+  monkeypatch.setattr(prepare, "WAIT_SECONDS", 0.05)
   found = []
-  waiter = threading.Thread(target=lambda: found.append(pipeline.prepare_if_needed(config, tmp_path / "w1")))
+  waiter = threading.Thread(target=lambda: found.append(pipeline.prepare_if_needed(config, tmp_path / "w", 1, 2)))
   waiter.start()
   waiter.join(0.5)
-  assert waiter.is_alive() and not (tmp_path / "w1").exists()  # waiting, writing nothing
-  written = prepare.prepare(config, Source(config.data), tokenizer, tmp_path / "shared")
+  assert waiter.is_alive() and not (tmp_path / "w").exists()  # waiting, writing nothing
+  written = pipeline.prepare_if_needed(config, tmp_path / "w", 0, 2)
   waiter.join(10)
   assert found == [written]
+  alone = corpus_config(tmp_path / "corpus.txt", f"data.prepared_dir={tmp_path / 'alone'}")
+  assert pipeline.prepare_if_needed(alone, tmp_path / "w", 0, 1) == written
+  assert sorted(p.name for p in tmp_path.iterdir()) == ["alone", "corpus.txt", "shared", "w"]  # no staging left
+  for path in (tmp_path / "alone").iterdir():
+    assert path.read_bytes() == (tmp_path / "shared" / path.name).read_bytes(), path.name

@@ -192,3 +192,37 @@ def test_a_file_that_is_not_a_tokenizer_is_one_clear_error(tmp_path):
   from bert_jax.data import tokenizer as tokenizer_lib
   with pytest.raises(UserError, match="is not a Hugging Face tokenizer.json"):
     tokenizer_lib.load(bad)
+
+
+def test_a_published_gpt2_continues_pretraining_with_its_own_tokenizer(tmp_path, capsys):
+  """GPT-2's vocab.json + merges.txt hold one special token, <|endoftext|>: it ends each document and pads."""
+  corpus, documents = _corpus(tmp_path)
+  hf_dir = tmp_path / "hf"
+  hf_dir.mkdir()
+  bpe = tokenizers.ByteLevelBPETokenizer()
+  bpe.train_from_iterator(_sentences(documents), vocab_size=300, special_tokens=["<|endoftext|>"])
+  bpe.save_model(str(hf_dir))
+  hf = transformers.GPT2Tokenizer(str(hf_dir / "vocab.json"), str(hf_dir / "merges.txt"))
+  end = hf.convert_tokens_to_ids("<|endoftext|>")
+  torch.manual_seed(0)
+  transformers.GPT2LMHeadModel(transformers.GPT2Config(
+      vocab_size=len(hf), n_positions=64, n_embd=32, n_layer=2, n_head=4, bos_token_id=end,
+      eos_token_id=end)).save_pretrained(str(hf_dir))
+  out, workdir = tmp_path / "imported", tmp_path / "run"
+  assert cli.main(["convert", "--from-hf", str(hf_dir), "--output", str(out)]) == 0
+  config_path = str(out / "config.py")
+  overrides = [f"data.source={corpus}", *[o for o in OVERRIDES if not o.startswith("objective.")]]
+  flags = [f"--config.{o}" for o in overrides]
+  assert cli.main(["train", "--config", config_path, *flags, "--init", str(out), "--workdir", str(workdir)]) == 0
+  config = config_lib.load_config(config_path, overrides)
+  tokenizer = pipeline.load_tokenizer(config, workdir)
+  assert tokenizer.pad_id == tokenizer.eod_id == end == config.model.pad_token_id
+  prepared = [d["token_ids"].numpy().tolist() for split in ("eval", "train")
+              for d in pipeline.documents(config, workdir, split)]
+  assert prepared == [[i for s in doc for i in hf(s)["input_ids"]] for doc in documents]
+  windows = next(get_objective(config).dataset(pipeline.documents(config, workdir, "train"), tokenizer, 0, True)
+                 .batch(4).as_numpy_iterator())["input_ids"]
+  assert (windows == end).any()  # documents packed with <|endoftext|> between them
+  metrics = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
+  assert [m["step"] for m in metrics if "loss" in m] == [1, 2] and all(np.isfinite(m["loss"]) for m in metrics
+                                                                         if "loss" in m)

@@ -136,7 +136,8 @@ def test_export_frames_and_numbers_special_tokens_as_training(tmp_path):
   ids = tok.encode([text])[0]
   for model_type, tokenizer, framed in (
       ("bert", tok, [tok.cls_id, *ids, tok.sep_id]), ("roberta", tok, [tok.cls_id, *ids, tok.sep_id]),
-      ("xlnet", tok, [*ids, tok.sep_id, tok.cls_id]), ("t5", t5, [*ids, tok.eos_id])):
+      ("xlnet", tok, [*ids, tok.sep_id, tok.cls_id]), ("t5", t5, [*ids, tok.eos_id]),
+      ("bart", tok, [tok.cls_id, *ids, tok.eos_id])):  # text_infilling's blocks: <s> (our [CLS]) ... </s>
     fast = tokenizer_export.fast_tokenizer(tokenizer, model_type)
     assert fast(text)["input_ids"] == framed, model_type
     assert fast.pad_token_id == tok.pad_id and fast.unk_token_id == tok.processor.unk_id()

@@ -8,7 +8,8 @@ from bert_jax.errors import UserError
 
 HELP = ("run a trained model on text: fill-mask at [MASK] (BERT, RoBERTa, ALBERT, XLNet), a fine-tuned classifier's "
         "label (a pair as two texts joined by a tab), span infilling at "
-        "<extra_id_N> (T5); from a run (--workdir) or a `convert --from-hf` directory (--model)")
+        "<extra_id_N> (T5), the next tokens (GPT-2: --config.objective.max_new_tokens, temperature, top_p); "
+        "from a run (--workdir) or a `convert --from-hf` directory (--model)")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -22,7 +23,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                                                       "config's data.tokenizer)")
   parser.add_argument("--text", action="append", default=[], help="an input (repeatable)")
   parser.add_argument("--file", help="a text file with one input per line (blank lines skipped)")
-  parser.add_argument("--top-k", type=int, default=5, help="candidates shown per [MASK] (default 5)")
+  parser.add_argument("--top-k", type=int, default=5, help="candidates shown per [MASK] (default 5); GPT-2 sampling: "
+                                                                   "among the k most likely tokens")
   parser.add_argument("--json", action="store_true", help="print one JSON object per input")
 
 

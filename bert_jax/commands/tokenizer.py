@@ -13,13 +13,14 @@ HELP = ("train a SentencePiece tokenizer (unigram, BPE or character) with [PAD] 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
   cli.add_config_argument(parser)
-  parser.add_argument("--output", required=True, help="the .model file to write")
+  parser.add_argument("--output", required=True, help="the .model file to write (byte_bpe: a .json)")
   parser.add_argument("--source", help="text to train on (default: data.source): demo, a file, directory or glob, "
                                        "jsonl:PATH or tfds:NAME")
   parser.add_argument("--vocab-size", type=int, help="ids in all, sentinels included (default: model.vocab_size)")
   parser.add_argument("--model-type", choices=tokenizer_lib.MODEL_TYPES,
                       help="character: one piece per character, as BERT's Chinese models (its vocabulary size is the "
-                           "corpus' characters; --vocab-size caps it). Default: data.tokenizer_type")
+                           "corpus' characters; --vocab-size caps it); byte_bpe: GPT-2's byte-level BPE (Hugging Face "
+                           "tokenizers). Default: data.tokenizer_type")
   parser.add_argument("--character-coverage", type=float, help="default: data.character_coverage")
   parser.add_argument("--normalization", choices=tuple(tokenizer_lib.NORMALIZATIONS),
                       help="identity: the text as written (full-width punctuation kept); nfkc: SentencePiece's "
@@ -44,8 +45,9 @@ def run(args) -> int:
   overrides = [f"{key}={value}" for key, value in settings.items() if value is not None]
   config = config_lib.load_config(args.config, [*args.overrides, *overrides])
   output = storage.path(args.output)
-  if output.suffix != ".model":
-    raise UserError(f"--output {output} should end in .model")
+  suffix = ".json" if config.data.tokenizer_type == "byte_bpe" else ".model"  # byte_bpe: a tokenizer.json
+  if output.suffix != suffix:
+    raise UserError(f"--output {output} should end in {suffix} for a {config.data.tokenizer_type} tokenizer")
   if output.exists() and not args.force:
     raise UserError(f"{output} exists; pass --force to overwrite it")
   tokenizer = tokenizer_lib.train_for_config(config, Source(config.data), output, exact=False)

@@ -42,6 +42,8 @@ MODEL_TYPES: dict[str, tuple[str, str]] = {
     "xlnet": ("xlnet", "xlnet_config"),
     "t5": ("t5", "t5_config"),
     "electra": ("electra", "electra_config"),
+    "gpt2": ("gpt2", "gpt2_config"),
+    "bart": ("bart", "bart_config"),
 }
 
 

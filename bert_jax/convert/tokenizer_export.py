@@ -30,6 +30,8 @@ TEMPLATES = {
     "roberta": ("{cls} $A {sep}", "{cls} $A {sep} $B {sep}"),  # one token type
     "xlnet": ("$A {sep} {cls}:2", "$A {sep} $B:1 {sep}:1 {cls}:2"),  # XLNet's <cls> at the end, its own type
     "t5": ("$A {eos}", "$A {eos} $B {eos}"),
+    "gpt2": ("$A", "$A $B"),  # GPT-2 frames nothing: <|endoftext|> only ends documents
+    "bart": ("{cls} $A {eos}", "{cls} $A {eos} {eos} $B {eos}"),  # <s> A </s> (text_infilling's blocks), one type
 }
 ROLES = ("unk", "pad", "cls", "sep", "mask", "eos")  # transformers' special tokens: ROLE_token
 
@@ -107,7 +109,7 @@ def fast_tokenizer(tokenizer, model_type: str, model_max_length: int | None = No
       single=single, pair=pair, special_tokens=[(piece, fast.token_to_id(piece)) for piece in sorted(framing)])
   if "mask_token" in pieces:
     pieces["mask_token"] = AddedToken(pieces["mask_token"], lstrip=True, rstrip=False, normalized=False, special=True)
-  inputs = ["input_ids", "attention_mask"] if model_type in ("roberta", "t5") else \
+  inputs = ["input_ids", "attention_mask"] if model_type in ("roberta", "t5", "gpt2", "bart") else \
       ["input_ids", "token_type_ids", "attention_mask"]
   return transformers.PreTrainedTokenizerFast(
       tokenizer_object=fast, additional_special_tokens=sentinels, padding_side="left" if model_type == "xlnet" else

@@ -26,7 +26,8 @@ from tokenizers import decoders, models, normalizers, pre_tokenizers
 from bert_jax import storage
 from bert_jax.errors import UserError
 
-ROLES = {"pad": ("[PAD]", "<pad>"), "eos": ("</s>", "[SEP]"), "eod": ("<eod>", "</s>", "[SEP]"), "cls": ("[CLS]", "<s>", "<cls>"),
+ROLES = {"pad": ("[PAD]", "<pad>", "<|endoftext|>"), "eos": ("</s>", "[SEP]", "<|endoftext|>"),
+         "eod": ("<|endoftext|>", "<eod>", "</s>", "[SEP]"), "cls": ("[CLS]", "<s>", "<cls>"),
          "sep": ("[SEP]", "</s>", "<sep>"), "mask": ("[MASK]", "<mask>"), "unk": ("[UNK]", "<unk>")}
 WORD_STARTS = ("\u2581", "\u0120")  # SentencePiece's and byte-level BPE's marks of a piece after whitespace
 UNUSED = re.compile(r"\[unused\d+\]")  # BERT's reserved rows

@@ -1,8 +1,8 @@
 """What training and evaluation call: prepare the data once, then stream batches of an objective's features.
 
   prepare_if_needed(config, workdir)   tokenizer (data.tokenizer, or one trained into <workdir>/tokenizer) and
-                                       prepared TFRecords (data.prepared_dir, or <workdir>/data); process 0
-                                       writes, the other processes wait for its completion marker
+                                       prepared TFRecords (data.prepared_dir, or <workdir>/data); each process
+                                       writes its share, process 0 the completion marker
   train_dataset(config, objective, workdir, i, n)  infinite, process-local batches of train.batch_size // n
   eval_dataset(config, objective, workdir, i, n)   eval.batches batches of eval.batch_size // n from the held-out split,
                                        identical on every call
@@ -15,18 +15,21 @@ forever -> the objective's transform (new masks each epoch) -> examples shuffled
 -> prefetch (an objective that carries memory between batches lays its batches out itself, unshuffled, so that
 each row continues one stretch of text: objectives/permutation_lm.py). Everything is a seeded tf.data op, so the same config gives the same batches, and the
 iterator's position can be saved and restored exactly with tf.train.Checkpoint(iterator=iterator).
+With data.stream, nothing is prepared but the tokenizer: the same documents are tokenized inside the pipeline
+(bert_jax/data/stream.py), and shuffled, transformed and batched as above.
 """
 
 import json
 import sys
-import time
 from typing import Any
 
 import jax
 import numpy as np
 
 from bert_jax import storage
-from bert_jax.data import files, prepare as prepare_lib, records, words
+from bert_jax.data import files, records, words
+from bert_jax.data import prepare as prepare_lib
+from bert_jax.data import stream as stream_lib
 from bert_jax.data import tokenizer as tokenizer_lib
 from bert_jax.data.sources import Source
 from bert_jax.data.tf_cpu import tf
@@ -34,7 +37,6 @@ from bert_jax.errors import UserError
 
 TOKENIZER_MODEL = "spm.model"
 TOKENIZER_SETTINGS = "tokenizer.json"
-WAIT_SECONDS = 2.0
 EXAMPLE_SHUFFLE_BATCHES = 16  # the sequences of one document spread over this many batches
 
 
@@ -97,25 +99,24 @@ def _trained_settings(directory: storage.Path) -> dict | None:
   return None
 
 
-def prepare_if_needed(config: Any, workdir: str | storage.Path) -> dict:
-  """Tokenizer and prepared data for config.data; a no-op when they are complete. Returns the metadata."""
-  directory = prepared_dir(config, workdir)
-  if jax.process_index() != 0:
-    return _wait_for_metadata(directory)
+def prepare_if_needed(config: Any, workdir: str | storage.Path, process_index: int | None = None,
+                      process_count: int | None = None, wait: bool = True) -> dict | None:
+  """Tokenizer and prepared data for config.data; a no-op when they are complete. Returns the metadata (None for a
+  process other than 0 that does not `wait` for it). Process 0 trains the tokenizer while the others wait for it;
+  then each process prepares its share (bert_jax/data/prepare.py). The processes default to JAX's."""
+  index = jax.process_index() if process_index is None else process_index
+  count = jax.process_count() if process_count is None else process_count
+  prepare_lib.check_process(index, count)
   source = Source(config.data)
   words.check(config.data.get("word_segmenter", "pieces"))
+  if index != 0 and not config.data.tokenizer:
+    directory = storage.path(workdir) / "tokenizer"
+    prepare_lib.wait_for(lambda: (directory / TOKENIZER_SETTINGS).is_file() or None,  # written last
+                         f"process {index}: waiting for process 0 to train the tokenizer in {directory}")
   tokenizer = _tokenizer_for(config, workdir, source)
-  return prepare_lib.prepare(config, source, tokenizer, directory)
-
-
-def _wait_for_metadata(directory: storage.Path) -> dict:
-  announced = False
-  while (metadata := prepare_lib.read_metadata(directory)) is None:
-    if not announced:
-      print(f"process {jax.process_index()}: waiting for process 0 to prepare {directory}", file=sys.stderr)
-      announced = True
-    time.sleep(WAIT_SECONDS)
-  return metadata
+  if config.data.get("stream"):
+    return None  # tokenized while training: bert_jax/data/stream.py
+  return prepare_lib.prepare(config, source, tokenizer, prepared_dir(config, workdir), index, count, wait)
 
 
 def _metadata(config: Any, workdir: str | storage.Path) -> dict:
@@ -130,7 +131,9 @@ def _metadata(config: Any, workdir: str | storage.Path) -> dict:
 
 def load_tokenizer(config: Any, workdir: str | storage.Path) -> tokenizer_lib.Tokenizer:
   """The tokenizer the prepared data was made with (the very file: its sha256 is checked), checked against the
-  model (vocab size, pad id)."""
+  model (vocab size, pad id). With data.stream, the tokenizer the stream is tokenized with."""
+  if config.data.get("stream"):
+    return _tokenizer_for(config, workdir, Source(config.data))
   directory = prepared_dir(config, workdir)
   metadata = _metadata(config, workdir)
   path = storage.path(metadata["tokenizer"])
@@ -235,8 +238,13 @@ def train_dataset(config: Any, objective: Any, workdir: str | storage.Path, proc
   objective's stream layout when it carries memory from batch to batch."""
   tokenizer = load_tokenizer(config, workdir)
   batch = _local_batch(config.train.batch_size, process_count, "train.batch_size")
-  _check_fills_a_batch(config, workdir, "train", process_index, process_count, batch, objective)
-  stream = documents(config, workdir, "train", process_index, process_count, shuffle=True)
+  if config.data.get("stream"):
+    found = stream_lib.train_documents(config, Source(config.data), tokenizer, process_index, process_count,
+                                       _seed(config, 1))
+    stream = found.shuffle(config.data.shuffle_buffer, seed=_seed(config, 2, process_index))
+  else:
+    _check_fills_a_batch(config, workdir, "train", process_index, process_count, batch, objective)
+    stream = documents(config, workdir, "train", process_index, process_count, shuffle=True)
   seed = _seed(config, 3, process_index)
   if _carries_memory(objective):
     batches = objective.stream_batches(stream, tokenizer, seed, True, batch, config.objective.stream_steps)
@@ -254,8 +262,11 @@ def eval_dataset(config: Any, objective: Any, workdir: str | storage.Path, proce
   continues one stretch of held-out text through all the batches (as far as objective.stream_steps allows)."""
   tokenizer = load_tokenizer(config, workdir)
   batch = _local_batch(config.eval.batch_size, process_count, "eval.batch_size")
-  stream = documents(config, workdir, "eval", process_index, process_count)
-  _check_fills_a_batch(config, workdir, "eval", process_index, process_count, batch, objective)
+  if config.data.get("stream"):
+    stream = stream_lib.eval_documents(config, Source(config.data), tokenizer, process_index, process_count)
+  else:
+    stream = documents(config, workdir, "eval", process_index, process_count)
+    _check_fills_a_batch(config, workdir, "eval", process_index, process_count, batch, objective)
   seed = _seed(config, 5, process_index)
   if _carries_memory(objective):
     steps = min(config.objective.stream_steps, config.eval.batches)

@@ -75,17 +75,23 @@ class Source:
 
   def documents(self) -> Iterator[list[str]]:
     """Non-empty documents in source order; a new pass, with its own count of skipped lines."""
-    self.skipped_lines, self.first_skipped, self.sentence_counts = 0, "", [0, 0]
+    self.new_pass()
     if self.kind == "demo":
       yield from _demo_documents()
     elif self.kind == "tfds":
       yield from self._tfds_documents()
-    elif self.kind == "jsonl":
-      for path in self.files:
-        yield from self._jsonl_documents(path)
     else:
-      for path in self.files:
-        yield from self._text_documents(path)
+      for number in range(len(self.files)):
+        yield from self.file_documents(number)
+
+  def new_pass(self) -> None:
+    """Starts the counts of skipped lines and one-line documents afresh."""
+    self.skipped_lines, self.first_skipped, self.sentence_counts = 0, "", [0, 0]
+
+  def file_documents(self, number: int) -> Iterator[list[str]]:
+    """The non-empty documents of the source's file `number` (text or JSON lines), counted into this pass."""
+    path = self.files[number]
+    yield from self._jsonl_documents(path) if self.kind == "jsonl" else self._text_documents(path)
 
   def sentences(self) -> Iterator[str]:
     for document in self.documents():

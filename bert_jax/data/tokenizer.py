@@ -9,6 +9,9 @@ T5 sentinels: with extra_ids=N the SentencePiece model holds vocab_size - N piec
 vocab_size - 1 - K, above every piece (<extra_id_0> the highest), as T5's vocabularies do. They live in
 this wrapper, so the same N must be given when the .model is loaded (config.data.extra_ids).
 
+Byte-level BPE (data.tokenizer_type=byte_bpe, GPT-2's and BART's): trained with Hugging Face `tokenizers` into a
+tokenizer.json (`train_byte_bpe`) that bert_jax.data.hf_tokenizer loads; its special tokens are BYTE_BPE_SPECIALS.
+
 Options (config.data, `bert-jax tokenizer`): model type unigram | bpe | character (one piece per character, as
 BERT's Chinese models split CJK text; its vocabulary is the corpus' characters, so model.vocab_size is a limit that
 must then be set to the count it reports); normalization identity (the text as written: full-width punctuation
@@ -31,6 +34,7 @@ from typing import Any, Iterable
 
 import numpy as np
 import sentencepiece as spm
+import tokenizers
 
 from bert_jax import storage
 from bert_jax.data import files, hf_tokenizer
@@ -38,9 +42,12 @@ from bert_jax.errors import UserError
 
 SPECIAL_PIECES = ("</s>", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 WORD_BOUNDARY = "\u2581"  # SentencePiece's marker for a piece that begins after whitespace
-MODEL_TYPES = ("unigram", "bpe", "character")
+MODEL_TYPES = ("unigram", "bpe", "character", "byte_bpe")
 NORMALIZATIONS = {"identity": "identity", "nfkc": "nmt_nfkc"}  # ours -> SentencePiece's normalization_rule_name
 DUMMY_PREFIX = ("auto", "on", "off")
+# byte_bpe: the special tokens, <pad> at the pad id and the others on the lowest free ids in this order (with pad id 1,
+# RoBERTa's and BART's <s> <pad> </s> <unk> first), then the 256 bytes, then the merges.
+BYTE_BPE_SPECIALS = ("<s>", "</s>", "<unk>", "<mask>", "<|endoftext|>")
 VOCAB_ROUNDING = 128  # with T5 sentinels, a model's rows may be the ids rounded up to a multiple of this (T5's 32128)
 
 
@@ -170,19 +177,14 @@ def train_serialized(sentences: Iterable[str], vocab_size: int, model_type: str 
   """The serialized SentencePiece model `train` writes. A character model holds at most vocab_size ids: the
   corpus' characters (within character_coverage), byte pieces with byte_fallback, and the special pieces."""
   _check_options(model_type, normalization, dummy_prefix)
+  if model_type == "byte_bpe":
+    return train_byte_bpe(sentences, vocab_size, pad_id, extra_ids, max_sentences, normalization, dummy_prefix)
   piece_count = vocab_size - extra_ids
   if piece_count <= len(SPECIAL_PIECES) + 1:
     raise UserError(f"vocab size {vocab_size} leaves no room for ordinary pieces after {extra_ids} extra ids")
   if not 0 <= pad_id < piece_count:
     raise UserError(f"model.pad_token_id={pad_id} is outside the tokenizer's {piece_count} pieces")
-  lines = []
-  for sentence in sentences:
-    if sentence.strip():
-      lines.append(sentence)
-      if len(lines) >= max_sentences:
-        break
-  if not lines:
-    raise UserError("the corpus is empty: no text to train a tokenizer on")
+  lines = _training_lines(sentences, max_sentences)
   layout = special_layout(pad_id)
   model = io.BytesIO()
   character = model_type == "character"
@@ -210,6 +212,61 @@ def train_serialized(sentences: Iterable[str], vocab_size: int, model_type: str 
   return model.getvalue()
 
 
+def _training_lines(sentences: Iterable[str], max_sentences: int) -> list[str]:
+  """The first `max_sentences` non-empty sentences."""
+  lines = []
+  for sentence in sentences:
+    if sentence.strip():
+      lines.append(sentence)
+      if len(lines) >= max_sentences:
+        break
+  if not lines:
+    raise UserError("the corpus is empty: no text to train a tokenizer on")
+  return lines
+
+
+def train_byte_bpe(sentences: Iterable[str], vocab_size: int, pad_id: int = 0, extra_ids: int = 0,
+                   max_sentences: int = 1_000_000, normalization: str = "identity",
+                   dummy_prefix: str = "auto") -> bytes:
+  """A byte-level BPE as GPT-2's (Radford et al. 2019, section 2.2), trained with Hugging Face `tokenizers`: text as
+  UTF-8 bytes, each shown as one character, split by GPT-2's pattern, merges
+  learned up to vocab_size ids over the 256 bytes and BYTE_BPE_SPECIALS; every text encodes, none to an unknown id.
+  Returns the tokenizer.json, which bert_jax.data.hf_tokenizer loads. Sentences are encoded one by one and
+  joined, so dummy_prefix auto (or on) gives each a prefix space (HF's add_prefix_space): the sentences of a document
+  then decode with a space between them, as SentencePiece's dummy prefix does; off is GPT-2's own setting."""
+  if extra_ids:
+    raise UserError("data.extra_ids (T5 sentinels) go with SentencePiece tokenizers; set data.extra_ids=0 for byte_bpe")
+  specials = list(BYTE_BPE_SPECIALS)
+  if not 0 <= pad_id <= len(specials):
+    raise UserError(f"model.pad_token_id={pad_id} must be one of the byte_bpe special ids 0 to {len(specials)}")
+  specials.insert(pad_id, "<pad>")
+  alphabet = tokenizers.pre_tokenizers.ByteLevel.alphabet()
+  if vocab_size <= len(specials) + len(alphabet):
+    raise UserError(f"vocab size {vocab_size} leaves no room for merges after {len(specials)} special tokens and "
+                    f"{len(alphabet)} bytes; use more than {len(specials) + len(alphabet)}")
+  lines = _training_lines(sentences, max_sentences)
+  tokenizer = tokenizers.Tokenizer(tokenizers.models.BPE())
+  if normalization == "nfkc":
+    tokenizer.normalizer = tokenizers.normalizers.NFKC()
+  tokenizer.pre_tokenizer = tokenizers.pre_tokenizers.ByteLevel(add_prefix_space=dummy_prefix != "off")
+  tokenizer.decoder = tokenizers.decoders.ByteLevel()
+  trainer = tokenizers.trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=specials, initial_alphabet=alphabet,
+                                show_progress=False)
+  tokenizer.train_from_iterator(lines, trainer)
+  return tokenizer.to_str(pretty=True).encode()
+
+
+def _is_json(model: bytes) -> bool:
+  """A tokenizer.json (byte_bpe) rather than a SentencePiece model proto (which begins with a field tag, never '{')."""
+  return model[:1] == b"{"
+
+
+def _id_count(model: bytes) -> int:
+  if _is_json(model):
+    return tokenizers.Tokenizer.from_str(model.decode()).get_vocab_size(with_added_tokens=True)
+  return spm.SentencePieceProcessor(model_proto=model).get_piece_size()
+
+
 def _write(output: str | storage.Path, model: bytes, extra_ids: int) -> Tokenizer:
   output = storage.path(output)
   output.parent.mkdir(parents=True, exist_ok=True)
@@ -232,9 +289,10 @@ def train_serialized_for_config(config: Any, source, exact: bool = True) -> byte
   report = source.skipped_report()
   if report:
     print(report, file=sys.stderr)
-  ids = spm.SentencePieceProcessor(model_proto=model).get_piece_size() + d.extra_ids
+  ids = _id_count(model) + d.extra_ids
   if exact and ids != config.model.vocab_size:
-    raise UserError(f"the character tokenizer of {source.spec} has {ids} ids (its characters and special pieces), "
+    what = "its merges stop early on a small corpus" if _is_json(model) else "its characters and special pieces"
+    raise UserError(f"the {d.tokenizer_type} tokenizer of {source.spec} has {ids} ids ({what}), "
                     f"not model.vocab_size={config.model.vocab_size}; set --config.model.vocab_size={ids}")
   return model
 
@@ -250,7 +308,7 @@ def load(path: str | storage.Path, extra_ids: int = 0) -> Tokenizer:
   if not path.is_file():
     raise UserError(f"tokenizer '{path}' does not exist; give a SentencePiece .model file or a Hugging Face "
                     "tokenizer.json, or leave data.tokenizer empty to train one")
-  if path.suffix == ".json":
+  if path.suffix == ".json" or _is_json(path.read_bytes()[:64]):  # byte_bpe trained into <workdir>/tokenizer
     return hf_tokenizer.load(path, extra_ids)
   processor = spm.SentencePieceProcessor()
   try:

@@ -31,6 +31,8 @@ FAMILIES = {
     "t5": "bert_jax.models.t5",
     "electra": "bert_jax.models.electra",
     "spanbert": "bert_jax.models.spanbert",
+    "gpt2": "bert_jax.models.gpt2",
+    "bart": "bert_jax.models.bart",
 }
 
 

@@ -72,7 +72,8 @@ def dense(features: int, kernel_axes: tuple[str | None, str | None], init_std: f
 
 
 class SelfAttention(nn.Module):
-  """Multi-head self-attention with biases (BERT layout): q/k/v kernels [embed, heads, kv]."""
+  """Multi-head self-attention with biases (BERT layout): q/k/v kernels [embed, heads, kv]. Given `memory_BSD`,
+  keys and values come from it (an encoder-decoder's cross-attention) and the mask is [B, 1, L, S]."""
   num_heads: int
   head_dim: int
   dropout: float = 0.0
@@ -80,7 +81,9 @@ class SelfAttention(nn.Module):
   dtype: Dtype = jnp.float32
 
   @nn.compact
-  def __call__(self, x_BLD, mask_B11L, deterministic: bool):
+  def __call__(self, x_BLD, mask_B11L, deterministic: bool, memory_BSD=None):
+    memory_BSD = x_BLD if memory_BSD is None else memory_BSD
+
     def projection(name):
       return nn.DenseGeneral(
           (self.num_heads, self.head_dim), dtype=self.dtype, param_dtype=jnp.float32,
@@ -88,8 +91,8 @@ class SelfAttention(nn.Module):
           bias_init=partitioned(nn.initializers.zeros, ("heads", "kv")), name=name)
 
     q_BLHK = constrain(projection("query")(x_BLD), ("batch", "length", "heads", "kv"))
-    k_BLHK = constrain(projection("key")(x_BLD), ("batch", "length", "heads", "kv"))
-    v_BLHK = constrain(projection("value")(x_BLD), ("batch", "length", "heads", "kv"))
+    k_BLHK = constrain(projection("key")(memory_BSD), ("batch", "length", "heads", "kv"))
+    v_BLHK = constrain(projection("value")(memory_BSD), ("batch", "length", "heads", "kv"))
     if deterministic or self.dropout == 0.0:
       out_BLHK = jax.nn.dot_product_attention(q_BLHK, k_BLHK, v_BLHK, mask=mask_B11L)
     else:
@@ -128,6 +131,14 @@ class Embed(nn.Module):
 def padding_mask(attention_mask_BL: jax.Array) -> jax.Array:
   """[B, L] of 1/0 -> boolean [B, 1, 1, L] that lets every query see the non-padded keys."""
   return attention_mask_BL.astype(bool)[:, None, None, :]
+
+
+def attention_mask(mask: jax.Array) -> jax.Array:
+  """Boolean [B, 1, Q, L]: a [B, L] padding mask (1 = a real token) lets every query see the real keys (Q = 1,
+  padding_mask); a [B, L, L] or [B, 1, L, L] mask (1 = the query may see the key) is taken as it is."""
+  if mask.ndim == 2:
+    return padding_mask(mask)
+  return (mask[:, None] if mask.ndim == 3 else mask).astype(bool)
 
 
 class PostLNFeedForward(nn.Module):

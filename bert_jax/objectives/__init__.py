@@ -16,7 +16,7 @@ An objective class is built from the whole config and provides:
 An objective that `bert-jax predict` can run adds (bert_jax/predict.py; records as objectives/blanks.py writes them):
 
   predict(model, params, tokenizer, texts, top_k) -> one record per text: {"input", "output", "predictions"}
-      (masked_lm and permutation_lm fill each [MASK], span_corruption each <extra_id_N>; a causal LM would write
+      (masked_lm and permutation_lm fill each [MASK], span_corruption each <extra_id_N>; causal_lm writes
       the next tokens after the text)
 
 An objective that carries memory from batch to batch (XLNet with model.mem_len > 0) sets `carries_memory` and
@@ -43,11 +43,14 @@ OBJECTIVES = {
     "masked_lm": "bert_jax.objectives.masked_lm:MaskedLM",
     "permutation_lm": "bert_jax.objectives.permutation_lm:PermutationLM",
     "span_corruption": "bert_jax.objectives.span_corruption:SpanCorruption",
+    "text_infilling": "bert_jax.objectives.text_infilling:TextInfilling",
     "replaced_token_detection": "bert_jax.objectives.replaced_token:ReplacedTokenDetection",
     "span_boundary": "bert_jax.objectives.span_boundary:SpanBoundary",
     "classification": "bert_jax.objectives.classification:Classification",
     "text_to_text": "bert_jax.objectives.text_to_text:TextToText",
     "question_answering": "bert_jax.objectives.question_answering:QuestionAnswering",
+    "causal_lm": "bert_jax.objectives.causal_lm:CausalLM",
+    "unilm": "bert_jax.objectives.unilm:UniLM",
 }
 
 

@@ -38,7 +38,7 @@ class MaskedLM:
   def validate(self) -> None:
     o, model = self.config.objective, self.config.model
     if model.get("family") != "bert":
-      raise UserError(f"objective masked_lm needs model.family=bert, got {model.get('family')!r}")
+      raise UserError(f"objective {o.name} needs model.family=bert, got {model.get('family')!r}")
     if not 0.0 < o.mask_rate < 1.0:
       raise UserError(f"objective.mask_rate must be in (0, 1), got {o.mask_rate}")
     if o.sentence_task not in ("nsp", "sop", "none"):
@@ -68,6 +68,10 @@ class MaskedLM:
                       "--config.objective.whole_word=true (or data.word_segmenter=pieces)")
     if o.max_ngram < 1 or not 0 <= o.mask_token_fraction + o.random_token_fraction <= 1:
       raise UserError("objective.max_ngram must be >= 1 and mask_token_fraction + random_token_fraction <= 1")
+    weights = tuple(o.get("ngram_weights", ()))
+    if weights and (len(weights) != o.max_ngram or min(weights) < 0 or sum(weights) <= 0):
+      raise UserError(f"objective.ngram_weights must be {o.max_ngram} (objective.max_ngram) weights >= 0 with a "
+                      f"positive sum, or empty for p(n) ~ 1/n; got {weights}")
 
   def feature_spec(self, batch_size: int) -> dict:
     L, P = self.seq_len, self.max_predictions
@@ -121,7 +125,7 @@ class MaskedLM:
         input_ids, word_start = input_ids // 2, input_ids % 2 > 0
       masked = masking.mask_tokens(input_ids, group["seed"][0], tables, o.mask_rate, self.max_predictions,
                                    o.whole_word, o.max_ngram, o.mask_token_fraction, o.random_token_fraction,
-                                   word_start)
+                                   word_start, tuple(o.get("ngram_weights", ())))
       return {name: masked[name] if name in masked else group[name] for name in names}
 
     groups = sequences.batch(MASKING_GROUP).map(features, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)

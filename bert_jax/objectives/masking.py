@@ -49,9 +49,11 @@ def _at(x_BL: tf.Tensor, index_BX: tf.Tensor) -> tf.Tensor:
 
 
 def choose_spans(input_ids_BL: tf.Tensor, seed: tf.Tensor, tables: Tables, mask_rate: float, max_predictions: int,
-                 whole_word: bool, max_ngram: int, word_start_BL: tf.Tensor | None = None) -> tf.Tensor:
+                 whole_word: bool, max_ngram: int, word_start_BL: tf.Tensor | None = None,
+                 ngram_weights: tuple[float, ...] = ()) -> tf.Tensor:
   """[B, L] int32: 0 for tokens left alone, k for the tokens of the k-th span chosen in that sequence. With
-  whole_word, word_start_BL (bool, 1 where a token begins a word) replaces the tokenizer's word starts."""
+  whole_word, word_start_BL (bool, 1 where a token begins a word) replaces the tokenizer's word starts.
+  ngram_weights (max_ngram of them), when given, replace p(n) ~ 1/n (UniLM: 0.8, 0.1, 0.1)."""
   seq_len = input_ids_BL.shape[1]
   batch = tf.shape(input_ids_BL)[0]
   position_BL = tf.broadcast_to(tf.range(seq_len), tf.shape(input_ids_BL))
@@ -75,7 +77,7 @@ def choose_spans(input_ids_BL: tf.Tensor, seed: tf.Tensor, tables: Tables, mask_
   candidates = tf.reduce_sum(tf.cast(candidate, tf.float32), axis=1)
   budget = tf.minimum(max_predictions, tf.maximum(1, tf.cast(tf.round(candidates * mask_rate), tf.int32)))
   budget = tf.where(candidates > 0, budget, 0)
-  probs = 1.0 / np.arange(1, max_ngram + 1)
+  probs = np.asarray(ngram_weights, np.float64) if ngram_weights else 1.0 / np.arange(1, max_ngram + 1)
   thresholds = tf.constant(np.cumsum(probs / probs.sum())[:-1], tf.float32)
   lengths_n = tf.range(1, max_ngram + 1)
 
@@ -111,11 +113,12 @@ def choose_spans(input_ids_BL: tf.Tensor, seed: tf.Tensor, tables: Tables, mask_
 
 def mask_tokens(input_ids_BL: tf.Tensor, seed: tf.Tensor, tables: Tables, mask_rate: float, max_predictions: int,
                 whole_word: bool, max_ngram: int, mask_token_fraction: float,
-                random_token_fraction: float, word_start_BL: tf.Tensor | None = None) -> dict:
+                random_token_fraction: float, word_start_BL: tf.Tensor | None = None,
+                ngram_weights: tuple[float, ...] = ()) -> dict:
   """The corrupted input_ids, masked_positions / masked_ids / masked_weights [B, max_predictions] (sorted,
   zero-padded), and span_ids (choose_spans' answer)."""
   span_ids = choose_spans(input_ids_BL, seed, tables, mask_rate, max_predictions, whole_word, max_ngram,
-                          word_start_BL)
+                          word_start_BL, ngram_weights)
   masked = span_ids > 0
   shape = tf.shape(input_ids_BL)
   how = tf.random.stateless_uniform(shape, _fold(seed, -1))

@@ -1,0 +1,198 @@
+"""BART (Lewis et al. 2020): a post-LN encoder-decoder with learned positions, as transformers'
+BartForConditionalGeneration computes it.
+
+Both stacks: token embeddings (shared by encoder, decoder and the output layer; times sqrt(d_model) with
+scale_embedding, off for bart-base/large) plus learned positions read at index position + 2 (fairseq kept the
+first two rows for padding), LayerNorm (`embedding_norm`), dropout, then layers of attention -> dropout ->
+residual -> LayerNorm and fc1 -> activation -> activation_dropout -> fc2 -> dropout -> residual -> LayerNorm
+(decoder layers add cross-attention after the causal self-attention). Attention has biases and the 1/sqrt(head_dim)
+scaling. Logits come from the shared embedding without scaling. transformers adds `final_logits_bias`, a buffer of
+zeros that is never trained and not counted as a parameter: it is left out here (convert/bart.py writes it).
+
+Padding: rows are padded on the right; `attention_mask` [B, L] and `decoder_attention_mask` [B, T] are 1 on real
+tokens. Positions are 0, 1, ... whatever the padding, as in transformers.
+
+Parameter layout (unscanned): token_embedder/embedding, encoder/{position_embedder/embedding, embedding_norm,
+layers_K/{self_attention, self_attention_norm, fc1, fc2, final_norm}}, decoder/{position_embedder/embedding,
+embedding_norm, layers_K/{self_attention, self_attention_norm, cross_attention, cross_attention_norm, fc1, fc2,
+final_norm}}. Attention (layers.SelfAttention): query/key/value kernels [embed, heads, kv], out [heads, kv, embed].
+With scan_layers the layers_K subtrees stack on a leading `layers` axis under `layers`; `to_layout` converts.
+"""
+
+import dataclasses
+from typing import Any
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+from bert_jax.errors import UserError
+from bert_jax.models import layers, shared
+from bert_jax.models.dropout import Dropout
+
+POSITION_OFFSET = 2  # fairseq's learned positions start after two rows kept for padding
+
+
+@dataclasses.dataclass(frozen=True)
+class BartConfig(shared.Settings):
+  """bart-large (transformers' BartConfig defaults); bart-base and tiny override it (configs/)."""
+  vocab_size: int = 50265
+  d_model: int = 1024
+  num_layers: int = 12
+  num_decoder_layers: int = 12
+  encoder_attention_heads: int = 16
+  decoder_attention_heads: int = 16
+  encoder_ffn_dim: int = 4096
+  decoder_ffn_dim: int = 4096
+  max_position_embeddings: int = 1024
+  activation_function: str = "gelu"  # exact erf GELU
+  dropout: float = 0.1
+  attention_dropout: float = 0.0
+  activation_dropout: float = 0.0
+  init_std: float = 0.02
+  scale_embedding: bool = False  # token embeddings times sqrt(d_model)
+  layer_norm_eps: float = 1e-5
+  pad_token_id: int = 1
+  bos_token_id: int = 0  # <s>, first token of every target
+  eos_token_id: int = 2  # </s>, last token of every target and the decoder's start token
+
+
+def make_config(model_cfg: Any) -> BartConfig:
+  return shared.from_config(BartConfig, model_cfg, "bart")
+
+
+def validate(cfg: BartConfig) -> None:
+  shared.check(cfg, ("vocab_size", "d_model", "num_layers", "num_decoder_layers", "encoder_attention_heads",
+                     "decoder_attention_heads", "encoder_ffn_dim", "decoder_ffn_dim", "max_position_embeddings"),
+               divisible=(("d_model", "encoder_attention_heads"), ("d_model", "decoder_attention_heads")),
+               rates=("dropout", "attention_dropout", "activation_dropout"),
+               choices={"activation_function": layers.ACTIVATIONS})
+  if cfg.head != "pretraining":
+    raise UserError(f"model.head={cfg.head} is not a BART head: keep model.head=pretraining")
+  for name in ("pad_token_id", "bos_token_id", "eos_token_id"):
+    if not 0 <= getattr(cfg, name) < cfg.vocab_size:
+      raise UserError(f"model.{name}={getattr(cfg, name)} must be an id below model.vocab_size={cfg.vocab_size}")
+
+
+def max_sequence_length(cfg: BartConfig) -> int:
+  return cfg.max_position_embeddings
+
+
+class Layer(nn.Module):
+  """One post-LN layer: self-attention (causal in the decoder), cross-attention (decoder), feed-forward."""
+  cfg: BartConfig
+  deterministic: bool
+  decoder: bool = False
+
+  @nn.compact
+  def __call__(self, x_BLD, self_mask_B1LL, encoded_BSD=None, cross_mask_B1LS=None):
+    cfg = self.cfg
+    heads = cfg.decoder_attention_heads if self.decoder else cfg.encoder_attention_heads
+    ffn_dim = cfg.decoder_ffn_dim if self.decoder else cfg.encoder_ffn_dim
+    dropout = lambda y, rate=cfg.dropout: Dropout(rate)(y, deterministic=self.deterministic)
+    norm = lambda name: layers.layer_norm(cfg.layer_norm_eps, cfg.compute_dtype, name)
+
+    def attention(name, x_BLD, mask, memory_BSD=None):
+      attend = layers.SelfAttention(heads, cfg.d_model // heads, cfg.attention_dropout, cfg.init_std,
+                                    cfg.compute_dtype, name=name)
+      return norm(f"{name}_norm")(x_BLD + dropout(attend(x_BLD, mask, self.deterministic, memory_BSD)))
+
+    x_BLD = attention("self_attention", x_BLD, self_mask_B1LL)
+    if self.decoder:
+      x_BLD = attention("cross_attention", x_BLD, cross_mask_B1LS, encoded_BSD)
+    h_BLF = layers.dense(ffn_dim, ("embed", "mlp"), cfg.init_std, cfg.compute_dtype, "fc1")(x_BLD)
+    h_BLF = layers.constrain(layers.activation(cfg.activation_function)(h_BLF), ("batch", "length", "mlp"))
+    h_BLF = dropout(h_BLF, cfg.activation_dropout)
+    h_BLD = dropout(layers.dense(cfg.d_model, ("mlp", "embed"), cfg.init_std, cfg.compute_dtype, "fc2")(h_BLF))
+    return layers.constrain(norm("final_norm")(x_BLD + h_BLD), ("batch", "length", "embed")), None
+
+
+class EncoderLayer(Layer):
+  decoder: bool = False
+
+
+class DecoderLayer(Layer):
+  decoder: bool = True
+
+
+class Stack(nn.Module):
+  """Embeddings (tokens from the shared table, learned positions), their LayerNorm, then the layers."""
+  cfg: BartConfig
+  deterministic: bool
+  decoder: bool
+
+  @nn.compact
+  def __call__(self, tokens_BL, token_embedder: layers.Embed, self_mask_B1LL, encoded_BSD=None,
+               cross_mask_B1LS=None):
+    cfg = self.cfg
+    length = tokens_BL.shape[1]
+    positions = layers.Embed(cfg.max_position_embeddings + POSITION_OFFSET, cfg.d_model, (None, "embed"),
+                             cfg.init_std, cfg.compute_dtype, name="position_embedder")
+    scale = cfg.d_model ** 0.5 if cfg.scale_embedding else 1.0
+    x_BLD = token_embedder(tokens_BL) * scale + positions(jnp.arange(length) + POSITION_OFFSET)[None]
+    x_BLD = layers.layer_norm(cfg.layer_norm_eps, cfg.compute_dtype, "embedding_norm")(x_BLD)
+    x_BLD = Dropout(cfg.dropout)(layers.constrain(x_BLD, ("batch", "length", "embed")),
+                                 deterministic=self.deterministic)
+    if self.decoder:
+      stack = shared.layer_stack(DecoderLayer, cfg, self.deterministic, cfg.num_decoder_layers, (nn.broadcast,) * 3)
+      extra = (encoded_BSD, cross_mask_B1LS)
+    else:
+      stack = shared.layer_stack(EncoderLayer, cfg, self.deterministic, cfg.num_layers, (nn.broadcast,))
+      extra = ()
+    for layer in stack:
+      x_BLD, _ = layer(x_BLD, self_mask_B1LL, *extra)
+    return x_BLD
+
+
+class Bart(nn.Module):
+  """The encoder-decoder; `__call__` gives decoder logits [B, T, vocab]. Masks default to no padding."""
+  cfg: BartConfig
+  deterministic: bool = True
+
+  def setup(self):
+    cfg = self.cfg
+    self.token_embedder = layers.Embed(cfg.vocab_size, cfg.d_model, ("vocab", "embed"), cfg.init_std,
+                                       cfg.compute_dtype)
+    self.encoder = Stack(cfg, self.deterministic, decoder=False)
+    self.decoder = Stack(cfg, self.deterministic, decoder=True)
+
+  def encode(self, input_ids, attention_mask=None):
+    mask_BL = _mask(input_ids, attention_mask)
+    return self.encoder(input_ids, self.token_embedder, layers.padding_mask(mask_BL))
+
+  def decode(self, encoded_BSD, decoder_input_ids, attention_mask=None, decoder_attention_mask=None):
+    mask_BS = _mask(encoded_BSD[..., 0], attention_mask)
+    decoder_mask_BT = _mask(decoder_input_ids, decoder_attention_mask)
+    length = decoder_input_ids.shape[1]
+    causal_TT = jnp.arange(length)[None, :] <= jnp.arange(length)[:, None]
+    self_mask_B1TT = layers.padding_mask(decoder_mask_BT) & causal_TT[None, None]
+    y_BTD = self.decoder(decoder_input_ids, self.token_embedder, self_mask_B1TT, encoded_BSD,
+                         layers.padding_mask(mask_BS))
+    return self.token_embedder.attend(y_BTD)
+
+  def __call__(self, input_ids, decoder_input_ids, attention_mask=None, decoder_attention_mask=None):
+    encoded_BSD = self.encode(input_ids, attention_mask)
+    return self.decode(encoded_BSD, decoder_input_ids, attention_mask, decoder_attention_mask)
+
+
+def _mask(tokens, mask):
+  return jnp.ones(tokens.shape, jnp.int32) if mask is None else mask
+
+
+def build(cfg: BartConfig, deterministic: bool = True) -> Bart:
+  return Bart(cfg, deterministic)
+
+
+def build_encoder(cfg: BartConfig) -> None:
+  """BART's published counts are for the whole encoder-decoder (BartModel, which the LM head adds nothing to)."""
+
+
+def example_inputs(cfg: BartConfig, batch: int = 1, length: int = 8) -> dict:
+  ids = jnp.ones((batch, length), jnp.int32)
+  return {"input_ids": ids, "decoder_input_ids": ids}
+
+
+def to_layout(params: dict, cfg: BartConfig, scanned: bool) -> dict:
+  """Converts a parameter tree between the unscanned (layers_K) and scanned (layers) layouts."""
+  stacks = {f"{stack}/layers": [f"{stack}/layers_{k}" for k in range(n)]
+            for stack, n in (("encoder", cfg.num_layers), ("decoder", cfg.num_decoder_layers))}
+  return shared.to_layout(params, stacks, scanned)

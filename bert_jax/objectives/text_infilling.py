@@ -1,0 +1,129 @@
+"""BART's pretraining noise of the paper's best model (Lewis et al. 2020, section 5; fairseq's
+denoising_dataset.py with the bart_large flags: mask 0.3, mask_random 0.1, replace_length 1, span-poisson lengths
+with lambda 3, permute_sentences 1.0, insert 0, rotate 0, whole words): the decoder rebuilds the text.
+
+Blocks: each document's sentences, in order, gathered into blocks of at most data.seq_len - 2 tokens (a longer
+sentence cut into pieces), never across documents (fairseq's complete_doc); a block becomes <s> block </s>, the
+target. The source is the same block after:
+  1. sentence permutation: the block's sentences in a uniformly random order;
+  2. text infilling: ceil(0.3 x its words) words are masked (words: a piece that begins a word and the pieces that
+     continue it; <s> and </s> are never masked), in spans whose lengths in words are drawn from Poisson(3) (fairseq
+     truncates the distribution at the first p(k) < 1e-7) until their sum reaches that budget, the last span cut to
+     meet it. Spans of length > 0 start at distinct word starts chosen uniformly; each becomes one token (<mask>, or
+     with probability 0.1 a random token) and its other tokens are deleted (spans may overlap: they then merge).
+     Each 0-length span inserts one token at a random place instead (10% of them, rounded up, random tokens).
+
+Where this departs from fairseq: sentences are the corpus' sentences as prepared (fairseq splits at the "." token
+of GPT-2's vocabulary); random tokens are drawn from the tokenizer's ordinary pieces (fairseq: any id but 0); the
+span lengths are drawn 2 x budget + 16 at a time (fairseq draws again while short: the same lengths unless that
+many cannot reach the budget); a source longer than data.seq_len (many insertions in a short block) keeps its
+first data.seq_len - 1 tokens and </s>. Each block is one row (no packing), padded on the right.
+
+Features of one row (L = data.seq_len), int32: input_ids, attention_mask (1 on real tokens), decoder_input_ids (the
+target shifted right, starting with </s> as fairseq and transformers do), labels (the target), decoder_attention_mask.
+Loss: the mean token cross-entropy over the targets.
+"""
+
+from typing import Any
+
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from bert_jax.errors import UserError
+from bert_jax.objectives import check_fits_positions, summarize_tokens
+
+FEATURES = ("input_ids", "attention_mask", "decoder_input_ids", "labels", "decoder_attention_mask")
+
+
+class TextInfilling:
+
+  def __init__(self, config: Any):
+    self.config = config
+    self.seq_len = config.data.seq_len
+    self.validate()
+
+  def validate(self) -> None:
+    o, model = self.config.objective, self.config.model
+    if model.get("family", None) != "bart":
+      raise UserError(f"text_infilling needs model.family=bart (a bart_* config), not {model.get('family')!r}")
+    if not 0.0 < o.mask_ratio < 1.0:
+      raise UserError(f"objective.mask_ratio must be in (0, 1), got {o.mask_ratio}")
+    if not 0.0 <= o.random_ratio <= 1.0:
+      raise UserError(f"objective.random_ratio must be in [0, 1], got {o.random_ratio}")
+    if o.poisson_lambda <= 0:
+      raise UserError(f"objective.poisson_lambda must be positive, got {o.poisson_lambda}")
+    if self.seq_len < 4:
+      raise UserError(f"data.seq_len={self.seq_len} is too short for text infilling; use at least 4 tokens")
+    check_fits_positions(self.config)
+
+  def feature_spec(self, batch_size: int) -> dict:
+    return {name: ((batch_size, self.seq_len), np.int32) for name in FEATURES}
+
+  def synthetic_batch(self, batch_size: int, rng: np.random.Generator) -> dict:
+    """Full rows of random tokens; the source 80% as long as the target (30% of words masked in spans of 3)."""
+    L, V, eos = self.seq_len, self.config.model.vocab_size, self.config.model.eos_token_id
+    labels = rng.integers(4, V, (batch_size, L), dtype=np.int32)
+    source_mask = (np.arange(L) < int(0.8 * L)).astype(np.int32)[None].repeat(batch_size, 0)
+    return {"input_ids": rng.integers(4, V, (batch_size, L), dtype=np.int32) * source_mask,
+            "attention_mask": source_mask,
+            "decoder_input_ids": np.concatenate([np.full((batch_size, 1), eos, np.int32), labels[:, :-1]], 1),
+            "labels": labels, "decoder_attention_mask": np.ones((batch_size, L), np.int32)}
+
+  def noise(self, tokenizer):
+    """The noise settings (denoising.Noise) with the tokenizer's ids."""
+    from bert_jax.data.tf_cpu import tf
+    from bert_jax.objectives import denoising
+
+    o = self.config.objective
+    special = tokenizer.special_mask()
+    return denoising.Noise(
+        bos=tokenizer.cls_id, eos=tokenizer.eos_id, mask=tokenizer.mask_id,
+        word_start_V=tf.constant(tokenizer.word_starts()),
+        replacements=tf.constant(np.flatnonzero(~special).astype(np.int32)), mask_ratio=float(o.mask_ratio),
+        random_ratio=float(o.random_ratio), poisson_lambda=float(o.poisson_lambda),
+        permute_sentences=bool(o.permute_sentences), max_length=self.seq_len)
+
+  def dataset(self, documents, tokenizer, seed: int, train: bool):
+    """Rows of features from tokenized documents; the noise differs wherever a block occurs in the stream."""
+    from bert_jax.data.tf_cpu import tf
+    from bert_jax.objectives import denoising
+
+    model = self.config.model
+    for role, found, name in (("EOS", tokenizer.eos_id, "eos_token_id"), ("padding", tokenizer.pad_id, "pad_token_id"),
+                              ("BOS ([CLS] or <s>)", tokenizer.cls_id, "bos_token_id")):
+      if found != model[name]:
+        raise UserError(f"the tokenizer's {role} id is {found} but model.{name}={model[name]}; set "
+                        f"--config.model.{name}={found}")
+    noise = self.noise(tokenizer)
+    L, pad = self.seq_len, tokenizer.pad_id
+
+    @tf.autograph.experimental.do_not_convert
+    def row(index, block):
+      example = denoising.corrupt(block["tokens"], block["sentence_lengths"], noise,
+                                  tf.stack([tf.cast(seed, tf.int64), index]))
+      source, target = example["source"], example["target"]
+      padded = lambda x, value: tf.pad(x, [[0, L - tf.size(x)]], constant_values=value)
+      ones = lambda x: padded(tf.ones_like(x), 0)
+      return {"input_ids": padded(source, pad), "attention_mask": ones(source),
+              "decoder_input_ids": padded(tf.concat([[noise.eos], target[:-1]], 0), pad),
+              "labels": padded(target, pad), "decoder_attention_mask": ones(target)}
+
+    return denoising.blocks(documents, L - 2).enumerate().map(row, num_parallel_calls=tf.data.AUTOTUNE,
+                                                               deterministic=True)
+
+  def forward(self, model, params, batch: dict, rngs: dict | None = None) -> tuple[dict, dict]:
+    logits_BTV = model.apply({"params": params}, batch["input_ids"], batch["decoder_input_ids"],
+                             batch["attention_mask"], batch["decoder_attention_mask"], rngs=rngs)
+    logits_BTV = logits_BTV.astype(jnp.float32)
+    targets_BT = batch["labels"]
+    weights_BT = batch["decoder_attention_mask"].astype(jnp.float32)
+    nll_BT = optax.softmax_cross_entropy_with_integer_labels(logits_BTV, targets_BT)
+    correct_BT = (jnp.argmax(logits_BTV, -1) == targets_BT).astype(jnp.float32)
+    return {"targets": jnp.sum(nll_BT * weights_BT)}, {"targets_correct": jnp.sum(correct_BT * weights_BT)}
+
+  def counts(self, batch: dict) -> dict:
+    return {"targets": jnp.sum(batch["decoder_attention_mask"].astype(jnp.float32))}
+
+  def summarize(self, sums: dict, metrics: dict, counts: dict) -> dict:
+    return summarize_tokens("targets", sums, metrics, counts)
