@@ -129,10 +129,11 @@ def trim_spans(text: str, spans: Iterable[tuple[int, int]]) -> list[tuple[int, i
   return trimmed
 
 
-def load(path: str | storage.Path, extra_ids: int = 0) -> HFTokenizer:
-  """A tokenizer.json; `extra_ids` (config.data.extra_ids), when not 0, must be the number of sentinels it has."""
+def load(path: str | storage.Path, extra_ids: int = 0, data: bytes | None = None) -> HFTokenizer:
+  """A tokenizer.json (its bytes `data` when already read); `extra_ids` (config.data.extra_ids), when not 0, must be
+  the number of sentinels it has."""
   path = storage.path(path)
-  data = path.read_bytes()
+  data = path.read_bytes() if data is None else data
   try:
     parsed = tokenizers.Tokenizer.from_str(data.decode())
   except Exception as error:  # not UTF-8, not JSON, or not a tokenizer's JSON

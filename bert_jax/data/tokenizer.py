@@ -308,11 +308,12 @@ def load(path: str | storage.Path, extra_ids: int = 0) -> Tokenizer:
   if not path.is_file():
     raise UserError(f"tokenizer '{path}' does not exist; give a SentencePiece .model file or a Hugging Face "
                     "tokenizer.json, or leave data.tokenizer empty to train one")
-  if path.suffix == ".json" or _is_json(path.read_bytes()[:64]):  # byte_bpe trained into <workdir>/tokenizer
-    return hf_tokenizer.load(path, extra_ids)
+  data = path.read_bytes()  # once: a bucket's file is a fetch
+  if path.suffix == ".json" or _is_json(data):  # byte_bpe trained into <workdir>/tokenizer
+    return hf_tokenizer.load(path, extra_ids, data)
   processor = spm.SentencePieceProcessor()
   try:
-    processor.load(model_proto=path.read_bytes())
+    processor.load(model_proto=data)
   except (OSError, RuntimeError):
     raise UserError(f"tokenizer '{path}' is not a SentencePiece model") from None
   return Tokenizer(processor, extra_ids, str(path))
