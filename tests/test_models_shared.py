@@ -108,3 +108,32 @@ def test_a_familys_default_config_is_its_dataclass(name):
   settings = models.make_config(model)
   assert settings == dataclasses.replace(models.family(model).make_config({}), num_layers=3)
   assert model.to_dict() == {"family": name, **dataclasses.asdict(settings)}
+
+
+@pytest.mark.parametrize("x_shape, kernel_shape, contract", [
+    ((2, 5, 3), (3, 4), 1),  # nn.Dense
+    ((2, 5, 3), (3, 2, 4), 1),  # a projection into heads
+    ((2, 5, 2, 4), (2, 4, 3), 2),  # heads back to the model width
+])
+def test_kernel_dot_general_has_lax_values_and_gradients(x_shape, kernel_shape, contract):
+  rng = np.random.default_rng(0)
+  x, kernel = (jnp.asarray(rng.standard_normal(s), jnp.float32) for s in (x_shape, kernel_shape))
+  ndim = len(x_shape)
+  dims = ((tuple(range(ndim - contract, ndim)), tuple(range(contract))), ((), ()))
+  weights = jnp.asarray(rng.standard_normal(x_shape[:-contract] + kernel_shape[contract:]), jnp.float32)
+  ours = jax.value_and_grad(lambda x, k: (layers.kernel_dot_general(x, k, dims) * weights).sum(), (0, 1))
+  lax = jax.value_and_grad(lambda x, k: (jax.lax.dot_general(x, k, dims) * weights).sum(), (0, 1))
+  (value, grads), (want, want_grads) = ours(x, kernel), lax(x, kernel)
+  np.testing.assert_allclose(value, want, rtol=1e-5)
+  for got, expected in zip(grads, want_grads):
+    assert got.shape == expected.shape
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_kernel_dot_general_kernel_gradient_is_one_dot_in_the_kernel_layout():
+  x, kernel = jnp.ones((4, 8, 6)), jnp.ones((6, 2, 3))
+  dims = (((2,), (0,)), ((), ()))
+  hlo = jax.jit(jax.grad(lambda k: layers.kernel_dot_general(x, k, dims).sum())).lower(kernel).as_text()
+  assert "transpose" not in hlo  # JAX's own rule computes dy^T . x and transposes it
+  hlo = jax.jit(jax.grad(lambda k: jax.lax.dot_general(x, k, dims).sum())).lower(kernel).as_text()
+  assert "transpose" in hlo

@@ -35,16 +35,32 @@ SYNTHETIC_BATCHES = 4  # distinct batches cycled through the timed steps
 DEMO_VOCAB_LIMIT = 4096  # the demo corpus supports a SentencePiece vocabulary of about this size at most
 
 
-def bench_overrides(config: Any, batch_size: int | None, seq_len: int | None) -> list[str]:
-  """Overrides that size a config for the benchmark; masked LM predicts mask_rate of the new length."""
-  overrides = []
+def bench_overrides(config: Any, batch_size: int | None, seq_len: int | None, given: Sequence[str] = ()) -> list[str]:
+  """Overrides that size a config for the benchmark. A new sequence length also sets what the recipe derives from
+  it: masked LM's predictions (mask_rate of it), T5's decoder length (span corruption's arithmetic), XLNet's reuse,
+  memory, permutation block and predictions (scaled with it, as 256, 384, 256 and 85 are to 512). Keys named in
+  `given` (the user's own overrides) are left as given."""
+  sized = {}
   if batch_size is not None:
-    overrides.append(f"train.batch_size={batch_size}")
+    sized["train.batch_size"] = batch_size
   if seq_len is not None:
-    overrides.append(f"data.seq_len={seq_len}")
-    if "max_predictions" in config.objective and "mask_rate" in config.objective:
-      overrides.append(f"objective.max_predictions={max(1, math.ceil(config.objective.mask_rate * seq_len))}")
-  return overrides
+    sized["data.seq_len"] = seq_len
+    o, m = config.objective, config.model
+    if "max_predictions" in o and "mask_rate" in o:
+      sized["objective.max_predictions"] = max(1, math.ceil(o.mask_rate * seq_len))
+    if o.name == "span_corruption":
+      from bert_jax.objectives import span_corruption
+
+      sized["objective.targets_length"] = span_corruption.lengths(seq_len, o.noise_density,
+                                                                  o.mean_noise_span_length)[1]
+    if o.name == "permutation_lm":
+      scale = seq_len / config.data.seq_len
+      for key, value in (("model.reuse_len", m.reuse_len), ("model.mem_len", m.mem_len),
+                         ("objective.perm_size", o.perm_size)):
+        sized[key] = int(value * scale)
+      sized["objective.num_predict"] = max(1, round(o.num_predict * scale))
+  given_keys = {override.removeprefix("--config.").split("=")[0] for override in given}
+  return [f"{key}={value}" for key, value in sized.items() if key not in given_keys]
 
 
 def write_batches(config: Any, path: str) -> None:
@@ -105,7 +121,8 @@ def _summary(config: Any, started: dict, times: list[float], finished: dict, flo
   return {"tokens_per_second": tokens_per_second, "step_seconds": step_seconds,
           "compile_seconds": started["compile_seconds"], "first_step_seconds": started["first_step_seconds"],
           "mfu": tokens_per_second * flops_per_token / peak if peak else None,
-          "peak_host_memory_bytes": finished["peak_rss_bytes"]}
+          "peak_host_memory_bytes": finished["peak_rss_bytes"], "first_loss": finished["losses"][0],
+          "peak_device_memory_bytes": finished["peak_device_memory_bytes"]}
 
 
 def run_benchmark(spec: str, overrides: Sequence[str], steps: int, warmup: int, rounds: int, compare_hf: bool,
@@ -113,8 +130,8 @@ def run_benchmark(spec: str, overrides: Sequence[str], steps: int, warmup: int, 
   """Starts the workers, warms them up, alternates `rounds` rounds of steps between them, and summarizes."""
   config = config_lib.load_config(spec, overrides)
   scratch = tempfile.TemporaryDirectory(prefix="bert_jax_bench_")
-  settings = {"spec": spec, "overrides": list(overrides), "config": config.to_dict(),
-              "batches": os.path.join(scratch.name, "batches.npz")}
+  settings = {"spec": spec, "overrides": list(overrides), "config": config.to_dict(), "compare_hf": compare_hf,
+              "batches": os.path.join(scratch.name, "batches.npz"), "weights": os.path.join(scratch.name, "weights.npz")}
   write_batches(config, settings["batches"])
   progress(f"compiling the JAX train step ({config.model.family}, batch {config.train.batch_size} x "
            f"{config.data.seq_len}, {config.model.dtype})")
@@ -122,7 +139,7 @@ def run_benchmark(spec: str, overrides: Sequence[str], steps: int, warmup: int, 
   try:
     flops_per_token = workers[0].started["flops_per_token"]
     if compare_hf:
-      progress("building transformers' BertForPreTraining in PyTorch")
+      progress("building the transformers reference in PyTorch from the same initial parameters")
       workers.append(Worker("torch", settings))
     for worker in workers:
       if warmup:
@@ -152,9 +169,12 @@ def run_benchmark(spec: str, overrides: Sequence[str], steps: int, warmup: int, 
             "device_count": workers[0].started["device_count"], "cpu_count": os.cpu_count(),
             "flops_per_token": flops_per_token, "matmul_peak_flops": peak, "recompilations": compilations,
             **_summary(config, workers[0].started, times["jax"], finished["jax"], flops_per_token, peak)}
+  chip_peak = workers[0].started["chip_peak_flops"]
+  result["chip_peak_flops"] = chip_peak
+  result["mfu_vs_chip_peak"] = result["tokens_per_second"] * flops_per_token / chip_peak if chip_peak else None
   if compare_hf:
     result["hf"] = _summary(config, workers[1].started, times["torch"], finished["torch"], flops_per_token, peak)
-    result["hf"]["torch_threads"] = workers[1].started["torch_threads"]
+    result["hf"].update({k: workers[1].started[k] for k in ("torch_threads", "architecture", "optimizer", "compute")})
     result["hf"]["matmul_peak_flops"] = hf_peak
     result["speedup_vs_hf"] = result["tokens_per_second"] / result["hf"]["tokens_per_second"]
   return result

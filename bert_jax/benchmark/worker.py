@@ -89,25 +89,31 @@ def read_batches(path: str) -> list[dict]:
 class JaxStep:
   """Our Trainer's jitted step on the synthetic batches, placed on the devices before timing."""
 
-  def __init__(self, config: Any, batches: list[dict]):
+  def __init__(self, config: Any, batches: list[dict], weights_path: str | None = None):
     import jax
 
-    from bert_jax import flops
+    from bert_jax import chips, flops
     from bert_jax.train import batches as batches_lib
     from bert_jax.train.loop import Trainer
 
     self.dtype = config.model.dtype
     self.trainer = Trainer(config)
     self.state = self.trainer.init_state()
+    if weights_path:  # the PyTorch reference starts from the same parameters
+      from bert_jax.benchmark import torch_reference
+
+      torch_reference.save_weights(torch_reference.export_weights(config, self.state.params), weights_path)
     self.batches = [batches_lib.to_global(b, self.trainer.batch_shardings, config.train.batch_size)
                     for b in batches]
     self.steps = 0
+    self.losses: list[float] = []
     with compile_events() as events:
       self.first_step_seconds = self.run(1)[0]
     self.compile_seconds = compile_seconds(events, "train_step")
     device = jax.devices()[0]
     self.description = {"device_kind": device.device_kind, "device_count": jax.device_count(),
-                        "flops_per_token": flops.flops_per_token(config)}
+                        "flops_per_token": flops.flops_per_token(config),
+                        "chip_peak_flops": chips.peak_flops(device.device_kind) if device.platform != "cpu" else None}
 
   def run(self, steps: int) -> list[float]:
     import jax
@@ -118,8 +124,17 @@ class JaxStep:
       self.state, outputs = self.trainer.train_step(self.state, self.batches[self.steps % len(self.batches)])
       jax.block_until_ready((self.state, outputs))
       times.append(time.perf_counter() - start)
+      self.losses.append(float(outputs["loss"]))
       self.steps += 1
     return times
+
+  def peak_device_memory(self) -> int | None:
+    """The most accelerator memory any device held (None on CPU, whose memory is the process's)."""
+    import jax
+
+    stats = [device.memory_stats() or {} for device in jax.local_devices() if device.platform != "cpu"]
+    peaks = [s["peak_bytes_in_use"] for s in stats if "peak_bytes_in_use" in s]
+    return max(peaks) if peaks else None
 
   def peak_matmul(self, size: int) -> Callable[[], Any]:
     """A [size, size] x [size, size] product in the compute dtype on the first device (XLA's)."""
@@ -141,13 +156,15 @@ def worker_main(argv: Sequence[str]) -> None:
   batches = read_batches(settings["batches"])
   try:
     if framework == "jax":
-      step = JaxStep(config_lib.load_config(settings["spec"], settings["overrides"]), batches)
+      step = JaxStep(config_lib.load_config(settings["spec"], settings["overrides"]), batches,
+                     settings["weights"] if settings["compare_hf"] else None)
     else:
       import ml_collections
 
-      from bert_jax.benchmark.torch_bert import TorchStep
+      from bert_jax.benchmark import torch_reference
 
-      step = TorchStep(ml_collections.ConfigDict(settings["config"]), batches)
+      step = torch_reference.TorchStep(ml_collections.ConfigDict(settings["config"]), batches,
+                                       torch_reference.load_weights(settings["weights"]))
   except UserError as e:
     replies.write(json.dumps({"error": str(e)}) + "\n")
     return
@@ -165,7 +182,9 @@ def worker_main(argv: Sequence[str]) -> None:
     elif command == "peak":
       reply = {"flops": matmul_flops_per_second(step.peak_matmul(PEAK_MATMUL_SIZE))}
     else:
-      replies.write(json.dumps({"peak_rss_bytes": peak_rss_bytes()}) + "\n")
+      device_memory = step.peak_device_memory() if framework == "jax" else None
+      replies.write(json.dumps({"peak_rss_bytes": peak_rss_bytes(), "losses": step.losses,
+                                "peak_device_memory_bytes": device_memory}) + "\n")
       return
     replies.write(json.dumps(reply) + "\n")
 

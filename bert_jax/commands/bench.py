@@ -6,11 +6,12 @@ import sys
 import tempfile
 
 from bert_jax import cli, config as config_lib
-from bert_jax.benchmark import run as bench, torch_bert
+from bert_jax.benchmark import run as bench, torch_reference
 from bert_jax.errors import UserError
 
 HELP = ("time the real train step (median after warm-up), its compile time, peak host memory and MFU against "
-        "this machine's measured matmul peak, and the input pipeline; --compare-hf adds transformers' PyTorch BERT")
+        "this machine's measured matmul peak, and the input pipeline; --compare-hf adds the family's transformers "
+        "model in PyTorch")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -22,7 +23,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
   parser.add_argument("--rounds", type=int, default=5,
                       help="the timed steps come in this many rounds, alternating frameworks (default 5)")
   parser.add_argument("--compare-hf", action="store_true",
-                      help="also train transformers' BertForPreTraining in PyTorch on the same batches")
+                      help="also train the family's transformers model in PyTorch from the same initial parameters "
+                           "on the same batches")
   parser.add_argument("--pipeline-batches", type=int, default=20,
                       help="batches read to time the input pipeline (0: skip it; default 20)")
   parser.add_argument("--workdir", help="where the pipeline's tokenizer and data are prepared (default: a temporary "
@@ -48,12 +50,15 @@ def run(args) -> int:
   _check(args)
   config = config_lib.load_config(args.config, args.overrides)
   overrides = [o.removeprefix("--config.") for o in args.overrides]
-  overrides += bench.bench_overrides(config, args.batch, args.seq)
+  derived = bench.bench_overrides(config, args.batch, args.seq, overrides)
+  overrides += derived
   sized = config_lib.load_config(args.config, overrides)  # a bad size stops here, before any worker starts
   if args.compare_hf:
-    torch_bert.check_hf_comparable(sized)
+    torch_reference.check_hf_comparable(sized)
   stream = sys.stderr if args.json else sys.stdout
   say = lambda message: print(message, file=stream, flush=True)
+  if derived:
+    say("sized for the benchmark: " + " ".join(derived))
   result = bench.run_benchmark(args.config, [*overrides, "data.source=synthetic"], args.steps, args.warmup,
                                args.rounds, args.compare_hf, say)
   result["pipeline_tokens_per_second"] = None
@@ -77,7 +82,8 @@ def _gib(n: int) -> str:
 def report(r: dict) -> str:
   mfu = f"{100 * r['mfu']:.1f}%" if r["mfu"] is not None else "n/a"
   lines = [
-      f"{r['config']}: batch {r['batch_size']} x {r['seq_len']} tokens, {r['dtype']}, {r['device_count']} x {r['device_kind']} "
+      f"{r['config']}: batch {r['batch_size']} x {r['seq_len']} tokens, {r['dtype']}, "
+      f"{r['device_count']} x {r['device_kind']} "
       f"({r['cpu_count']} CPUs); median of {r['steps']} steps in {r['rounds']} rounds",
       f"  model FLOPs per token {r['flops_per_token'] / 1e9:.3f} G; measured matmul peak "
       f"{r['matmul_peak_flops'] / 1e9:,.0f} GFLOP/s (XLA)"
@@ -85,11 +91,17 @@ def report(r: dict) -> str:
       f"  JAX      {r['tokens_per_second']:>10,.0f} tokens/s  step {r['step_seconds']:.3f} s  MFU {mfu}  "
       f"compile {r['compile_seconds']:.1f} s  peak host memory {_gib(r['peak_host_memory_bytes'])}  "
       f"recompilations {r['recompilations']}"]
+  if r["mfu_vs_chip_peak"] is not None:
+    lines.append(f"  MFU against the chip's {r['chip_peak_flops'] / 1e12:,.0f} TFLOP/s bfloat16 peak: "
+                 f"{100 * r['mfu_vs_chip_peak']:.1f}%  peak device memory {_gib(r['peak_device_memory_bytes'] or 0)}")
   if "hf" in r:
     hf = r["hf"]
     lines.append(f"  PyTorch  {hf['tokens_per_second']:>10,.0f} tokens/s  step {hf['step_seconds']:.3f} s  "
                  f"MFU {100 * hf['mfu']:.1f}%  peak host memory {_gib(hf['peak_host_memory_bytes'])}  "
-                 f"(transformers BertForPreTraining, AdamW, {hf['torch_threads']} threads)")
+                 f"(transformers {hf['architecture']}, {hf['optimizer']}, {hf['compute']}, {hf['torch_threads']} "
+                 "threads)")
+    lines.append(f"  first step's loss (same parameters and batch; dropout masks differ): JAX {r['first_loss']:.4f}, "
+                 f"PyTorch {hf['first_loss']:.4f}")
     lines.append(f"  JAX / PyTorch: {r['speedup_vs_hf']:.2f}x tokens/s (same run, alternating rounds; on a shared "
                  "machine compare ratios, not absolute numbers)")
   if r["pipeline_tokens_per_second"] is not None:

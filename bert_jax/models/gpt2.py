@@ -82,6 +82,7 @@ class CausalSelfAttention(nn.Module):
 
     def projection(name):
       return nn.DenseGeneral((cfg.num_heads, head_dim), dtype=cfg.compute_dtype, param_dtype=jnp.float32,
+                             dot_general=layers.kernel_dot_general,
                              kernel_init=_normal(cfg.initializer_range, ("embed", "heads", "kv")),
                              bias_init=layers.partitioned(nn.initializers.zeros, ("heads", "kv")), name=name)
 
@@ -105,6 +106,7 @@ class CausalSelfAttention(nn.Module):
     probs_BNLS = Dropout(cfg.attention_dropout)(probs_BNLS, deterministic=self.deterministic)
     out_BLNK = layers.constrain(jnp.einsum("bnls,bsnk->blnk", probs_BNLS, v_BSNK), axes)
     return nn.DenseGeneral(cfg.hidden_size, axis=(-2, -1), dtype=cfg.compute_dtype, param_dtype=jnp.float32,
+                           dot_general=layers.kernel_dot_general,
                            kernel_init=_normal(_residual_std(cfg), ("heads", "kv", "embed")),
                            bias_init=layers.partitioned(nn.initializers.zeros, ("embed",)), name="out")(out_BLNK)
 
@@ -133,10 +135,12 @@ class MLP(nn.Module):
   def __call__(self, x_BLH):
     cfg = self.cfg
     h_BLF = nn.Dense(cfg.intermediate_size, dtype=cfg.compute_dtype, param_dtype=jnp.float32,
+                     dot_general=layers.kernel_dot_general,
                      kernel_init=_normal(cfg.initializer_range, ("embed", "mlp")),
                      bias_init=layers.partitioned(nn.initializers.zeros, ("mlp",)), name="c_fc")(x_BLH)
     h_BLF = layers.constrain(layers.activation(cfg.hidden_act)(h_BLF), ("batch", "length", "mlp"))
     return nn.Dense(cfg.hidden_size, dtype=cfg.compute_dtype, param_dtype=jnp.float32,
+                    dot_general=layers.kernel_dot_general,
                     kernel_init=_normal(_residual_std(cfg), ("mlp", "embed")),
                     bias_init=layers.partitioned(nn.initializers.zeros, ("embed",)), name="c_proj")(h_BLF)
 

@@ -62,11 +62,51 @@ def layer_norm(eps: float, dtype: Dtype, name: str) -> nn.LayerNorm:
       bias_init=partitioned(nn.initializers.zeros, ("embed",)), name=name)
 
 
+def _leading_kernel_dims(dimension_numbers, x_ndim: int, kernel_ndim: int) -> int | None:
+  """n when a dot contracts x's last n dims with the kernel's first n, in order, with no batch dims; else None."""
+  (x_contract, kernel_contract), batch = dimension_numbers
+  n = len(x_contract)
+  if batch != ((), ()) or n >= kernel_ndim or tuple(kernel_contract) != tuple(range(n)):
+    return None
+  return n if tuple(x_contract) == tuple(range(x_ndim - n, x_ndim)) else None
+
+
+def _x_dot_kernel(x, kernel, n: int, precision):
+  return jax.lax.dot_general(x, kernel, ((tuple(range(x.ndim - n, x.ndim)), tuple(range(n))), ((), ())),
+                             precision=precision)
+
+
+def _x_dot_kernel_vjp(n, precision, residuals, dy):
+  x, kernel = residuals
+  free = x.ndim - n
+  dx = jax.lax.dot_general(dy, kernel, ((tuple(range(free, dy.ndim)), tuple(range(n, kernel.ndim))), ((), ())),
+                           precision=precision)
+  dkernel = jax.lax.dot_general(x, dy, ((tuple(range(free)), tuple(range(free))), ((), ())), precision=precision)
+  return dx.astype(x.dtype), dkernel.astype(kernel.dtype)
+
+
+_x_dot_kernel_custom = jax.custom_vjp(_x_dot_kernel, nondiff_argnums=(2, 3))
+_x_dot_kernel_custom.defvjp(lambda x, kernel, n, precision: (_x_dot_kernel(x, kernel, n, precision), (x, kernel)),
+                            _x_dot_kernel_vjp)
+KERNEL_GRAD_IN_LAYOUT = True
+
+
+def kernel_dot_general(x, kernel, dimension_numbers, precision=None, preferred_element_type=None):
+  """lax.dot_general of activations and a layer's kernel whose kernel gradient is computed as x^T . dy, in the
+  kernel's layout. JAX's own rule computes dy^T . x and transposes the product, which XLA:CPU then copies with a
+  strided loop (summed over the layers that share it, for ALBERT). Other dot shapes go to lax.dot_general."""
+  n = _leading_kernel_dims(dimension_numbers, x.ndim, kernel.ndim)
+  if n is None or preferred_element_type is not None or not KERNEL_GRAD_IN_LAYOUT:
+    return jax.lax.dot_general(x, kernel, dimension_numbers, precision=precision,
+                               preferred_element_type=preferred_element_type)
+  return _x_dot_kernel_custom(x, kernel, n, precision)
+
+
 def dense(features: int, kernel_axes: tuple[str | None, str | None], init_std: float, dtype: Dtype,
           name: str, use_bias: bool = True) -> nn.Dense:
   """A dense layer with logical axis names on its kernel and bias."""
   return nn.Dense(
-      features, use_bias=use_bias, dtype=dtype, param_dtype=jnp.float32,
+      features, use_bias=use_bias, dtype=dtype, param_dtype=jnp.float32, dot_general=kernel_dot_general,
       kernel_init=partitioned(initializer(init_std), kernel_axes),
       bias_init=partitioned(nn.initializers.zeros, kernel_axes[-1:]), name=name)
 
@@ -86,7 +126,7 @@ class SelfAttention(nn.Module):
 
     def projection(name):
       return nn.DenseGeneral(
-          (self.num_heads, self.head_dim), dtype=self.dtype, param_dtype=jnp.float32,
+          (self.num_heads, self.head_dim), dtype=self.dtype, param_dtype=jnp.float32, dot_general=kernel_dot_general,
           kernel_init=partitioned(initializer(self.init_std), ("embed", "heads", "kv")),
           bias_init=partitioned(nn.initializers.zeros, ("heads", "kv")), name=name)
 
@@ -103,7 +143,7 @@ class SelfAttention(nn.Module):
       out_BLHK = jnp.einsum("bhqs,bshk->bqhk", probs_BHLL, v_BLHK)
     out_BLHK = constrain(out_BLHK, ("batch", "length", "heads", "kv"))
     return nn.DenseGeneral(
-        x_BLD.shape[-1], axis=(-2, -1), dtype=self.dtype, param_dtype=jnp.float32,
+        x_BLD.shape[-1], axis=(-2, -1), dtype=self.dtype, param_dtype=jnp.float32, dot_general=kernel_dot_general,
         kernel_init=partitioned(initializer(self.init_std), ("heads", "kv", "embed")),
         bias_init=partitioned(nn.initializers.zeros, ("embed",)), name="out")(out_BLHK)
 
