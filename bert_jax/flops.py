@@ -121,6 +121,8 @@ def _walk(jaxpr: jax_core.Jaxpr, sharded: dict, differentiable: set, pending: di
               sharded[var] = frozenset(j - 1 for j in d if j) if k + offset >= xs else d
             if isinstance(outer, Var) and outer in differentiable:
               differentiable.add(var)
+              if name != "scan":  # a call's input is the outer value itself (a custom_vjp's kernel product)
+                source[var] = source.get(outer, outer)
           counts.append(_walk(inner, sharded, differentiable, pending, source))
       flops += repeat * max(c[0] for c in counts)
       elements += repeat * max(c[1] for c in counts)
