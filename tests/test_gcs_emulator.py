@@ -9,6 +9,7 @@ shards through the file layer here (bert_jax/data/records.py)."""
 
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -94,12 +95,12 @@ def start(command: list[str], home: Path, url: str, extra: list[str] = ()) -> su
                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
-def train_pair(tmp_path: Path, url: str, run: str) -> list[subprocess.Popen]:
+def train_pair(tmp_path: Path, url: str, run: str, steps: int = 12) -> list[subprocess.Popen]:
   port = free_port()
   return [start(["train", "--config", "bert_tiny", "--workdir", f"gs://{BUCKET}/run",
                  "--coordinator", f"127.0.0.1:{port}", "--num-processes", "2", "--process-id", str(i),
-                 f"--config.data.source=gs://{BUCKET}/corpus/*.txt", *[f"--config.{o}" for o in STEPS]],
-                tmp_path / f"{run}_{i}", url) for i in range(2)]
+                 f"--config.data.source=gs://{BUCKET}/corpus/*.txt", *[f"--config.{o}" for o in STEPS],
+                 f"--config.train.steps={steps}"], tmp_path / f"{run}_{i}", url) for i in range(2)]
 
 
 def finish(process: subprocess.Popen, timeout: float = 300) -> str:
@@ -134,16 +135,18 @@ def test_two_processes_train_resume_and_evaluate_with_everything_in_the_bucket(e
     p.kill()
     p.wait()
 
-  outputs = [finish(p) for p in train_pair(tmp_path, emulator, "second")]
-  assert "resuming from checkpoint" in outputs[0], outputs[0][-3000:]
+  # the second run goes on to 18, so it adds rows even when the first reached its last checkpoint before the kill
+  outputs = [finish(p) for p in train_pair(tmp_path, emulator, "second", steps=18)]
+  resumed = re.search(r"resuming from checkpoint (\d+)", outputs[0])
+  assert resumed and int(resumed.group(1)) in (6, 12), outputs[0][-3000:]
   fs.invalidate_cache()
   names = {Path(p).name for p in fs.ls(f"{BUCKET}/run")}
   assert {"config.json", "metrics.jsonl", "data", "tokenizer", "checkpoints", "tensorboard"} <= names, names
-  assert fs.exists(f"{BUCKET}/run/checkpoints/12/params")
+  assert fs.exists(f"{BUCKET}/run/checkpoints/12/params") and fs.exists(f"{BUCKET}/run/checkpoints/18/params")
   assert fs.exists(f"{BUCKET}/run/data/metadata.json") and fs.exists(f"{BUCKET}/run/tokenizer/spm.model")
   rows = [json.loads(line) for line in fs.cat(f"{BUCKET}/run/metrics.jsonl").decode().splitlines()]
   steps = [r["step"] for r in rows if "loss" in r]  # in a bucket the killed run's rows of its last 10 s may be lost
-  assert steps == sorted(set(steps)) and set(range(7, 13)) <= set(steps), steps
+  assert steps == sorted(set(steps)) and set(range(int(resumed.group(1)) + 1, 19)) <= set(steps), steps
 
   run = f"gs://{BUCKET}/run"
   evaluated = finish(start(["evaluate", "--workdir", run, "--config", f"{run}/config.json"], tmp_path / "evaluate",
