@@ -182,10 +182,7 @@ class TextInfilling(_Reference):
                       "--config.model.layer_norm_eps=1e-5")
 
   def __init__(self, config: Any, weights: dict):
-    # BartModel ties these to model.shared (hf_model knows only the top-level ties): the same table, given again
-    shared = weights["state_dict"]["model.shared.weight"]
-    tied = {f"model.{stack}.embed_tokens.weight": shared for stack in ("encoder", "decoder")}
-    self.model = torch_reference.hf_model(weights["hf_config"], {**weights["state_dict"], **tied})
+    self.model = torch_reference.hf_model(weights["hf_config"], weights["state_dict"])
 
   def inputs(self, batch: dict) -> dict:
     import torch
