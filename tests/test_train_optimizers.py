@@ -122,3 +122,35 @@ def test_layer_decay_scales_each_layer_as_electra(scanned):
     else:
       expected = 0.8 ** (layers + 1 - int(path.split("/")[1].split("_")[1]))
     np.testing.assert_allclose(ratio, np.broadcast_to(expected, ratio.shape), rtol=1e-5, err_msg=path)
+
+
+def test_adafactor_is_optax_adafactor_on_each_kernels_matrix_view():
+  """T5's attention kernels [d_model, heads, d_kv] (and a scanned stack's [layers, ...]) get the factored moments
+  Mesh TensorFlow's [d_model, heads * d_kv] variables get; the updates are optax.adafactor's on those views."""
+  rng = np.random.default_rng(0)
+  params = {"query": {"kernel": rng.standard_normal((256, 4, 64))},
+            "out": {"kernel": rng.standard_normal((4, 64, 256))}, "layers": {"key": {"kernel": rng.standard_normal((3, 256, 4, 64))}},
+            "wi": {"kernel": rng.standard_normal((256, 384))}, "norm": {"scale": rng.standard_normal(256) * 1e-4}}
+  params = jax.tree_util.tree_map(lambda x: jnp.asarray(x, jnp.float32), params)
+  grads = jax.tree_util.tree_map(lambda p: jnp.asarray(rng.standard_normal(p.shape), jnp.float32), params)
+  views = {"query": (256, 256), "out": (256, 256), "layers": (3, 256, 256), "wi": (256, 384), "norm": (256,)}
+  as_views = lambda tree: {k: jax.tree_util.tree_map(lambda x: x.reshape(views[k]), v) for k, v in tree.items()}
+  schedule = lambda step: 0.01
+  ours, reference = optimizers.adafactor(schedule), optax.adafactor(schedule)
+  state, reference_state = ours.init(params), reference.init(as_views(params))
+  for _ in range(3):
+    updates, state = ours.update(grads, state, params)
+    expected, reference_state = reference.update(as_views(grads), reference_state, as_views(params))
+    for got, want in zip(jax.tree_util.tree_leaves(as_views(updates)), jax.tree_util.tree_leaves(expected)):
+      np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-9)
+  factored = state[0]
+  assert factored.v["query"]["kernel"].shape == (1,) and factored.v_row["query"]["kernel"].shape == (256,)
+  assert factored.v_row["layers"]["key"]["kernel"].shape == (3, 256)
+  assert factored.v["norm"]["scale"].shape == (256,)  # 1-D: a full moment, as Adafactor keeps
+
+
+def test_adafactor_scales_by_the_parameter_rms_floored_at_1e_3():
+  params = {"big": jnp.full((4,), 2.0), "tiny": jnp.full((4,), 1e-6)}
+  updates, _ = optimizers.scale_by_parameter_rms(1e-3).update({"big": jnp.ones(4), "tiny": jnp.ones(4)}, None, params)
+  np.testing.assert_allclose(updates["big"], 2.0)
+  np.testing.assert_allclose(updates["tiny"], 1e-3)

@@ -130,7 +130,8 @@ def make_optimizer(config: Any, named: list[tuple[str, Any]]):
   if o.name == "adafactor":
     from transformers.optimization import Adafactor
 
-    return Adafactor(groups, lr=o.learning_rate, relative_step=False, scale_parameter=False, warmup_init=False)
+    # scale_parameter: the step times max(RMS(parameter), 1e-3), as ours (train.optimizers.adafactor)
+    return Adafactor(groups, lr=o.learning_rate, relative_step=False, scale_parameter=True, warmup_init=False)
   return torch.optim.AdamW(groups, lr=o.learning_rate, betas=(o.b1, o.b2), eps=o.eps)
 
 

@@ -22,12 +22,11 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 
 from bert_jax import models
 from bert_jax.errors import UserError
 from bert_jax.models import gpt2
-from bert_jax.objectives import check_fits_positions, summarize_tokens
+from bert_jax.objectives import check_fits_positions, summarize_tokens, token_scores
 
 CONTINUATION = "continuation"  # the `blank` of a predict record
 
@@ -82,8 +81,7 @@ class CausalLM:
   def forward(self, model, params, batch: dict, rngs: dict | None = None) -> tuple[dict, dict]:
     logits_BLV = model.apply({"params": params}, batch["input_ids"], rngs=rngs).astype(jnp.float32)
     targets_BL = batch["target_ids"]
-    nll_BL = optax.softmax_cross_entropy_with_integer_labels(logits_BLV, targets_BL)
-    correct_BL = (jnp.argmax(logits_BLV, -1) == targets_BL).astype(jnp.float32)
+    nll_BL, correct_BL = token_scores.nll_and_correct(logits_BLV, targets_BL)
     return {"lm": jnp.sum(nll_BL)}, {"lm_correct": jnp.sum(correct_BL)}
 
   def counts(self, batch: dict) -> dict:

@@ -20,7 +20,7 @@ import optax
 
 from bert_jax import models
 from bert_jax.errors import UserError
-from bert_jax.objectives import summarize_tokens
+from bert_jax.objectives import summarize_tokens, token_scores
 
 MASKING_GROUP = 64  # sequences masked in one vectorized step
 
@@ -136,9 +136,9 @@ class MaskedLM:
                           batch["attention_mask"], batch["masked_positions"], rngs=rngs)
     logits_BPV = outputs["mlm_logits"].astype(jnp.float32)
     weights_BP = batch["masked_weights"]
-    nll_BP = optax.softmax_cross_entropy_with_integer_labels(logits_BPV, batch["masked_ids"])
+    nll_BP, correct_BP = token_scores.nll_and_correct(logits_BPV, batch["masked_ids"])
     sums = {"mlm": jnp.sum(nll_BP * weights_BP)}
-    metrics = {"mlm_correct": jnp.sum((jnp.argmax(logits_BPV, -1) == batch["masked_ids"]) * weights_BP)}
+    metrics = {"mlm_correct": jnp.sum(correct_BP * weights_BP)}
     if self.sentence_task != "none":
       logits_B2 = outputs["sentence_logits"].astype(jnp.float32)
       labels_B = batch["sentence_label"]

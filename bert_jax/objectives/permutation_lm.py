@@ -18,10 +18,9 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 
 from bert_jax.errors import UserError
-from bert_jax.objectives import summarize_tokens
+from bert_jax.objectives import summarize_tokens, token_scores
 
 SPECIAL_TOKENS = 3  # [SEP] after A, [SEP] after B, [CLS]
 
@@ -145,8 +144,8 @@ class PermutationLM:
                           batch["target_positions"], mems_NBMD, batch["reversed"], rngs=rngs)
     logits_BPV = outputs["logits"].astype(jnp.float32)
     weights_BP = batch["target_weights"]
-    nll_BP = optax.softmax_cross_entropy_with_integer_labels(logits_BPV, batch["target_ids"])
-    correct_BP = (jnp.argmax(logits_BPV, -1) == batch["target_ids"]) * weights_BP
+    nll_BP, correct_BP = token_scores.nll_and_correct(logits_BPV, batch["target_ids"])
+    correct_BP = correct_BP * weights_BP
     memory = None if outputs["mems"] is None else jnp.swapaxes(outputs["mems"], 0, 1)
     return {"plm": jnp.sum(nll_BP * weights_BP)}, {"plm_correct": jnp.sum(correct_BP)}, memory
 

@@ -21,7 +21,7 @@ import optax
 
 from bert_jax import models
 from bert_jax.errors import UserError
-from bert_jax.objectives import summarize_tokens, training_loss
+from bert_jax.objectives import summarize_tokens, token_scores, training_loss
 from bert_jax.objectives.masked_lm import MaskedLM
 
 _GENERATOR, _DISCRIMINATOR, _SAMPLE = 0, 1, 2  # what each key folded from the step's dropout key is for
@@ -92,7 +92,7 @@ class ReplacedTokenDetection(MaskedLM):
     positions_BP, weights_BP = batch["masked_positions"], batch["masked_weights"]
     logits_BPV = model.apply({"params": params}, batch["input_ids"], types_BL, mask_BL, positions_BP,
                              method="generate", rngs=generator_rngs).astype(jnp.float32)
-    nll_BP = optax.softmax_cross_entropy_with_integer_labels(logits_BPV, batch["masked_ids"])
+    nll_BP, correct_BP = token_scores.nll_and_correct(logits_BPV, batch["masked_ids"])
     sampled_BP, fake_BL, labels_BL = corrupt(batch, logits_BPV, sample_key, o.temperature)
     disc_BL = model.apply({"params": params}, fake_BL, types_BL, mask_BL, method="discriminate",
                           rngs=discriminator_rngs).astype(jnp.float32)
@@ -100,7 +100,7 @@ class ReplacedTokenDetection(MaskedLM):
     bce_BL = optax.sigmoid_binary_cross_entropy(disc_BL, labels_BL)
     predicted_BL = (disc_BL > 0).astype(jnp.float32) * tokens_BL
     sums = {"mlm": o.gen_weight * jnp.sum(nll_BP * weights_BP), "disc": o.disc_weight * jnp.sum(bce_BL * tokens_BL)}
-    metrics = {"mlm_correct": jnp.sum((jnp.argmax(logits_BPV, -1) == batch["masked_ids"]) * weights_BP),
+    metrics = {"mlm_correct": jnp.sum(correct_BP * weights_BP),
                "mlm_nll": jnp.sum(nll_BP * weights_BP), "disc_bce": jnp.sum(bce_BL * tokens_BL),
                "sampled_correct": jnp.sum((sampled_BP == batch["masked_ids"]) * weights_BP),
                "disc_correct": jnp.sum((predicted_BL == labels_BL) * tokens_BL),

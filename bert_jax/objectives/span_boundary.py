@@ -31,11 +31,10 @@ from typing import Any
 
 import jax.numpy as jnp
 import numpy as np
-import optax
 
 from bert_jax import models
 from bert_jax.errors import UserError
-from bert_jax.objectives import summarize_tokens
+from bert_jax.objectives import summarize_tokens, token_scores
 from bert_jax.objectives.masked_lm import MASKING_GROUP
 
 SBO_FEATURES = ("sbo_left", "sbo_right", "sbo_relative")
@@ -118,9 +117,9 @@ class SpanBoundary:
     sums, metrics = {}, {}
     for term, weights in (("mlm", "masked_weights"), ("sbo", "sbo_weights")):
       logits_BPV = outputs[f"{term}_logits"].astype(jnp.float32)
-      nll_BP = optax.softmax_cross_entropy_with_integer_labels(logits_BPV, batch["masked_ids"])
+      nll_BP, correct_BP = token_scores.nll_and_correct(logits_BPV, batch["masked_ids"])
       sums[term] = jnp.sum(nll_BP * batch[weights])
-      metrics[f"{term}_correct"] = jnp.sum((jnp.argmax(logits_BPV, -1) == batch["masked_ids"]) * batch[weights])
+      metrics[f"{term}_correct"] = jnp.sum(correct_BP * batch[weights])
     return sums, metrics
 
   def counts(self, batch: dict) -> dict:

@@ -25,10 +25,9 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 
 from bert_jax.errors import UserError
-from bert_jax.objectives import summarize_tokens
+from bert_jax.objectives import summarize_tokens, token_scores
 
 FEATURES = ("encoder_input_tokens", "encoder_segment_ids", "decoder_target_tokens", "decoder_segment_ids",
             "decoder_positions")
@@ -154,8 +153,7 @@ class SpanCorruption:
     logits_BTV = logits_BTV.astype(jnp.float32)
     targets_BT = batch["decoder_target_tokens"]
     weights_BT = (batch["decoder_segment_ids"] > 0).astype(jnp.float32)
-    nll_BT = optax.softmax_cross_entropy_with_integer_labels(logits_BTV, targets_BT)
-    correct_BT = (jnp.argmax(logits_BTV, -1) == targets_BT).astype(jnp.float32)
+    nll_BT, correct_BT = token_scores.nll_and_correct(logits_BTV, targets_BT)
     sums = {"targets": jnp.sum(nll_BT * weights_BT)}
     if self.z_loss:  # Mesh TF / t5x: z_loss * log(Z)^2 keeps the softmax normalizer near 1
       log_z_BT = jax.nn.logsumexp(logits_BTV, axis=-1)

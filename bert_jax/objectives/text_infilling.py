@@ -28,10 +28,9 @@ from typing import Any
 
 import jax.numpy as jnp
 import numpy as np
-import optax
 
 from bert_jax.errors import UserError
-from bert_jax.objectives import check_fits_positions, summarize_tokens
+from bert_jax.objectives import check_fits_positions, summarize_tokens, token_scores
 
 FEATURES = ("input_ids", "attention_mask", "decoder_input_ids", "labels", "decoder_attention_mask")
 
@@ -118,8 +117,7 @@ class TextInfilling:
     logits_BTV = logits_BTV.astype(jnp.float32)
     targets_BT = batch["labels"]
     weights_BT = batch["decoder_attention_mask"].astype(jnp.float32)
-    nll_BT = optax.softmax_cross_entropy_with_integer_labels(logits_BTV, targets_BT)
-    correct_BT = (jnp.argmax(logits_BTV, -1) == targets_BT).astype(jnp.float32)
+    nll_BT, correct_BT = token_scores.nll_and_correct(logits_BTV, targets_BT)
     return {"targets": jnp.sum(nll_BT * weights_BT)}, {"targets_correct": jnp.sum(correct_BT * weights_BT)}
 
   def counts(self, batch: dict) -> dict:

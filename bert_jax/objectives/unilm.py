@@ -33,6 +33,7 @@ import jax.numpy as jnp
 import optax
 
 from bert_jax.errors import UserError
+from bert_jax.objectives import token_scores
 from bert_jax.objectives.masked_lm import MaskedLM
 
 MASK_TYPES = ("bidirectional", "seq2seq", "left_to_right", "right_to_left")
@@ -99,8 +100,8 @@ class UniLM(MaskedLM):
                           batch["masked_positions"], rngs=rngs)
     logits_BPV = outputs["mlm_logits"].astype(jnp.float32)
     weights_BP = batch["masked_weights"]
-    nll_BP = optax.softmax_cross_entropy_with_integer_labels(logits_BPV, batch["masked_ids"]) * weights_BP
-    correct_BP = (jnp.argmax(logits_BPV, -1) == batch["masked_ids"]) * weights_BP
+    nll_BP, correct_BP = token_scores.nll_and_correct(logits_BPV, batch["masked_ids"])
+    nll_BP, correct_BP = nll_BP * weights_BP, correct_BP * weights_BP
     sums = {"mlm": jnp.sum(nll_BP)}
     metrics = {"mlm_correct": jnp.sum(correct_BP)}
     for t, name in enumerate(MASK_TYPES):

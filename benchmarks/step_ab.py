@@ -1,0 +1,95 @@
+"""Before/after of one performance change in one process:
+
+    python benchmarks/step_ab.py CHANGE [--config bert_base] [--rounds 4] [--batch 8] [--seq 128] [--config.x=y ...]
+
+CHANGE is one of
+  kernel-grad  layers.kernel_dot_general's kernel gradient x^T . dy in the kernel's layout, against JAX's own rule
+               (dy^T . x, then transposed)
+  adafactor    train.optimizers.adafactor (moments factored over each kernel's 2-D view, one-pass parameter RMS),
+               against optax.adafactor (use a config that trains with Adafactor: t5_base)
+  accuracy     objectives.token_scores (a token is correct where its logit is the maximum), against argmax == label
+
+Builds the train step twice (before, then after), alternates their steps so that machine noise falls on both, and
+prints each one's median step time and the ratio.
+"""
+
+import argparse
+import statistics
+import time
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from bert_jax import config as config_lib
+from bert_jax.benchmark import run as bench
+from bert_jax.models import layers
+from bert_jax.objectives import token_scores
+from bert_jax.train import optimizers
+from bert_jax.train.loop import Trainer
+
+NEW_ADAFACTOR = optimizers.adafactor
+NEW_SCORES = token_scores.nll_and_correct
+
+
+def optax_adafactor(schedule, weight_decay=0.0):
+  return optax.adafactor(schedule, weight_decay_rate=weight_decay or None, weight_decay_mask=optimizers.decay_mask)
+
+
+def set_kernel_grad(after: bool) -> None:
+  layers.KERNEL_GRAD_IN_LAYOUT = after  # read when the step is traced, at its first call
+
+
+def set_adafactor(after: bool) -> None:
+  optimizers.adafactor = NEW_ADAFACTOR if after else optax_adafactor  # read when the Trainer is built
+
+
+def argmax_scores(logits, labels):
+  return (optax.softmax_cross_entropy_with_integer_labels(logits, labels),
+          (jnp.argmax(logits, -1) == labels).astype(jnp.float32))
+
+
+def set_accuracy(after: bool) -> None:
+  token_scores.nll_and_correct = NEW_SCORES if after else argmax_scores  # read when the step is traced
+
+
+CHANGES = {"kernel-grad": (set_kernel_grad, "JAX's rule (dy^T . x, transposed)", "kernel gradient in kernel layout"),
+           "adafactor": (set_adafactor, "optax.adafactor", "factored matrix views, one-pass RMS"),
+           "accuracy": (set_accuracy, "argmax == label", "label logit == max")}
+
+
+def main() -> None:
+  parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  parser.add_argument("change", choices=sorted(CHANGES))
+  parser.add_argument("--config", default="bert_base")
+  parser.add_argument("--rounds", type=int, default=4)
+  parser.add_argument("--batch", type=int, default=8)
+  parser.add_argument("--seq", type=int, default=128)
+  args, overrides = parser.parse_known_args()
+  overrides = [o.removeprefix("--config.") for o in overrides]
+  config = config_lib.load_config(args.config, overrides)
+  overrides += bench.bench_overrides(config, args.batch, args.seq, overrides) + ["data.source=synthetic"]
+  switch, *labels = CHANGES[args.change]
+  runs = {}
+  for after in (False, True):
+    switch(after)
+    trainer = Trainer(config_lib.load_config(args.config, overrides))
+    state, batch = trainer.init_state(), next(trainer.batches("", 0))
+    with trainer.context():
+      state = jax.block_until_ready(trainer.train_step(state, batch)[0])
+    runs[after] = {"trainer": trainer, "state": state, "batch": batch, "times": []}
+  for _ in range(args.rounds):
+    for run in runs.values():
+      with run["trainer"].context():
+        start = time.perf_counter()
+        run["state"] = jax.block_until_ready(run["trainer"].train_step(run["state"], run["batch"])[0])
+        run["times"].append(time.perf_counter() - start)
+  medians = {after: statistics.median(run["times"]) for after, run in runs.items()}
+  for after, run in runs.items():
+    print(f"{args.config} {labels[after]:40s} median {medians[after]:.3f} s  steps "
+          + ", ".join(f"{t:.2f}" for t in run["times"]))
+  print(f"speed-up {medians[False] / medians[True]:.3f}x")
+
+
+if __name__ == "__main__":
+  main()
