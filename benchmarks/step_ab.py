@@ -3,8 +3,10 @@
     python benchmarks/step_ab.py CHANGE [--config bert_base] [--rounds 4] [--batch 8] [--seq 128] [--config.x=y ...]
 
 CHANGE is one of
-  kernel-grad  layers.kernel_dot_general's kernel gradient x^T . dy in the kernel's layout, against JAX's own rule
-               (dy^T . x, then transposed)
+  kernel-grad  layers.dot_general's gradients in each operand's layout (a kernel's as x^T . dy), against JAX's own
+               rule (dy^T . x, then transposed)
+  bf16-dots    layers.dot_general's bfloat16 products into float32 on the CPU, against bfloat16 products (which
+               XLA:CPU computes in float32); use with --config.model.dtype=bfloat16
   adafactor    train.optimizers.adafactor (moments factored over each kernel's 2-D view, one-pass parameter RMS),
                against optax.adafactor (use a config that trains with Adafactor: t5_base)
   accuracy     objectives.token_scores (a token is correct where its logit is the maximum), against argmax == label
@@ -37,7 +39,11 @@ def optax_adafactor(schedule, weight_decay=0.0):
 
 
 def set_kernel_grad(after: bool) -> None:
-  layers.KERNEL_GRAD_IN_LAYOUT = after  # read when the step is traced, at its first call
+  layers.GRADIENTS_IN_LAYOUT = after  # read when the step is traced, at its first call
+
+
+def set_bf16_dots(after: bool) -> None:
+  layers.FLOAT32_ACCUMULATION_ON_CPU = after  # read when the step is traced
 
 
 def set_adafactor(after: bool) -> None:
@@ -55,7 +61,8 @@ def set_accuracy(after: bool) -> None:
 
 CHANGES = {"kernel-grad": (set_kernel_grad, "JAX's rule (dy^T . x, transposed)", "kernel gradient in kernel layout"),
            "adafactor": (set_adafactor, "optax.adafactor", "factored matrix views, one-pass RMS"),
-           "accuracy": (set_accuracy, "argmax == label", "label logit == max")}
+           "accuracy": (set_accuracy, "argmax == label", "label logit == max"),
+           "bf16-dots": (set_bf16_dots, "bfloat16 products", "bfloat16 into float32 products")}
 
 
 def main() -> None:

@@ -2,6 +2,7 @@
 checks, the layer stack scanned or looped, rematerialised or not, and the layout conversion between them."""
 
 import dataclasses
+import re
 
 import flax
 import flax.linen as nn
@@ -110,30 +111,55 @@ def test_a_familys_default_config_is_its_dataclass(name):
   assert model.to_dict() == {"family": name, **dataclasses.asdict(settings)}
 
 
-@pytest.mark.parametrize("x_shape, kernel_shape, contract", [
-    ((2, 5, 3), (3, 4), 1),  # nn.Dense
-    ((2, 5, 3), (3, 2, 4), 1),  # a projection into heads
-    ((2, 5, 2, 4), (2, 4, 3), 2),  # heads back to the model width
-])
-def test_kernel_dot_general_has_lax_values_and_gradients(x_shape, kernel_shape, contract):
+EINSUMS = [
+    ("bld,df->blf", (2, 5, 3), (3, 4)),  # nn.Dense
+    ("bld,dnk->blnk", (2, 5, 3), (3, 2, 4)),  # a projection into heads
+    ("blnk,nkd->bld", (2, 5, 2, 4), (2, 4, 3)),  # heads back to the model width
+    ("bqhk,bshk->bhqs", (2, 5, 3, 4), (2, 6, 3, 4)),  # attention logits
+    ("bhqs,bshk->bqhk", (2, 3, 5, 6), (2, 6, 3, 4)),  # attention output
+    ("bld,vd->blv", (2, 5, 3), (7, 3)),  # a tied output layer
+    ("bqnk,snk->bnqs", (2, 5, 3, 4), (2, 3, 4)),  # XLNet's segment term
+]
+
+
+@pytest.mark.parametrize("spec, x_shape, y_shape", EINSUMS)
+def test_dot_general_has_lax_values_and_gradients(spec, x_shape, y_shape):
   rng = np.random.default_rng(0)
-  x, kernel = (jnp.asarray(rng.standard_normal(s), jnp.float32) for s in (x_shape, kernel_shape))
-  ndim = len(x_shape)
-  dims = ((tuple(range(ndim - contract, ndim)), tuple(range(contract))), ((), ()))
-  weights = jnp.asarray(rng.standard_normal(x_shape[:-contract] + kernel_shape[contract:]), jnp.float32)
-  ours = jax.value_and_grad(lambda x, k: (layers.kernel_dot_general(x, k, dims) * weights).sum(), (0, 1))
-  lax = jax.value_and_grad(lambda x, k: (jax.lax.dot_general(x, k, dims) * weights).sum(), (0, 1))
-  (value, grads), (want, want_grads) = ours(x, kernel), lax(x, kernel)
+  x, y = (jnp.asarray(rng.standard_normal(s), jnp.float32) for s in (x_shape, y_shape))
+  weights = jnp.asarray(rng.standard_normal(jnp.einsum(spec, x, y).shape), jnp.float32)
+  ours = jax.value_and_grad(lambda x, y: (layers.einsum(spec, x, y) * weights).sum(), (0, 1))
+  lax = jax.value_and_grad(lambda x, y: (jnp.einsum(spec, x, y) * weights).sum(), (0, 1))
+  (value, grads), (want, want_grads) = ours(x, y), lax(x, y)
   np.testing.assert_allclose(value, want, rtol=1e-5)
   for got, expected in zip(grads, want_grads):
     assert got.shape == expected.shape
     np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
 
 
-def test_kernel_dot_general_kernel_gradient_is_one_dot_in_the_kernel_layout():
+@pytest.mark.parametrize("spec, x_shape, y_shape", EINSUMS)
+def test_bfloat16_dots_multiply_into_float32_forward_and_backward(spec, x_shape, y_shape):
+  rng = np.random.default_rng(1)
+  x, y = (jnp.asarray(rng.standard_normal(s), jnp.float32) for s in (x_shape, y_shape))
+  weights = jnp.asarray(rng.standard_normal(jnp.einsum(spec, x, y).shape), jnp.float32)
+  loss = lambda x, y: (layers.einsum(spec, x, y).astype(jnp.float32) * weights).sum()
+  grad = jax.jit(jax.grad(loss, (0, 1)))
+  x16, y16 = x.astype(jnp.bfloat16), y.astype(jnp.bfloat16)
+  for got, want in zip(grad(x16, y16), jax.grad(loss, (0, 1))(x16.astype(jnp.float32), y16.astype(jnp.float32))):
+    assert got.dtype == jnp.bfloat16
+    np.testing.assert_allclose(got.astype(jnp.float32), want, atol=0.02 * float(jnp.abs(want).max()))
+  dots = re.findall(r"dot_general.*", jax.jit(jax.value_and_grad(loss, (0, 1))).lower(x16, y16).as_text())
+  assert len(dots) == 3  # forward, and one for each operand's gradient
+  # With batch dimensions (attention) the operands are converted to float32, as XLA:CPU does for a bfloat16 product.
+  (x_axes, y_axes), out_axes = (part.split(",") for part in spec.split("->"))
+  operands = "f32" if set(x_axes) & set(y_axes) & set(out_axes[0]) else "bf16"
+  assert all(re.search(rf"tensor<[\dx]*{operands}>, tensor<[\dx]*{operands}>\) -> tensor<[\dx]*f32>", d)
+             for d in dots), dots
+
+
+def test_dot_general_gives_a_kernel_gradient_in_the_kernel_layout():
   x, kernel = jnp.ones((4, 8, 6)), jnp.ones((6, 2, 3))
   dims = (((2,), (0,)), ((), ()))
-  hlo = jax.jit(jax.grad(lambda k: layers.kernel_dot_general(x, k, dims).sum())).lower(kernel).as_text()
+  hlo = jax.jit(jax.grad(lambda k: layers.dot_general(x, k, dims).sum())).lower(kernel).as_text()
   assert "transpose" not in hlo  # JAX's own rule computes dy^T . x and transposes it
   hlo = jax.jit(jax.grad(lambda k: jax.lax.dot_general(x, k, dims).sum())).lower(kernel).as_text()
   assert "transpose" in hlo

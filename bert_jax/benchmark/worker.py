@@ -137,13 +137,16 @@ class JaxStep:
     return max(peaks) if peaks else None
 
   def peak_matmul(self, size: int) -> Callable[[], Any]:
-    """A [size, size] x [size, size] product in the compute dtype on the first device (XLA's)."""
+    """A [size, size] x [size, size] product in the compute dtype on the first device, as the models take it
+    (layers.dot_general: bfloat16 into float32 on the CPU)."""
     import jax
     import jax.numpy as jnp
 
+    from bert_jax.models import layers
+
     keys = jax.random.split(jax.random.key(0))
     a, b = (jax.random.normal(k, (size, size), jnp.float32).astype(self.dtype) for k in keys)
-    product = jax.jit(jnp.dot)
+    product = jax.jit(lambda a, b: layers.dot_general(a, b, (((1,), (0,)), ((), ()))))
     return lambda: product(a, b).block_until_ready()
 
 

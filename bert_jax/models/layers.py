@@ -9,6 +9,7 @@ from typing import Any, Callable
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from bert_jax.models.dropout import Dropout
 
@@ -62,51 +63,90 @@ def layer_norm(eps: float, dtype: Dtype, name: str) -> nn.LayerNorm:
       bias_init=partitioned(nn.initializers.zeros, ("embed",)), name=name)
 
 
-def _leading_kernel_dims(dimension_numbers, x_ndim: int, kernel_ndim: int) -> int | None:
-  """n when a dot contracts x's last n dims with the kernel's first n, in order, with no batch dims; else None."""
-  (x_contract, kernel_contract), batch = dimension_numbers
-  n = len(x_contract)
-  if batch != ((), ()) or n >= kernel_ndim or tuple(kernel_contract) != tuple(range(n)):
+LOW_PRECISION = (jnp.dtype(jnp.bfloat16), jnp.dtype(jnp.float16))
+# Switches for benchmarks/step_ab.py's before/after; both are read when a step is traced.
+GRADIENTS_IN_LAYOUT = True
+FLOAT32_ACCUMULATION_ON_CPU = True
+
+
+def _product(x, y, dimension_numbers, precision, out_dtype):
+  """lax.dot_general into out_dtype. On the CPU, XLA multiplies bfloat16 matrices natively (YNNPACK: AVX512-BF16,
+  AMX) only into a float32 product: a bfloat16 product is computed by first converting both operands to float32, at
+  float32's rate. So low-precision products without batch dimensions are taken in float32 and cast; those with
+  batch dimensions (attention) are computed in float32, as XLA would, because XLA:CPU has no bfloat16 x bfloat16 ->
+  float32 kernel for the layouts YNNPACK declines."""
+  if x.dtype in LOW_PRECISION and jax.default_backend() == "cpu":
+    if len(dimension_numbers[1][0]):
+      x, y = x.astype(jnp.float32), y.astype(jnp.float32)
+    if len(dimension_numbers[1][0]) or FLOAT32_ACCUMULATION_ON_CPU:
+      out = jax.lax.dot_general(x, y, dimension_numbers, precision=precision, preferred_element_type=jnp.float32)
+      return out.astype(out_dtype)
+  return jax.lax.dot_general(x, y, dimension_numbers, precision=precision, preferred_element_type=out_dtype)
+
+
+def _cotangent(g, other, g_axes, other_free, g_batch, other_batch, batch, free, contracted, precision, dtype):
+  """An operand's cotangent: g contracted with the other operand over the other's free axes (g_axes in g). The
+  product's axes are the operand's `batch`, then its `free` and `contracted` axes in one order or the other: the
+  order that needs no transpose afterwards where there is one (JAX's rule always puts the free axes first; for a
+  kernel that means dy^T . x and a transposed copy of the product)."""
+  if not jnp.issubdtype(dtype, jnp.floating):
     return None
-  return n if tuple(x_contract) == tuple(range(x_ndim - n, x_ndim)) else None
+  g = g.astype(dtype)
+  order = batch + contracted + free
+  if order == sorted(order) and batch + free + contracted != order:
+    product = _product(other, g, ((other_free, g_axes), (other_batch, g_batch)), precision, dtype)
+  else:
+    order = batch + free + contracted
+    product = _product(g, other, ((g_axes, other_free), (g_batch, other_batch)), precision, dtype)
+  return product if order == sorted(order) else jnp.transpose(product, np.argsort(order))
 
 
-def _x_dot_kernel(x, kernel, n: int, precision):
-  return jax.lax.dot_general(x, kernel, ((tuple(range(x.ndim - n, x.ndim)), tuple(range(n))), ((), ())),
-                             precision=precision)
+def _dot_vjp(dimension_numbers, precision, out_dtype, residuals, g):
+  x, y = residuals
+  (x_contract, y_contract), (x_batch, y_batch) = (tuple(map(list, pair)) for pair in dimension_numbers)
+  x_free = [a for a in range(x.ndim) if a not in x_contract + x_batch]
+  y_free = [a for a in range(y.ndim) if a not in y_contract + y_batch]
+  g_batch = list(range(len(x_batch)))
+  g_x = list(range(len(x_batch), len(x_batch) + len(x_free)))
+  g_y = list(range(len(x_batch) + len(x_free), g.ndim))
+  dx = _cotangent(g, y, g_y, y_free, g_batch, y_batch, x_batch, x_free,
+                  [x_contract[i] for i in np.argsort(y_contract)], precision, x.dtype)
+  dy = _cotangent(g, x, g_x, x_free, g_batch, x_batch, y_batch, y_free,
+                  [y_contract[i] for i in np.argsort(x_contract)], precision, y.dtype)
+  return dx, dy
 
 
-def _x_dot_kernel_vjp(n, precision, residuals, dy):
-  x, kernel = residuals
-  free = x.ndim - n
-  dx = jax.lax.dot_general(dy, kernel, ((tuple(range(free, dy.ndim)), tuple(range(n, kernel.ndim))), ((), ())),
-                           precision=precision)
-  dkernel = jax.lax.dot_general(x, dy, ((tuple(range(free)), tuple(range(free))), ((), ())), precision=precision)
-  return dx.astype(x.dtype), dkernel.astype(kernel.dtype)
+_custom_dot = jax.custom_vjp(_product, nondiff_argnums=(2, 3, 4))
+_custom_dot.defvjp(lambda x, y, *args: (_product(x, y, *args), (x, y)), _dot_vjp)
 
 
-_x_dot_kernel_custom = jax.custom_vjp(_x_dot_kernel, nondiff_argnums=(2, 3))
-_x_dot_kernel_custom.defvjp(lambda x, kernel, n, precision: (_x_dot_kernel(x, kernel, n, precision), (x, kernel)),
-                            _x_dot_kernel_vjp)
-KERNEL_GRAD_IN_LAYOUT = True
-
-
-def kernel_dot_general(x, kernel, dimension_numbers, precision=None, preferred_element_type=None):
-  """lax.dot_general of activations and a layer's kernel whose kernel gradient is computed as x^T . dy, in the
-  kernel's layout. JAX's own rule computes dy^T . x and transposes the product, which XLA:CPU then copies with a
-  strided loop (summed over the layers that share it, for ALBERT). Other dot shapes go to lax.dot_general."""
-  n = _leading_kernel_dims(dimension_numbers, x.ndim, kernel.ndim)
-  if n is None or preferred_element_type is not None or not KERNEL_GRAD_IN_LAYOUT:
-    return jax.lax.dot_general(x, kernel, dimension_numbers, precision=precision,
+def dot_general(x, y, dimension_numbers, precision=None, preferred_element_type=None):
+  """lax.dot_general for the models' matrix products (dense layers, attention, tied output layers), with the same
+  values and two changes that matter on the CPU:
+  - each operand's gradient is computed in that operand's own layout where one order of the two operands gives it
+    (a kernel's as x^T . dy; JAX's rule computes dy^T . x and transposes the product, which XLA:CPU copies with a
+    strided loop, summed over the layers that share it for ALBERT);
+  - bfloat16 / float16 operands are multiplied into a float32 product on the CPU (then cast to the result dtype),
+    forward and backward, where XLA has native bfloat16 matmuls."""
+  if x.dtype != y.dtype:
+    return jax.lax.dot_general(x, y, dimension_numbers, precision=precision,
                                preferred_element_type=preferred_element_type)
-  return _x_dot_kernel_custom(x, kernel, n, precision)
+  out_dtype = jnp.dtype(preferred_element_type or x.dtype)
+  dimension_numbers = tuple(tuple(tuple(int(a) for a in axes) for axes in pair) for pair in dimension_numbers)
+  product = _custom_dot if GRADIENTS_IN_LAYOUT else _product
+  return product(x, y, dimension_numbers, precision, out_dtype)
+
+
+def einsum(subscripts: str, *operands, preferred_element_type=None):
+  """jnp.einsum whose products are `dot_general`'s."""
+  return jnp.einsum(subscripts, *operands, preferred_element_type=preferred_element_type, _dot_general=dot_general)
 
 
 def dense(features: int, kernel_axes: tuple[str | None, str | None], init_std: float, dtype: Dtype,
           name: str, use_bias: bool = True) -> nn.Dense:
   """A dense layer with logical axis names on its kernel and bias."""
   return nn.Dense(
-      features, use_bias=use_bias, dtype=dtype, param_dtype=jnp.float32, dot_general=kernel_dot_general,
+      features, use_bias=use_bias, dtype=dtype, param_dtype=jnp.float32, dot_general=dot_general,
       kernel_init=partitioned(initializer(init_std), kernel_axes),
       bias_init=partitioned(nn.initializers.zeros, kernel_axes[-1:]), name=name)
 
@@ -126,24 +166,22 @@ class SelfAttention(nn.Module):
 
     def projection(name):
       return nn.DenseGeneral(
-          (self.num_heads, self.head_dim), dtype=self.dtype, param_dtype=jnp.float32, dot_general=kernel_dot_general,
+          (self.num_heads, self.head_dim), dtype=self.dtype, param_dtype=jnp.float32, dot_general=dot_general,
           kernel_init=partitioned(initializer(self.init_std), ("embed", "heads", "kv")),
           bias_init=partitioned(nn.initializers.zeros, ("heads", "kv")), name=name)
 
     q_BLHK = constrain(projection("query")(x_BLD), ("batch", "length", "heads", "kv"))
     k_BLHK = constrain(projection("key")(memory_BSD), ("batch", "length", "heads", "kv"))
     v_BLHK = constrain(projection("value")(memory_BSD), ("batch", "length", "heads", "kv"))
-    if deterministic or self.dropout == 0.0:
-      out_BLHK = jax.nn.dot_product_attention(q_BLHK, k_BLHK, v_BLHK, mask=mask_B11L)
-    else:
-      logits_BHLL = jnp.einsum("bqhk,bshk->bhqs", q_BLHK, k_BLHK) / jnp.sqrt(self.head_dim).astype(self.dtype)
-      logits_BHLL = jnp.where(mask_B11L, logits_BHLL, jnp.finfo(logits_BHLL.dtype).min)
-      probs_BHLL = jax.nn.softmax(logits_BHLL.astype(jnp.float32), axis=-1).astype(self.dtype)
-      probs_BHLL = Dropout(self.dropout)(probs_BHLL, deterministic=False)
-      out_BLHK = jnp.einsum("bhqs,bshk->bqhk", probs_BHLL, v_BLHK)
+    logits_BHLL = einsum("bqhk,bshk->bhqs", q_BLHK, k_BLHK,
+                         preferred_element_type=jnp.float32) / np.sqrt(self.head_dim).astype(np.float32)
+    logits_BHLL = jnp.where(mask_B11L, logits_BHLL, jnp.finfo(jnp.float32).min)
+    probs_BHLL = jax.nn.softmax(logits_BHLL, axis=-1).astype(self.dtype)
+    probs_BHLL = Dropout(self.dropout)(probs_BHLL, deterministic=deterministic)
+    out_BLHK = einsum("bhqs,bshk->bqhk", probs_BHLL, v_BLHK)
     out_BLHK = constrain(out_BLHK, ("batch", "length", "heads", "kv"))
     return nn.DenseGeneral(
-        x_BLD.shape[-1], axis=(-2, -1), dtype=self.dtype, param_dtype=jnp.float32, dot_general=kernel_dot_general,
+        x_BLD.shape[-1], axis=(-2, -1), dtype=self.dtype, param_dtype=jnp.float32, dot_general=dot_general,
         kernel_init=partitioned(initializer(self.init_std), ("heads", "kv", "embed")),
         bias_init=partitioned(nn.initializers.zeros, ("embed",)), name="out")(out_BLHK)
 
@@ -165,7 +203,7 @@ class Embed(nn.Module):
     return jnp.take(self.embedding, ids, axis=0).astype(self.dtype)
 
   def attend(self, x):
-    return jnp.dot(x, self.embedding.astype(self.dtype).T)
+    return dot_general(x, self.embedding.astype(self.dtype), (((x.ndim - 1,), (1,)), ((), ())))
 
 
 def padding_mask(attention_mask_BL: jax.Array) -> jax.Array:

@@ -133,7 +133,7 @@ class Attention(nn.Module):
 
     def projection(name, std):
       return nn.DenseGeneral((cfg.num_heads, cfg.d_kv), use_bias=False, dtype=cfg.compute_dtype,
-                             dot_general=layers.kernel_dot_general,
+                             dot_general=layers.dot_general,
                              param_dtype=jnp.float32, kernel_init=_kernel(std, ("embed", "heads", "kv")),
                              name=name)
 
@@ -141,15 +141,15 @@ class Attention(nn.Module):
     q_BQHK = layers.constrain(projection("query", (cfg.d_model * cfg.d_kv) ** -0.5)(x_BQD), activation_axes)
     k_BKHK = layers.constrain(projection("key", cfg.d_model ** -0.5)(memory_BKD), activation_axes)
     v_BKHK = layers.constrain(projection("value", cfg.d_model ** -0.5)(memory_BKD), activation_axes)
-    logits_BHQK = jnp.einsum("bqhd,bkhd->bhqk", q_BQHK, k_BKHK).astype(jnp.float32)
+    logits_BHQK = layers.einsum("bqhd,bkhd->bhqk", q_BQHK, k_BKHK, preferred_element_type=jnp.float32)
     if bias_1HQK is not None:
       logits_BHQK = logits_BHQK + bias_1HQK.astype(jnp.float32)
     logits_BHQK = jnp.where(mask_B1QK, logits_BHQK, jnp.finfo(jnp.float32).min)
     probs_BHQK = jax.nn.softmax(logits_BHQK, axis=-1).astype(cfg.compute_dtype)
     probs_BHQK = Dropout(cfg.dropout)(probs_BHQK, deterministic=self.deterministic)
-    out_BQHK = layers.constrain(jnp.einsum("bhqk,bkhd->bqhd", probs_BHQK, v_BKHK), activation_axes)
+    out_BQHK = layers.constrain(layers.einsum("bhqk,bkhd->bqhd", probs_BHQK, v_BKHK), activation_axes)
     return nn.DenseGeneral(cfg.d_model, axis=(-2, -1), use_bias=False, dtype=cfg.compute_dtype,
-                           dot_general=layers.kernel_dot_general,
+                           dot_general=layers.dot_general,
                            param_dtype=jnp.float32,
                            kernel_init=_kernel((cfg.num_heads * cfg.d_kv) ** -0.5, ("heads", "kv", "embed")),
                            name="out")(out_BQHK)
@@ -167,7 +167,7 @@ class MLP(nn.Module):
 
     def dense(features, axes, std, name):
       return nn.DenseGeneral(features, use_bias=False, dtype=cfg.compute_dtype, param_dtype=jnp.float32,
-                             dot_general=layers.kernel_dot_general,
+                             dot_general=layers.dot_general,
                              kernel_init=_kernel(std, axes), name=name)
 
     act = layers.activation(act_name)
@@ -260,7 +260,7 @@ class Decoder(nn.Module):
     if cfg.tie_word_embeddings:
       return token_embedder.attend(y_BTD * cfg.d_model ** -0.5)
     return nn.DenseGeneral(cfg.vocab_size, use_bias=False, dtype=cfg.compute_dtype, param_dtype=jnp.float32,
-                           dot_general=layers.kernel_dot_general,
+                           dot_general=layers.dot_general,
                            kernel_init=_kernel(cfg.d_model ** -0.5, ("embed", "vocab")),
                            name="logits_dense")(y_BTD)
 
