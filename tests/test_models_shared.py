@@ -163,3 +163,16 @@ def test_dot_general_gives_a_kernel_gradient_in_the_kernel_layout():
   assert "transpose" not in hlo  # JAX's own rule computes dy^T . x and transposes it
   hlo = jax.jit(jax.grad(lambda k: jax.lax.dot_general(x, k, dims).sum())).lower(kernel).as_text()
   assert "transpose" in hlo
+
+
+def test_a_bfloat16_dense_layer_reads_and_differentiates_its_float32_kernel():
+  layer = layers.dense(16, ("embed", "mlp"), 0.02, jnp.bfloat16, "dense")
+  x = jnp.asarray(np.random.default_rng(0).standard_normal((4, 8, 32)), jnp.bfloat16)
+  params = nn.meta.unbox(layer.init(jax.random.key(0), x)["params"])
+  loss = lambda p: layer.apply({"params": p}, x).astype(jnp.float32).sum()
+  grads = jax.grad(loss)(params)
+  # The kernel is cast inside the product: its gradient is the float32 product's, not rounded to bfloat16 first.
+  kernel_grad = np.asarray(grads["kernel"])
+  assert kernel_grad.dtype == np.float32
+  assert (kernel_grad != np.asarray(jnp.asarray(kernel_grad).astype(jnp.bfloat16).astype(jnp.float32))).any()
+  np.testing.assert_allclose(kernel_grad, np.asarray(x, np.float32).sum((0, 1))[:, None] * np.ones(16), rtol=1e-2)

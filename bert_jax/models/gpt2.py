@@ -82,7 +82,7 @@ class CausalSelfAttention(nn.Module):
 
     def projection(name):
       return nn.DenseGeneral((cfg.num_heads, head_dim), dtype=cfg.compute_dtype, param_dtype=jnp.float32,
-                             dot_general=layers.dot_general,
+                             **layers.KERNEL_PRODUCT,
                              kernel_init=_normal(cfg.initializer_range, ("embed", "heads", "kv")),
                              bias_init=layers.partitioned(nn.initializers.zeros, ("heads", "kv")), name=name)
 
@@ -100,13 +100,14 @@ class CausalSelfAttention(nn.Module):
     query_pos_L1 = first + jnp.arange(length)[:, None]
     causal_LS = jnp.arange(k_BSNK.shape[1])[None, :] <= query_pos_L1
     mask_B1LS = causal_LS[None, None] & key_mask_BS[:, None, None, :]
-    logits_BNLS = layers.einsum("blnk,bsnk->bnls", q_BLNK, k_BSNK, preferred_element_type=jnp.float32) / math.sqrt(head_dim)
+    logits_BNLS = layers.einsum("blnk,bsnk->bnls", q_BLNK, k_BSNK,
+                                preferred_element_type=jnp.float32) / math.sqrt(head_dim)
     logits_BNLS = jnp.where(mask_B1LS, logits_BNLS, jnp.finfo(jnp.float32).min)
     probs_BNLS = jax.nn.softmax(logits_BNLS, axis=-1).astype(cfg.compute_dtype)
     probs_BNLS = Dropout(cfg.attention_dropout)(probs_BNLS, deterministic=self.deterministic)
     out_BLNK = layers.constrain(layers.einsum("bnls,bsnk->blnk", probs_BNLS, v_BSNK), axes)
     return nn.DenseGeneral(cfg.hidden_size, axis=(-2, -1), dtype=cfg.compute_dtype, param_dtype=jnp.float32,
-                           dot_general=layers.dot_general,
+                           **layers.KERNEL_PRODUCT,
                            kernel_init=_normal(_residual_std(cfg), ("heads", "kv", "embed")),
                            bias_init=layers.partitioned(nn.initializers.zeros, ("embed",)), name="out")(out_BLNK)
 
@@ -135,12 +136,12 @@ class MLP(nn.Module):
   def __call__(self, x_BLH):
     cfg = self.cfg
     h_BLF = nn.Dense(cfg.intermediate_size, dtype=cfg.compute_dtype, param_dtype=jnp.float32,
-                     dot_general=layers.dot_general,
+                     **layers.KERNEL_PRODUCT,
                      kernel_init=_normal(cfg.initializer_range, ("embed", "mlp")),
                      bias_init=layers.partitioned(nn.initializers.zeros, ("mlp",)), name="c_fc")(x_BLH)
     h_BLF = layers.constrain(layers.activation(cfg.hidden_act)(h_BLF), ("batch", "length", "mlp"))
     return nn.Dense(cfg.hidden_size, dtype=cfg.compute_dtype, param_dtype=jnp.float32,
-                    dot_general=layers.dot_general,
+                    **layers.KERNEL_PRODUCT,
                     kernel_init=_normal(_residual_std(cfg), ("mlp", "embed")),
                     bias_init=layers.partitioned(nn.initializers.zeros, ("embed",)), name="c_proj")(h_BLF)
 

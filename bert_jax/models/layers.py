@@ -7,6 +7,7 @@ Every parameter carries logical axis names (`vocab`, `embed`, `heads`, `kv`, `ml
 from typing import Any, Callable
 
 import flax.linen as nn
+from flax.linen.dtypes import promote_dtype
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -84,14 +85,15 @@ def _product(x, y, dimension_numbers, precision, out_dtype):
   return jax.lax.dot_general(x, y, dimension_numbers, precision=precision, preferred_element_type=out_dtype)
 
 
-def _cotangent(g, other, g_axes, other_free, g_batch, other_batch, batch, free, contracted, precision, dtype):
+def _cotangent(g, other, g_axes, other_free, g_batch, other_batch, batch, free, contracted, precision, dtype,
+               compute_dtype):
   """An operand's cotangent: g contracted with the other operand over the other's free axes (g_axes in g). The
   product's axes are the operand's `batch`, then its `free` and `contracted` axes in one order or the other: the
   order that needs no transpose afterwards where there is one (JAX's rule always puts the free axes first; for a
   kernel that means dy^T . x and a transposed copy of the product)."""
   if not jnp.issubdtype(dtype, jnp.floating):
     return None
-  g = g.astype(dtype)
+  g, other = g.astype(compute_dtype), other.astype(compute_dtype)
   order = batch + contracted + free
   if order == sorted(order) and batch + free + contracted != order:
     product = _product(other, g, ((other_free, g_axes), (other_batch, g_batch)), precision, dtype)
@@ -101,7 +103,7 @@ def _cotangent(g, other, g_axes, other_free, g_batch, other_batch, batch, free, 
   return product if order == sorted(order) else jnp.transpose(product, np.argsort(order))
 
 
-def _dot_vjp(dimension_numbers, precision, out_dtype, residuals, g):
+def _dot_vjp(dimension_numbers, precision, out_dtype, compute_dtype, residuals, g):
   x, y = residuals
   (x_contract, y_contract), (x_batch, y_batch) = (tuple(map(list, pair)) for pair in dimension_numbers)
   x_free = [a for a in range(x.ndim) if a not in x_contract + x_batch]
@@ -110,14 +112,18 @@ def _dot_vjp(dimension_numbers, precision, out_dtype, residuals, g):
   g_x = list(range(len(x_batch), len(x_batch) + len(x_free)))
   g_y = list(range(len(x_batch) + len(x_free), g.ndim))
   dx = _cotangent(g, y, g_y, y_free, g_batch, y_batch, x_batch, x_free,
-                  [x_contract[i] for i in np.argsort(y_contract)], precision, x.dtype)
+                  [x_contract[i] for i in np.argsort(y_contract)], precision, x.dtype, compute_dtype)
   dy = _cotangent(g, x, g_x, x_free, g_batch, x_batch, y_batch, y_free,
-                  [y_contract[i] for i in np.argsort(x_contract)], precision, y.dtype)
+                  [y_contract[i] for i in np.argsort(x_contract)], precision, y.dtype, compute_dtype)
   return dx, dy
 
 
-_custom_dot = jax.custom_vjp(_product, nondiff_argnums=(2, 3, 4))
-_custom_dot.defvjp(lambda x, y, *args: (_product(x, y, *args), (x, y)), _dot_vjp)
+def _compute_product(x, y, dimension_numbers, precision, out_dtype, compute_dtype):
+  return _product(x.astype(compute_dtype), y.astype(compute_dtype), dimension_numbers, precision, out_dtype)
+
+
+_custom_dot = jax.custom_vjp(_compute_product, nondiff_argnums=(2, 3, 4, 5))
+_custom_dot.defvjp(lambda x, y, *args: (_compute_product(x, y, *args), (x, y)), _dot_vjp)
 
 
 def dot_general(x, y, dimension_numbers, precision=None, preferred_element_type=None):
@@ -127,14 +133,39 @@ def dot_general(x, y, dimension_numbers, precision=None, preferred_element_type=
     (a kernel's as x^T . dy; JAX's rule computes dy^T . x and transposes the product, which XLA:CPU copies with a
     strided loop, summed over the layers that share it for ALBERT);
   - bfloat16 / float16 operands are multiplied into a float32 product on the CPU (then cast to the result dtype),
-    forward and backward, where XLA has native bfloat16 matmuls."""
-  if x.dtype != y.dtype:
+    forward and backward, where XLA has native bfloat16 matmuls.
+  A float32 operand beside a low-precision one is cast to the low precision inside the product (the kernels)."""
+  compute_dtype = _compute_dtype(x.dtype, y.dtype)
+  if compute_dtype is None:
     return jax.lax.dot_general(x, y, dimension_numbers, precision=precision,
                                preferred_element_type=preferred_element_type)
-  out_dtype = jnp.dtype(preferred_element_type or x.dtype)
+  out_dtype = jnp.dtype(preferred_element_type or compute_dtype)
   dimension_numbers = tuple(tuple(tuple(int(a) for a in axes) for axes in pair) for pair in dimension_numbers)
-  product = _custom_dot if GRADIENTS_IN_LAYOUT else _product
-  return product(x, y, dimension_numbers, precision, out_dtype)
+  product = _custom_dot if GRADIENTS_IN_LAYOUT else _compute_product
+  return product(x, y, dimension_numbers, precision, out_dtype, compute_dtype)
+
+
+def _compute_dtype(x_dtype, y_dtype):
+  """The dtype both operands are multiplied in: theirs, or the low precision one's beside a float32 kernel (the
+  dense layers pass their float32 kernels, see `promote_except_kernel`); None for other mixes."""
+  if x_dtype == y_dtype:
+    return x_dtype
+  if {x_dtype, y_dtype} <= set(LOW_PRECISION) | {jnp.dtype(jnp.float32)}:
+    return min(x_dtype, y_dtype, key=lambda d: d.itemsize)
+  return None
+
+
+def promote_except_kernel(inputs, kernel, bias, dtype=None):
+  """Flax's promote_dtype for nn.Dense / DenseGeneral, leaving the float32 kernel to `dot_general`: it casts the
+  kernel inside its product, so that the backward pass reads the parameter itself instead of a saved low-precision
+  copy (a copy of every layer's weights under nn.scan) and the kernel's gradient comes out of a float32 product
+  without rounding to the compute dtype first."""
+  promoted_inputs, promoted_bias = promote_dtype(inputs, bias, dtype=dtype)
+  return promoted_inputs, kernel, promoted_bias
+
+
+# The products of nn.Dense / nn.DenseGeneral: dot_general=..., promote_dtype=...
+KERNEL_PRODUCT = {"dot_general": dot_general, "promote_dtype": promote_except_kernel}
 
 
 def einsum(subscripts: str, *operands, preferred_element_type=None):
@@ -146,7 +177,7 @@ def dense(features: int, kernel_axes: tuple[str | None, str | None], init_std: f
           name: str, use_bias: bool = True) -> nn.Dense:
   """A dense layer with logical axis names on its kernel and bias."""
   return nn.Dense(
-      features, use_bias=use_bias, dtype=dtype, param_dtype=jnp.float32, dot_general=dot_general,
+      features, use_bias=use_bias, dtype=dtype, param_dtype=jnp.float32, **KERNEL_PRODUCT,
       kernel_init=partitioned(initializer(init_std), kernel_axes),
       bias_init=partitioned(nn.initializers.zeros, kernel_axes[-1:]), name=name)
 
@@ -166,7 +197,7 @@ class SelfAttention(nn.Module):
 
     def projection(name):
       return nn.DenseGeneral(
-          (self.num_heads, self.head_dim), dtype=self.dtype, param_dtype=jnp.float32, dot_general=dot_general,
+          (self.num_heads, self.head_dim), dtype=self.dtype, param_dtype=jnp.float32, **KERNEL_PRODUCT,
           kernel_init=partitioned(initializer(self.init_std), ("embed", "heads", "kv")),
           bias_init=partitioned(nn.initializers.zeros, ("heads", "kv")), name=name)
 
@@ -181,7 +212,7 @@ class SelfAttention(nn.Module):
     out_BLHK = einsum("bhqs,bshk->bqhk", probs_BHLL, v_BLHK)
     out_BLHK = constrain(out_BLHK, ("batch", "length", "heads", "kv"))
     return nn.DenseGeneral(
-        x_BLD.shape[-1], axis=(-2, -1), dtype=self.dtype, param_dtype=jnp.float32, dot_general=dot_general,
+        x_BLD.shape[-1], axis=(-2, -1), dtype=self.dtype, param_dtype=jnp.float32, **KERNEL_PRODUCT,
         kernel_init=partitioned(initializer(self.init_std), ("heads", "kv", "embed")),
         bias_init=partitioned(nn.initializers.zeros, ("embed",)), name="out")(out_BLHK)
 
@@ -203,7 +234,7 @@ class Embed(nn.Module):
     return jnp.take(self.embedding, ids, axis=0).astype(self.dtype)
 
   def attend(self, x):
-    return dot_general(x, self.embedding.astype(self.dtype), (((x.ndim - 1,), (1,)), ((), ())))
+    return dot_general(x.astype(self.dtype), self.embedding, (((x.ndim - 1,), (1,)), ((), ())))
 
 
 def padding_mask(attention_mask_BL: jax.Array) -> jax.Array:

@@ -133,7 +133,7 @@ class Attention(nn.Module):
 
     def projection(name, std):
       return nn.DenseGeneral((cfg.num_heads, cfg.d_kv), use_bias=False, dtype=cfg.compute_dtype,
-                             dot_general=layers.dot_general,
+                             **layers.KERNEL_PRODUCT,
                              param_dtype=jnp.float32, kernel_init=_kernel(std, ("embed", "heads", "kv")),
                              name=name)
 
@@ -149,7 +149,7 @@ class Attention(nn.Module):
     probs_BHQK = Dropout(cfg.dropout)(probs_BHQK, deterministic=self.deterministic)
     out_BQHK = layers.constrain(layers.einsum("bhqk,bkhd->bqhd", probs_BHQK, v_BKHK), activation_axes)
     return nn.DenseGeneral(cfg.d_model, axis=(-2, -1), use_bias=False, dtype=cfg.compute_dtype,
-                           dot_general=layers.dot_general,
+                           **layers.KERNEL_PRODUCT,
                            param_dtype=jnp.float32,
                            kernel_init=_kernel((cfg.num_heads * cfg.d_kv) ** -0.5, ("heads", "kv", "embed")),
                            name="out")(out_BQHK)
@@ -167,7 +167,7 @@ class MLP(nn.Module):
 
     def dense(features, axes, std, name):
       return nn.DenseGeneral(features, use_bias=False, dtype=cfg.compute_dtype, param_dtype=jnp.float32,
-                             dot_general=layers.dot_general,
+                             **layers.KERNEL_PRODUCT,
                              kernel_init=_kernel(std, axes), name=name)
 
     act = layers.activation(act_name)
@@ -260,7 +260,7 @@ class Decoder(nn.Module):
     if cfg.tie_word_embeddings:
       return token_embedder.attend(y_BTD * cfg.d_model ** -0.5)
     return nn.DenseGeneral(cfg.vocab_size, use_bias=False, dtype=cfg.compute_dtype, param_dtype=jnp.float32,
-                           dot_general=layers.dot_general,
+                           **layers.KERNEL_PRODUCT,
                            kernel_init=_kernel(cfg.d_model ** -0.5, ("embed", "vocab")),
                            name="logits_dense")(y_BTD)
 
