@@ -7,6 +7,8 @@ CHANGE is one of
                rule (dy^T . x, then transposed)
   bf16-dots    layers.dot_general's bfloat16 products into float32 on the CPU, against bfloat16 products (which
                XLA:CPU computes in float32); use with --config.model.dtype=bfloat16
+  kernel-cast  dense layers' float32 kernels cast inside layers.dot_general (layers.promote_except_kernel), against
+               flax's promote_dtype casting them before it; use with --config.model.dtype=bfloat16
   adafactor    train.optimizers.adafactor (moments factored over each kernel's 2-D view, one-pass parameter RMS),
                against optax.adafactor (use a config that trains with Adafactor: t5_base)
   accuracy     objectives.token_scores (a token is correct where its logit is the maximum), against argmax == label
@@ -19,6 +21,7 @@ import argparse
 import statistics
 import time
 
+import flax
 import jax
 import jax.numpy as jnp
 import optax
@@ -42,6 +45,11 @@ def set_kernel_grad(after: bool) -> None:
   layers.GRADIENTS_IN_LAYOUT = after  # read when the step is traced, at its first call
 
 
+def set_kernel_cast(after: bool) -> None:
+  promote = layers.promote_except_kernel if after else flax.linen.dtypes.promote_dtype
+  layers.KERNEL_PRODUCT = {"dot_general": layers.dot_general, "promote_dtype": promote}  # read when traced
+
+
 def set_bf16_dots(after: bool) -> None:
   layers.FLOAT32_ACCUMULATION_ON_CPU = after  # read when the step is traced
 
@@ -62,7 +70,8 @@ def set_accuracy(after: bool) -> None:
 CHANGES = {"kernel-grad": (set_kernel_grad, "JAX's rule (dy^T . x, transposed)", "kernel gradient in kernel layout"),
            "adafactor": (set_adafactor, "optax.adafactor", "factored matrix views, one-pass RMS"),
            "accuracy": (set_accuracy, "argmax == label", "label logit == max"),
-           "bf16-dots": (set_bf16_dots, "bfloat16 products", "bfloat16 into float32 products")}
+           "bf16-dots": (set_bf16_dots, "bfloat16 products", "bfloat16 into float32 products"),
+           "kernel-cast": (set_kernel_cast, "kernels cast before the product", "kernels cast inside the product")}
 
 
 def main() -> None:
