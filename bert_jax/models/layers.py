@@ -77,9 +77,10 @@ def _product(x, y, dimension_numbers, precision, out_dtype):
   batch dimensions (attention) are computed in float32, as XLA would, because XLA:CPU has no bfloat16 x bfloat16 ->
   float32 kernel for the layouts YNNPACK declines."""
   if x.dtype in LOW_PRECISION and jax.default_backend() == "cpu":
-    if len(dimension_numbers[1][0]):
+    batched = bool(dimension_numbers[1][0])
+    if batched:
       x, y = x.astype(jnp.float32), y.astype(jnp.float32)
-    if len(dimension_numbers[1][0]) or FLOAT32_ACCUMULATION_ON_CPU:
+    if batched or FLOAT32_ACCUMULATION_ON_CPU:
       out = jax.lax.dot_general(x, y, dimension_numbers, precision=precision, preferred_element_type=jnp.float32)
       return out.astype(out_dtype)
   return jax.lax.dot_general(x, y, dimension_numbers, precision=precision, preferred_element_type=out_dtype)
@@ -147,7 +148,8 @@ def dot_general(x, y, dimension_numbers, precision=None, preferred_element_type=
 
 def _compute_dtype(x_dtype, y_dtype):
   """The dtype both operands are multiplied in: theirs, or the low precision one's beside a float32 kernel (the
-  dense layers pass their float32 kernels, see `promote_except_kernel`); None for other mixes."""
+  dense layers pass their float32 kernels, see `promote_except_kernel`, and XLNet its projections); None for other
+  mixes."""
   if x_dtype == y_dtype:
     return x_dtype
   if {x_dtype, y_dtype} <= set(LOW_PRECISION) | {jnp.dtype(jnp.float32)}:

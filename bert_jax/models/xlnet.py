@@ -113,7 +113,7 @@ class RelativeAttention(nn.Module):
     self.dropout = Dropout(cfg.dropout)
 
   def _project(self, x, kernel):
-    return layers.constrain(layers.einsum("bld,dnk->blnk", x, kernel.astype(self.cfg.compute_dtype)),
+    return layers.constrain(layers.einsum("bld,dnk->blnk", x, kernel, preferred_element_type=self.cfg.compute_dtype),
                             ("batch", "length", "heads", "kv"))
 
   def _attend(self, q_BQNK, k_BKNK, v_BKNK, kr_BRNK, shift, different_BQK, blocked_BQK):
@@ -127,7 +127,7 @@ class RelativeAttention(nn.Module):
     scores_BNQK = content_BNQK + position_BNQK
     if different_BQK is not None:
       segment_BNQ2 = layers.einsum("bqnk,snk->bnqs", q_BQNK + self.segment_bias.astype(dt),
-                                   self.segment_embedding.astype(dt), preferred_element_type=f32)
+                                   self.segment_embedding, preferred_element_type=f32)
       scores_BNQK += jnp.where(different_BQK[:, None], segment_BNQ2[..., 1:], segment_BNQ2[..., :1])
     scores_BNQK = scores_BNQK / np.sqrt(cfg.head_dim)
     scores_BNQK = jnp.where(blocked_BQK[:, None], -1e30, scores_BNQK)
@@ -135,7 +135,7 @@ class RelativeAttention(nn.Module):
     return layers.einsum("bnqj,bjnk->bqnk", probs_BNQK, v_BKNK)
 
   def _post(self, x_BQD, attended_BQNK):
-    out_BQD = layers.einsum("bqnk,dnk->bqd", attended_BQNK, self.output.astype(self.cfg.compute_dtype))
+    out_BQD = layers.einsum("bqnk,dnk->bqd", attended_BQNK, self.output, preferred_element_type=self.cfg.compute_dtype)
     return self.layer_norm(x_BQD + self.dropout(out_BQD, deterministic=self.deterministic))
 
   def __call__(self, h_BLD, g_BPD, mem_BMD, ctx: dict):
@@ -143,7 +143,8 @@ class RelativeAttention(nn.Module):
     cat_BKD = jnp.concatenate([mem_BMD.astype(h_BLD.dtype), h_BLD], axis=1)
     klen = cat_BKD.shape[1]
     k_BKNK, v_BKNK = self._project(cat_BKD, self.key), self._project(cat_BKD, self.value)
-    kr_BRNK = layers.einsum("brd,dnk->brnk", ctx["positions_BRD"], self.position.astype(self.cfg.compute_dtype))
+    kr_BRNK = layers.einsum("brd,dnk->brnk", ctx["positions_BRD"], self.position,
+                            preferred_element_type=self.cfg.compute_dtype)
     h_attended = self._attend(self._project(h_BLD, self.query), k_BKNK, v_BKNK, kr_BRNK,
                               lambda s: shift_relative(s, klen), ctx["different_BLK"], ctx["blocked_h_BLK"])
     new_h_BLD = self._post(h_BLD, h_attended)
