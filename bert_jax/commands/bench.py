@@ -21,7 +21,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
   parser.add_argument("--steps", type=int, default=10, help="timed steps per framework (default 10)")
   parser.add_argument("--warmup", type=int, default=2, help="untimed steps after the first (default 2)")
   parser.add_argument("--rounds", type=int, default=5,
-                      help="the timed steps come in this many rounds, alternating frameworks (default 5)")
+                      help="the timed steps come in this many rounds, alternating frameworks (with --compare-hf each "
+                           "round starts with one untimed step; default 5)")
   parser.add_argument("--compare-hf", action="store_true",
                       help="also train the family's transformers model in PyTorch from the same initial parameters "
                            "on the same batches")
