@@ -13,8 +13,9 @@ Both workers train on the same synthetic batches (objective.synthetic_batch, dra
 .npz file): the same tokens, masked positions, labels and sentence labels. The PyTorch worker gets the config
 as JSON and never imports JAX. With two workers the parent alternates their rounds (A B A B ...) so that the
 noise of a shared machine falls on both alike; each round starts with an untimed step, as a worker's first step
-after the other's round runs slower (its freed memory faulted in again: a second more for BERT-base on a VM). The parent never starts a JAX backend (on an accelerator it
-would take the device's memory); the JAX worker reports the device, FLOPs per token and compile time.
+after the other's round runs slower (its freed memory faulted in again: 0.5-1.4 s more for BERT-base on a VM).
+The parent never starts a JAX backend (on an accelerator it would take the device's memory); the JAX worker
+reports the device, FLOPs per token and compile time.
 """
 
 import json
@@ -150,7 +151,7 @@ def run_benchmark(spec: str, overrides: Sequence[str], steps: int, warmup: int, 
     per_round = max(1, math.ceil(steps / rounds))
     for r in range(rounds):
       for worker in workers:
-        if len(workers) > 1:  # an untimed step first: the switch from the other worker's round costs either one
+        if len(workers) > 1:  # untimed: the switch from the other worker's round
           compilations += worker.ask("run 1")["compilations"]
         reply = worker.ask(f"run {per_round}")
         times[worker.framework] += reply["step_seconds"]
