@@ -11,6 +11,9 @@ CHANGE is one of
                flax's promote_dtype casting them before it; use with --config.model.dtype=bfloat16
   adafactor    train.optimizers.adafactor (moments factored over each kernel's 2-D view, one-pass parameter RMS),
                against optax.adafactor (use a config that trains with Adafactor: t5_base)
+  matrix-dots  layers.dot_general's products without batch axes taken as 2-D matrices on the CPU (a kernel's gradient
+               contracted over one merged batch x length axis), against the operands' own shapes (XLA transposes
+               the activations so that the contracted axes come last)
   accuracy     objectives.token_scores (a token is correct where its logit is the maximum), against argmax == label
 
 Builds the train step twice (before, then after), alternates their steps so that machine noise falls on both, and
@@ -54,6 +57,10 @@ def set_bf16_dots(after: bool) -> None:
   layers.FLOAT32_ACCUMULATION_ON_CPU = after  # read when the step is traced
 
 
+def set_matrix_dots(after: bool) -> None:
+  layers.MATRIX_PRODUCTS_ON_CPU = after  # read when the step is traced
+
+
 def set_adafactor(after: bool) -> None:
   optimizers.adafactor = NEW_ADAFACTOR if after else optax_adafactor  # read when the Trainer is built
 
@@ -71,7 +78,8 @@ CHANGES = {"kernel-grad": (set_kernel_grad, "JAX's rule (dy^T . x, transposed)",
            "adafactor": (set_adafactor, "optax.adafactor", "factored matrix views, one-pass RMS"),
            "accuracy": (set_accuracy, "argmax == label", "label logit == max"),
            "bf16-dots": (set_bf16_dots, "bfloat16 products", "bfloat16 into float32 products"),
-           "kernel-cast": (set_kernel_cast, "kernels cast before the product", "kernels cast inside the product")}
+           "kernel-cast": (set_kernel_cast, "kernels cast before the product", "kernels cast inside the product"),
+           "matrix-dots": (set_matrix_dots, "products in the operands' shapes", "products of 2-D matrices")}
 
 
 def main() -> None:

@@ -165,6 +165,23 @@ def test_dot_general_gives_a_kernel_gradient_in_the_kernel_layout():
   assert "transpose" in hlo
 
 
+def test_a_kernel_gradient_over_batch_and_length_copies_no_activations_on_the_cpu():
+  x, kernel = jnp.ones((8, 16, 32)), jnp.ones((32, 64))
+  dims = (((2,), (0,)), ((), ()))
+
+  def transposing_copies() -> list[str]:
+    loss = lambda kernel, x: jnp.square(layers.dot_general(x, kernel, dims)).sum()
+    hlo = jax.jit(jax.grad(loss)).lower(kernel, x).compile().as_text()
+    return re.findall(r"= (\S+) (?:transpose|copy)\(", hlo)
+
+  assert transposing_copies() == []  # the product of x as a [128, 32] matrix with dy as [128, 64]
+  try:  # over the two axes, XLA:CPU lays x out as [32, 8, 16] first
+    layers.MATRIX_PRODUCTS_ON_CPU = False
+    assert "f32[32,8,16]{2,1,0}" in transposing_copies()
+  finally:
+    layers.MATRIX_PRODUCTS_ON_CPU = True
+
+
 def test_a_bfloat16_dense_layer_reads_and_differentiates_its_float32_kernel():
   layer = layers.dense(16, ("embed", "mlp"), 0.02, jnp.bfloat16, "dense")
   x = jnp.asarray(np.random.default_rng(0).standard_normal((4, 8, 32)), jnp.bfloat16)

@@ -65,9 +65,42 @@ def layer_norm(eps: float, dtype: Dtype, name: str) -> nn.LayerNorm:
 
 
 LOW_PRECISION = (jnp.dtype(jnp.bfloat16), jnp.dtype(jnp.float16))
-# Switches for benchmarks/step_ab.py's before/after; both are read when a step is traced.
+# Switches for benchmarks/step_ab.py's before/after; each is read when a step is traced.
 GRADIENTS_IN_LAYOUT = True
 FLOAT32_ACCUMULATION_ON_CPU = True
+MATRIX_PRODUCTS_ON_CPU = True
+
+
+def _as_matrices(x, y, dimension_numbers):
+  """Without batch axes, where each operand's contracted axes are one run at its start or its end (paired in order),
+  the operands as 2-D matrices, their contraction dimension numbers and the product's shape; else None.
+  XLA:CPU takes a product contracted over several axes (a kernel's gradient, over batch and length) by first copying
+  an operand into a layout with those axes last, a strided copy as large as the activations; contracted over the one
+  merged axis, a float32 product reads both operands as they lie (BERT-base's float32 step 1.20x faster on the AMX
+  Xeon, `python benchmarks/step_ab.py matrix-dots`). Not for bfloat16: there the copy feeds YNNPACK's AMX kernels,
+  and without it the product runs at float32's rate (0.64x)."""
+  (x_contract, y_contract), (x_batch, y_batch) = dimension_numbers
+  if x_batch or y_batch or (x.ndim == 2 and y.ndim == 2):
+    return None
+
+  def run_side(ndim, axes):
+    if tuple(axes) == tuple(range(len(axes))):
+      return 0
+    return 1 if tuple(axes) == tuple(range(ndim - len(axes), ndim)) else None
+
+  x_side, y_side = run_side(x.ndim, x_contract), run_side(y.ndim, y_contract)
+  if x_side is None or y_side is None:
+    return None
+  size = int(np.prod([x.shape[a] for a in x_contract]))
+  x_free = [x.shape[a] for a in range(x.ndim) if a not in x_contract]
+  y_free = [y.shape[a] for a in range(y.ndim) if a not in y_contract]
+
+  def matrix(operand, side, free):
+    rows = int(np.prod(free))
+    return operand.reshape((size, rows) if side == 0 else (rows, size))
+
+  return (matrix(x, x_side, x_free), matrix(y, y_side, y_free), (((x_side,), (y_side,)), ((), ())),
+          tuple(x_free + y_free))
 
 
 def _product(x, y, dimension_numbers, precision, out_dtype):
@@ -76,7 +109,13 @@ def _product(x, y, dimension_numbers, precision, out_dtype):
   float32's rate. So low-precision products without batch dimensions are taken in float32 and cast; those with
   batch dimensions (attention) are computed in float32, as XLA would, because XLA:CPU has no bfloat16 x bfloat16 ->
   float32 kernel for the layouts YNNPACK declines."""
-  if x.dtype in LOW_PRECISION and jax.default_backend() == "cpu":
+  on_cpu = jax.default_backend() == "cpu"
+  float32 = x.dtype == y.dtype == jnp.float32
+  matrices = _as_matrices(x, y, dimension_numbers) if on_cpu and float32 and MATRIX_PRODUCTS_ON_CPU else None
+  if matrices:
+    x, y, dimension_numbers, shape = matrices
+    return _product(x, y, dimension_numbers, precision, out_dtype).reshape(shape)
+  if x.dtype in LOW_PRECISION and on_cpu:
     batched = bool(dimension_numbers[1][0])
     if batched:
       x, y = x.astype(jnp.float32), y.astype(jnp.float32)
