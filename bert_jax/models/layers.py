@@ -168,12 +168,13 @@ _custom_dot.defvjp(lambda x, y, *args: (_compute_product(x, y, *args), (x, y)), 
 
 def dot_general(x, y, dimension_numbers, precision=None, preferred_element_type=None):
   """lax.dot_general for the models' matrix products (dense layers, attention, tied output layers), with the same
-  values and two changes that matter on the CPU:
+  values and three changes that matter on the CPU:
   - each operand's gradient is computed in that operand's own layout where one order of the two operands gives it
     (a kernel's as x^T . dy; JAX's rule computes dy^T . x and transposes the product, which XLA:CPU copies with a
     strided loop, summed over the layers that share it for ALBERT);
   - bfloat16 / float16 operands are multiplied into a float32 product on the CPU (then cast to the result dtype),
-    forward and backward, where XLA has native bfloat16 matmuls.
+    forward and backward, where XLA has native bfloat16 matmuls;
+  - float32 products over several contracted axes are taken as products of 2-D matrices (`_as_matrices`).
   A float32 operand beside a low-precision one is cast to the low precision inside the product (the kernels)."""
   compute_dtype = _compute_dtype(x.dtype, y.dtype)
   if compute_dtype is None:
