@@ -114,7 +114,8 @@ def _product(x, y, dimension_numbers, precision, out_dtype):
   matrices = _as_matrices(x, y, dimension_numbers) if on_cpu and float32 and MATRIX_PRODUCTS_ON_CPU else None
   if matrices:
     x, y, dimension_numbers, shape = matrices
-    return _product(x, y, dimension_numbers, precision, out_dtype).reshape(shape)
+    return jax.lax.dot_general(x, y, dimension_numbers, precision=precision,
+                               preferred_element_type=out_dtype).reshape(shape)
   if x.dtype in LOW_PRECISION and on_cpu:
     batched = bool(dimension_numbers[1][0])
     if batched:
