@@ -14,6 +14,9 @@ CHANGE is one of
   matrix-dots  layers.dot_general's products without batch axes taken as 2-D matrices on the CPU (a kernel's gradient
                contracted over one merged batch x length axis), against the operands' own shapes (XLA transposes
                the activations so that the contracted axes come last)
+  recompute    GELU and the normalizations keep only their input for the backward pass (layers.recomputed),
+               against the intermediates JAX's autodiff keeps (GELU's erf or tanh terms, LayerNorm's centred and
+               normalised input)
   accuracy     objectives.token_scores (a token is correct where its logit is the maximum), against argmax == label
 
 Builds the train step twice (before, then after), alternates their steps so that machine noise falls on both, and
@@ -61,6 +64,10 @@ def set_matrix_dots(after: bool) -> None:
   layers.MATRIX_PRODUCTS_ON_CPU = after  # read when the step is traced
 
 
+def set_recompute(after: bool) -> None:
+  layers.RECOMPUTE_ELEMENTWISE = after  # read when the step is traced
+
+
 def set_adafactor(after: bool) -> None:
   optimizers.adafactor = NEW_ADAFACTOR if after else optax_adafactor  # read when the Trainer is built
 
@@ -79,7 +86,8 @@ CHANGES = {"kernel-grad": (set_kernel_grad, "JAX's rule (dy^T . x, transposed)",
            "accuracy": (set_accuracy, "argmax == label", "label logit == max"),
            "bf16-dots": (set_bf16_dots, "bfloat16 products", "bfloat16 into float32 products"),
            "kernel-cast": (set_kernel_cast, "kernels cast before the product", "kernels cast inside the product"),
-           "matrix-dots": (set_matrix_dots, "products in the operands' shapes", "products of 2-D matrices")}
+           "matrix-dots": (set_matrix_dots, "products in the operands' shapes", "products of 2-D matrices"),
+           "recompute": (set_recompute, "JAX's residuals of GELU and norms", "GELU and norms keep their input")}
 
 
 def main() -> None:

@@ -13,7 +13,7 @@ import pytest
 
 from bert_jax import models
 from bert_jax.errors import UserError
-from bert_jax.models import layers, shared
+from bert_jax.models import layers, shared, t5
 
 
 @dataclasses.dataclass(frozen=True)
@@ -180,6 +180,41 @@ def test_a_kernel_gradient_over_batch_and_length_copies_no_activations_on_the_cp
     assert "f32[32,8,16]{2,1,0}" in transposing_copies()
   finally:
     layers.MATRIX_PRODUCTS_ON_CPU = True
+
+
+def _with_parameters(module: nn.Module, x):
+  params = module.init(jax.random.key(0), x)
+  return lambda x: module.apply(params, x)
+
+
+RECOMPUTED_STEPS = {
+    "gelu": lambda x: layers.activation("gelu"),
+    "gelu_new": lambda x: layers.activation("gelu_new"),
+    "layer_norm": lambda x: _with_parameters(layers.layer_norm(1e-12, jnp.float32, "layer_norm"), x),
+    "t5_rms_norm": lambda x: _with_parameters(t5.RMSNorm(t5.T5Config()), x),
+}
+
+
+@pytest.mark.parametrize("name", sorted(RECOMPUTED_STEPS))
+def test_gelu_and_the_norms_keep_only_their_input_for_the_backward_pass(name):
+  x = jnp.asarray(np.random.default_rng(0).standard_normal((4, 8, 16)), jnp.float32)
+  dy = jnp.asarray(np.random.default_rng(1).standard_normal((4, 8, 16)), jnp.float32)
+
+  def run():
+    y, vjp = jax.vjp(RECOMPUTED_STEPS[name](x), x)
+    kept = [leaf.shape for leaf in jax.tree.leaves(vjp) if np.size(leaf) >= x.size]
+    return y, vjp(dy)[0], kept
+
+  y, dx, kept = run()
+  assert kept == [x.shape]  # the input: the backward pass recomputes the rest from it
+  try:
+    layers.RECOMPUTE_ELEMENTWISE = False
+    y_kept, dx_kept, kept = run()
+  finally:
+    layers.RECOMPUTE_ELEMENTWISE = True
+  assert len(kept) > 1  # what JAX keeps itself: intermediates of the input's size besides (or instead of) it
+  np.testing.assert_allclose(y, y_kept, rtol=1e-6, atol=1e-6)
+  np.testing.assert_allclose(dx, dx_kept, rtol=1e-5, atol=1e-6)
 
 
 def test_a_bfloat16_dense_layer_reads_and_differentiates_its_float32_kernel():

@@ -49,8 +49,20 @@ ACTIVATIONS: dict[str, Callable] = {
 }
 
 
+# Activations whose derivative JAX would compute from intermediates it keeps for the backward pass (GELU's erf or
+# tanh terms); `recomputed` keeps their input instead.
+RECOMPUTED_ACTIVATIONS = ("gelu", "gelu_new")
+
+
+def recomputed(fn: Callable) -> Callable:
+  """fn keeping only its inputs for the backward pass, which recomputes its intermediates from them (as PyTorch's
+  GELU and LayerNorm do). For element-wise steps and normalizations: writing and reading their intermediates costs
+  more than computing them again, and under nn.scan each is copied into a stacked [layers, ...] buffer."""
+  return jax.checkpoint(fn) if RECOMPUTE_ELEMENTWISE else fn
+
+
 def activation(name: str) -> Callable:
-  return ACTIVATIONS[name]
+  return recomputed(ACTIVATIONS[name]) if name in RECOMPUTED_ACTIVATIONS else ACTIVATIONS[name]
 
 
 def constrain(x: jax.Array, axes: tuple[str | None, ...]) -> jax.Array:
@@ -58,7 +70,8 @@ def constrain(x: jax.Array, axes: tuple[str | None, ...]) -> jax.Array:
 
 
 def layer_norm(eps: float, dtype: Dtype, name: str) -> nn.LayerNorm:
-  return nn.LayerNorm(
+  """flax's LayerNorm (float32 parameters) keeping only its input for the backward pass (`recomputed`)."""
+  return (nn.remat(nn.LayerNorm) if RECOMPUTE_ELEMENTWISE else nn.LayerNorm)(
       epsilon=eps, dtype=dtype, param_dtype=jnp.float32,
       scale_init=partitioned(nn.initializers.ones, ("embed",)),
       bias_init=partitioned(nn.initializers.zeros, ("embed",)), name=name)
@@ -68,6 +81,7 @@ LOW_PRECISION = (jnp.dtype(jnp.bfloat16), jnp.dtype(jnp.float16))
 # Switches for benchmarks/step_ab.py's before/after; each is read when a step is traced.
 GRADIENTS_IN_LAYOUT = True
 FLOAT32_ACCUMULATION_ON_CPU = True
+RECOMPUTE_ELEMENTWISE = True
 MATRIX_PRODUCTS_ON_CPU = True
 
 

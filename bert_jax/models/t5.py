@@ -18,6 +18,7 @@ layers_K subtrees are stacked on a leading `layers` axis under `layers`; `to_lay
 """
 
 import dataclasses
+import functools
 import math
 from typing import Any
 
@@ -113,9 +114,14 @@ class RMSNorm(nn.Module):
   def __call__(self, x_BLD):
     scale_D = self.param("scale", layers.partitioned(nn.initializers.ones, ("embed",)), (x_BLD.shape[-1],),
                          jnp.float32)
-    x = x_BLD.astype(jnp.float32)
-    x = x * jax.lax.rsqrt(jnp.mean(jnp.square(x), axis=-1, keepdims=True) + self.cfg.layer_norm_eps)
-    return (x * scale_D).astype(self.cfg.compute_dtype)
+    normalize = functools.partial(rms_normalize, eps=self.cfg.layer_norm_eps, dtype=self.cfg.compute_dtype)
+    return layers.recomputed(normalize)(x_BLD, scale_D)
+
+
+def rms_normalize(x_BLD, scale_D, eps: float, dtype):
+  x = x_BLD.astype(jnp.float32)
+  x = x * jax.lax.rsqrt(jnp.mean(jnp.square(x), axis=-1, keepdims=True) + eps)
+  return (x * scale_D).astype(dtype)
 
 
 def _kernel(init_std: float, axes: tuple[str, ...]):
