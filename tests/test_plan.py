@@ -14,7 +14,8 @@ from bert_jax.train.loop import Trainer
 
 TINY = ("bert_tiny", "albert_tiny", "xlnet_tiny", "t5_tiny")
 # Dropout's random bits are integer hashing that the cost analysis counts as FLOPs: about 5% at H=64, where
-# elementwise work weighs most (it grows with H per token, matrix products with H^2).
+# elementwise work weighs most (it grows with H per token, matrix products with H^2). So does the backward pass's
+# recomputation of GELU and the norms (layers.recomputed): bert_tiny 1.08 -> 1.12, BERT-base 1.011 -> 1.016.
 NO_DROPOUT = {"bert_tiny": ["model.dropout=0.0", "model.attention_dropout=0.0"], "albert_tiny": [],
               "xlnet_tiny": ["model.dropout=0.0"], "t5_tiny": []}
 
@@ -23,7 +24,7 @@ NO_DROPOUT = {"bert_tiny": ["model.dropout=0.0", "model.attention_dropout=0.0"],
 def test_xla_flops_and_compiled_memory_agree_with_the_model_count(name):
   config = config_lib.load_config(name, NO_DROPOUT[name] + ["mesh.data=1", "train.batch_size=8"])
   result = plan.make_plan(config, jax.devices()[:1], chips.get_chip("v5e"))
-  assert abs(result["xla_over_model"] - 1) < 0.10, result["xla_over_model"]
+  assert abs(result["xla_over_model"] - 1) < 0.15, result["xla_over_model"]
   memory = result["memory"]
   state_and_batch = (memory["parameters"] + memory["optimizer_state"] + memory["carried_memory"] + memory["batch"]
                      + 4 + 8)  # step, rng
