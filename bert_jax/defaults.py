@@ -319,16 +319,21 @@ TASK = {"name": "", "data_dir": "", "train": "", "dev": "", "test": "", "text_a"
         "label": "label", "kind": "classification", "labels": "", "metrics": "", "epochs": 3.0,
         "warmup_proportion": 0.1}
 # The text framing each pretraining objective used, which fine-tuning keeps (objectives/classification.py).
-FRAMINGS = {"permutation_lm": "xlnet", "masked_lm/full_sentences": "roberta"}
+FRAMINGS = {"permutation_lm": "xlnet", "masked_lm/full_sentences": "roberta", "text_infilling": "bart",
+            "causal_lm": "gpt2"}
+# fairseq's BART GLUE recipe (examples/bart/README.glue.md): lr and batch by task; others take RTE's.
+BART_GLUE = {"mnli": (5e-6, 128), "qnli": (1e-5, 32), "qqp": (1e-5, 32), "rte": (1e-5, 32), "sst2": (5e-6, 128),
+             "mrpc": (2e-5, 64), "cola": (2e-5, 64), "stsb": (2e-5, 32)}
 
 
 def finetune_config(pretrained: ml_collections.ConfigDict, **task) -> ml_collections.ConfigDict:
   """BERT's fine-tuning recipe (google-research/bert run_classifier.py; the paper's section 4.1 and appendix A.3)
   on a pretrained model's config: a classification head, AdamW lr 2e-5 (the paper's grid: 5e-5, 3e-5, 2e-5; batch
   16 or 32; 3 epochs), weight decay 0.01, warm-up over the first 10% of the steps then linear decay, gradients
-  clipped at 1.0, max_seq_length 128, the model's dropout kept; evaluated and checkpointed every epoch, the best
-  epoch kept by the task's first metric. train.steps 0 and optimizer.warmup_steps -1 stand for "from task.epochs
-  and task.warmup_proportion" until `bert_jax.finetune` knows the task's size."""
+  clipped at 1.0, max_seq_length 128 (or the model's positions, where fewer), the model's dropout kept; evaluated
+  and checkpointed every epoch, the best epoch kept by the task's first metric. train.steps 0 and
+  optimizer.warmup_steps -1 stand for "from task.epochs and task.warmup_proportion" until `bert_jax.finetune` knows
+  the task's size. ELECTRA and BART take their releases' changes to it (below)."""
   c = ml_collections.ConfigDict(pretrained.to_dict())
   objective = pretrained.objective.name
   packing = pretrained.objective.get("packing", "")
@@ -354,6 +359,20 @@ def finetune_config(pretrained: ml_collections.ConfigDict, **task) -> ml_collect
     c.optimizer.update(learning_rate=2e-5, warmup_steps=-1, weight_decay=0.01, eps=1e-6)
   if c.model.family == "electra":  # ELECTRA's configure_finetuning.py: lr 1e-4 (Base), layer-wise decay 0.8
     c.optimizer.update(learning_rate=1e-4, layer_decay=0.8)
+  if c.model.family == "bart" and c.task.name != "squad":
+    # fairseq's BART GLUE recipe: Adam betas 0.9/0.98, eps 1e-8, decay 0.01, no clipping, 10 epochs, warm-up over 6%
+    # then linear decay, lr and batch by task (BART_GLUE), attention dropout 0.1
+    learning_rate, batch_size = BART_GLUE.get(c.task.name.split("/")[-1], BART_GLUE["rte"])
+    c.optimizer.update(learning_rate=learning_rate, b2=0.98, eps=1e-8)
+    c.train.update(batch_size=batch_size, clip_norm=0.0)
+    c.task.update(epochs=10.0, warmup_proportion=0.06)
+    c.model.update(attention_dropout=0.1)
+  if c.model.family == "gpt2" and c.task.name != "squad":
+    # GPT-1's (Radford et al. 2018, section 4.1; GPT-2 published none): lr 6.25e-5, warm-up over 0.2% of the steps
+    c.optimizer.update(learning_rate=6.25e-5)
+    c.task.update(warmup_proportion=0.002)
+  positions = models.max_sequence_length(c.model)  # a small model's table may hold fewer than the recipe's tokens
+  c.data.seq_len = min(c.data.seq_len, positions or c.data.seq_len)
   c.checkpoint.update(every=0, keep=1, best_metric="")
   c.eval.update(every=0, batch_size=32)
   return c

@@ -160,7 +160,7 @@ def test_counts_equal_transformers_for_the_same_config():
 @pytest.mark.parametrize("override,message", [
     ("model.encoder_attention_heads=5", "encoder_attention_heads"),
     ("model.activation_function=swish", "activation_function"),
-    ("model.head=span", "head"),
+    ("model.head=regression", "head"),
 ])
 def test_bad_model_settings_are_user_errors(override, message):
   with pytest.raises(config_lib.UserError, match=message):

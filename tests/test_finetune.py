@@ -1,6 +1,6 @@
 """Fine-tuning: GLUE's files as the benchmark ships them, users' files, the demo task, framing and truncation, the
 batch stream's epochs and exact resume, and runs through the CLI that learn (BERT with a classification head, T5 text
-to text) and write GLUE submission files."""
+to text, BART and GPT-2 with theirs, exported and checked against transformers) and write GLUE submission files."""
 
 import json
 import re
@@ -111,7 +111,7 @@ def test_demo_task_is_balanced_and_its_dev_passages_unseen():
 
 
 class Ids:
-  cls_id, sep_id, pad_id = 101, 102, 0
+  cls_id, sep_id, pad_id, eos_id, eod_id = 101, 102, 0, 2, 50
 
 
 def original_truncate(a: list, b: list, max_length: int) -> None:
@@ -135,6 +135,10 @@ def test_framings():
   assert mask.tolist() == [1] * 8 + [0, 0]
   tokens, types, _ = classification.frame(ids, Ids, 10, "roberta")
   assert tokens.tolist() == [101, 5, 6, 7, 102, 102, 8, 9, 102, 0] and not types.any()
+  tokens, types, _ = classification.frame(ids, Ids, 10, "bart")  # fairseq's: one </s> (BART's eos) between
+  assert tokens.tolist() == [101, 5, 6, 7, 2, 8, 9, 2, 0, 0] and not types.any()
+  tokens, types, mask = classification.frame(ids, Ids, 10, "gpt2")  # the document separator between, nothing after
+  assert tokens.tolist() == [5, 6, 7, 50, 8, 9, 0, 0, 0, 0] and not types.any() and mask.sum() == 6
   tokens, types, _ = classification.frame(ids, Ids, 10, "xlnet")
   assert tokens.tolist() == [5, 6, 7, 102, 8, 9, 102, 101, 0, 0] and types.tolist()[:8] == [0] * 4 + [1] * 3 + [2]
   tokens, _, _ = classification.frame([[5, 6, 7, 8, 9, 10]], Ids, 6, "bert")
@@ -356,3 +360,64 @@ def test_a_published_bert_finetunes_and_frames_pairs_as_its_tokenizer(tmp_path, 
     expected = hf(a, b, max_length=length, truncation="longest_first", padding="max_length")
     assert ids.tolist() == expected["input_ids"] and types.tolist() == expected["token_type_ids"]
     assert mask.tolist() == expected["attention_mask"]
+
+
+PRETRAINING = {"bart_tiny": ["--config.model.vocab_size=64", "--config.data.character_coverage=1.0"],
+               "gpt2_tiny": ["--config.model.vocab_size=300"]}  # GPT-2: a byte-level BPE of 300 ids
+
+
+@pytest.mark.parametrize("name", list(PRETRAINING))
+def test_bart_and_gpt2_finetune_learn_predict_and_export(name, tmp_path, capsys):
+  corpus = write_corpus(tmp_path / "corpus.txt")
+  assert cli.main(["train", "--config", name, "--workdir", str(tmp_path / "run"), f"--config.data.source={corpus}",
+                   *PRETRAINING[name], "--config.train.steps=2", "--config.data.eval_tokens=0",
+                   "--config.checkpoint.every=2"]) == 0
+  files = lines_task(tmp_path, 256, seed=4)
+  workdir = tmp_path / "ft"
+  capsys.readouterr()
+  assert cli.main(finetune_argv(tmp_path / "run", workdir, files, "--config.task.epochs=4",
+                                "--config.optimizer.learning_rate=3e-3")) == 0
+  new = re.search(r"new: (.*?); left out", capsys.readouterr().err).group(1)
+  config = json.loads((workdir / "config.json").read_text())
+  if name == "bart_tiny":  # the encoder and decoder carried over; fairseq's recipe
+    assert new == "classifier/dense (2), classifier/out_proj (2)" and config["objective"]["framing"] == "bart"
+    assert (config["train"]["clip_norm"], config["optimizer"]["b2"], config["model"]["attention_dropout"]) == (
+        0.0, 0.98, 0.1)
+  else:  # transformers' score: one matrix, no bias; GPT-1's warm-up, 0.2% of 32 steps
+    assert new == "classifier/kernel (1)" and config["objective"]["framing"] == "gpt2"
+    assert config["optimizer"]["warmup_steps"] == 0
+  records = {int(p.stem): json.loads(p.read_text()) for p in (workdir / "eval").glob("*.json")}
+  assert records[max(records)]["accuracy"] > 0.9, records
+  rows = (workdir / "predictions" / "test.tsv").read_text().splitlines()
+  assert len(rows) == 17 and {r.split("\t")[1] for r in rows[1:]} <= {"no", "yes"}
+
+  assert cli.main(["predict", "--workdir", str(workdir), "--text", "some actors and a good plot", "--json"]) == 0
+  predicted = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+  assert predicted["output"] == "yes", predicted
+  export_predicts_as_we_do(workdir, tmp_path / "hf", "a good plot\tit was", capsys)
+  if name == "gpt2_tiny":
+    exported = json.loads((tmp_path / "hf" / "config.json").read_text())
+    vocabulary = json.loads((tmp_path / "hf" / "tokenizer.json").read_text())["model"]["vocab"]
+    assert exported["eos_token_id"] == exported["bos_token_id"] == vocabulary["<|endoftext|>"]  # not GPT-2's 50256
+
+
+def export_predicts_as_we_do(workdir: Path, output: Path, pair: str, capsys) -> None:
+  """The fine-tuned classifier exported with its tokenizer: transformers frames `pair` as fine-tuning did and gives
+  the probabilities `predict` gives (the pair within the 16 tokens fine-tuning framed: predict cuts longer ones)."""
+  import torch
+  import transformers
+
+  step = max(int(p.name) for p in (workdir / "checkpoints").iterdir() if p.name.isdigit())
+  assert cli.main(["convert", "--to-hf", "--config", str(workdir / "config.json"), "--params",
+                   str(workdir / "checkpoints" / str(step)), "--output", str(output)]) == 0
+  tokenizer = transformers.AutoTokenizer.from_pretrained(output)
+  model = transformers.AutoModelForSequenceClassification.from_pretrained(output).eval()
+  encoded = tokenizer(*pair.split("\t"), return_tensors="pt")
+  assert encoded["input_ids"].shape[1] <= 16
+  with torch.no_grad():
+    probabilities = torch.softmax(model(**encoded).logits, -1)[0]
+  capsys.readouterr()
+  assert cli.main(["predict", "--workdir", str(workdir), "--step", str(step), "--text", pair, "--json"]) == 0
+  ours = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["predictions"][0]["candidates"]
+  assert model.config.id2label[int(probabilities.argmax())] == ours[0]["token"]
+  np.testing.assert_allclose(float(probabilities.max()), ours[0]["probability"], atol=1e-4)

@@ -5,7 +5,8 @@ Reference models are transformers PyTorch models built from tiny configs with ra
 perturbed); nothing is downloaded. Each case imports the HF model (from_hf), compares our logits with HF's on a
 batch with padding, then exports (to_hf) and loads the export strictly into the HF class built from the exported
 config. XLNet: HF reads the summary at position -1, so it gets the batch left-padded; ours gets it right-padded
-(and left-padded: the real rows must agree).
+(and left-padded: the real rows must agree). BART: each row ends with </s>, where BartForSequenceClassification
+reads. BART and GPT-2 have no token types: HF gets none.
 """
 
 import json
@@ -35,6 +36,12 @@ HF_CONFIGS = {
     "electra": lambda **kw: transformers.ElectraConfig(**SIZES, embedding_size=16, **kw),
     "xlnet": lambda **kw: transformers.XLNetConfig(vocab_size=97, d_model=32, n_layer=2, n_head=4, d_inner=37,
                                                    ff_activation="gelu", **kw),  # HF's mem_len 512: unused here
+    "bart": lambda **kw: transformers.BartConfig(vocab_size=97, d_model=32, encoder_layers=2, decoder_layers=2,
+                                                 encoder_attention_heads=4, decoder_attention_heads=4,
+                                                 encoder_ffn_dim=37, decoder_ffn_dim=37, max_position_embeddings=24,
+                                                 dropout=0.2, **kw),
+    "gpt2": lambda **kw: transformers.GPT2Config(vocab_size=97, n_embd=32, n_layer=2, n_head=4, n_inner=37,
+                                                 n_positions=24, pad_token_id=1, **kw),
 }
 HEAD_CLASSES = {
     "bert": ("BertForSequenceClassification", "BertForQuestionAnswering"),
@@ -42,7 +49,13 @@ HEAD_CLASSES = {
     "albert": ("AlbertForSequenceClassification", "AlbertForQuestionAnswering"),
     "electra": ("ElectraForSequenceClassification", "ElectraForQuestionAnswering"),
     "xlnet": ("XLNetForSequenceClassification", "XLNetForQuestionAnsweringSimple"),
+    "bart": ("BartForSequenceClassification", "BartForQuestionAnswering"),
+    "gpt2": ("GPT2ForSequenceClassification", "GPT2ForQuestionAnswering"),
 }
+# The config key of each family's classifier dropout (GPT-2's classifier has none).
+CLASSIFIER_DROPOUT = {"albert": "classifier_dropout_prob", "xlnet": "summary_last_dropout", "gpt2": None}
+# What a strict load of an export may miss: the tied copies transformers fills from the one table.
+TIED_COPIES = {"bart": {"model.encoder.embed_tokens.weight", "model.decoder.embed_tokens.weight"}}
 CASES = [(t, head, n) for t in HF_CONFIGS for head, n in (("classification", 3), ("classification", 1), ("span", 2))]
 
 
@@ -55,8 +68,9 @@ def _perturbed(model: torch.nn.Module) -> torch.nn.Module:
 
 
 def _hf_model(model_type: str, head: str, num_labels: int) -> torch.nn.Module:
-  dropout = {"albert": "classifier_dropout_prob", "xlnet": "summary_last_dropout"}.get(model_type, "classifier_dropout")
-  config = HF_CONFIGS[model_type](**({"num_labels": num_labels, dropout: 0.3} if head == "classification" else {}))
+  dropout = CLASSIFIER_DROPOUT.get(model_type, "classifier_dropout")
+  settings = {"num_labels": num_labels} | ({dropout: 0.3} if dropout else {}) if head == "classification" else {}
+  config = HF_CONFIGS[model_type](**settings)
   cls = getattr(transformers, HEAD_CLASSES[model_type][head == "span"])
   torch.manual_seed(0)
   return _perturbed(cls(config))
@@ -69,6 +83,10 @@ def _inputs(config, left_padded: bool = False) -> dict:
   ids = np.where(mask, rng.integers(3, config.vocab_size, (B, L)), pad)
   types = (np.arange(L)[None] >= 4) * mask if getattr(config, "type_vocab_size", 2) > 1 else np.zeros_like(ids)
   inputs = {"input_ids": ids, "token_type_ids": types.astype(np.int64), "attention_mask": mask}
+  if config.model_type == "bart":
+    ids[np.arange(B), LENGTHS - 1] = config.eos_token_id
+  if config.model_type in ("bart", "gpt2"):  # no token types (GPT-2's would add their token embeddings)
+    del inputs["token_type_ids"]
   if left_padded:
     inputs = {k: np.stack([np.roll(row, L - n) for row, n in zip(v, LENGTHS)]) for k, v in inputs.items()}
   return inputs
@@ -131,13 +149,13 @@ def test_task_model_matches_transformers_both_ways(model_type, head, num_labels)
   config = transformers.AutoConfig.for_model(**json.loads(json.dumps(hf_config)))  # as config.json
   assert config.num_labels == (num_labels if head == "classification" else 2)
   assert config.problem_type == ("regression" if head == "classification" and num_labels == 1 else None)
-  if head == "classification":
+  dropout = CLASSIFIER_DROPOUT.get(model_type, "classifier_dropout")
+  if head == "classification" and dropout:
     assert model_config.classifier_dropout == 0.3
-    dropout = {"albert": "classifier_dropout_prob", "xlnet": "summary_last_dropout"}.get(model_type,
-                                                                                          "classifier_dropout")
     assert getattr(config, dropout) == 0.3
   reloaded = type(hf)(config).eval()
-  reloaded.load_state_dict({k: torch.from_numpy(v) for k, v in exported.items()}, strict=True)
+  loaded = reloaded.load_state_dict({k: torch.from_numpy(v) for k, v in exported.items()}, strict=False)
+  assert not loaded.unexpected_keys and set(loaded.missing_keys) <= TIED_COPIES.get(model_type, set()), loaded
   hf_inputs = _inputs(hf.config, left_padded=xlnet)
   _assert_close(_hf_outputs(reloaded, hf_inputs), _hf_outputs(hf, hf_inputs))
   back_config, back = convert.from_hf(exported, hf_config)
@@ -173,12 +191,16 @@ TINY = {
     "electra": dict(vocab_size=50, hidden_size=16, num_layers=2, num_heads=2, intermediate_size=24, max_position=16,
                     embedding_size=8, generator_size=0.5),
     "spanbert": dict(vocab_size=50, hidden_size=16, num_layers=2, num_heads=2, intermediate_size=24, max_position=16),
+    "gpt2": dict(vocab_size=50, hidden_size=16, num_layers=2, num_heads=2, intermediate_size=24, max_position=16),
+    "bart": dict(vocab_size=50, d_model=16, num_layers=2, num_decoder_layers=2, encoder_attention_heads=2,
+                 decoder_attention_heads=2, encoder_ffn_dim=24, decoder_ffn_dim=24, max_position_embeddings=16),
 }
 FAMILIES = {
     "bert": ("bert", {}), "roberta": ("bert", dict(position_offset=True, pooler=False, sentence_head="none",
                                                    classifier="roberta", max_position=18, pad_token_id=1)),
     "albert": ("bert", dict(embedding_size=8, embedding_projection=True, share="all", sentence_head="sop")),
-    "electra": ("electra", {}), "xlnet": ("xlnet", {}), "spanbert": ("spanbert", {}),
+    "electra": ("electra", {}), "xlnet": ("xlnet", {}), "spanbert": ("spanbert", {}), "bart": ("bart", {}),
+    "gpt2": ("gpt2", {}),
 }
 # What only the pretraining model has (its heads), and what only the task model has (its head) beyond `classifier`
 # or `qa_outputs`.
@@ -211,7 +233,7 @@ def test_task_tree_keeps_the_pretraining_encoder(name, scan):
                                                             and k.startswith("encoder/pooler/"))}
     left_behind = {k for k in pretraining if k.startswith(PRETRAINING_HEADS)
                    or (not pooled and k.startswith("encoder/pooler/"))}
-    assert new and left_behind
+    assert new and (left_behind or name in ("bart", "gpt2"))  # their LM heads are the token table
     assert set(task) - set(pretraining) == new
     assert set(pretraining) - set(task) == left_behind
     assert {k: task[k] for k in set(task) - new} == {k: pretraining[k] for k in set(pretraining) - left_behind}
@@ -245,3 +267,9 @@ def test_params_command_counts_the_task_model(capsys):
   assert json.loads(capsys.readouterr().out)["total"] == 109_482_240 + 1_538
   model_config = config_lib.load_config("roberta_base", ["model.head=classification", "model.scan_layers=True"]).model
   assert params_lib.count(params_lib.abstract(model_config)) == 124_645_632 - 590_592 + 590_592 + 1_538
+  # GPT2ForSequenceClassification: GPT-2's 124,439,808 + score 768 x 2 (no bias); BartForSequenceClassification
+  # (3 labels): BART-base's 139,420,416 + dense 768 x 768 + 768 + out_proj 768 x 3 + 3.
+  model_config = config_lib.load_config("gpt2", ["model.head=classification"]).model
+  assert params_lib.count(params_lib.abstract(model_config)) == 124_439_808 + 1_536
+  model_config = config_lib.load_config("bart_base", ["model.head=classification", "model.num_labels=3"]).model
+  assert params_lib.count(params_lib.abstract(model_config)) == 139_420_416 + 590_592 + 2_307

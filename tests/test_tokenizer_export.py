@@ -17,6 +17,7 @@ from bert_jax.convert import files, tokenizer_export
 from bert_jax.data import pipeline, tokenizer as tokenizer_lib
 from bert_jax.data.sources import Source
 from bert_jax.errors import UserError
+from bert_jax.objectives import classification
 
 # Sentences as a Chinese survey report writes them: full-width punctuation, numbers, a few Latin letters.
 SENTENCES = """本次调查共走访了三个县的十二个村庄，收回有效问卷一千二百份。
@@ -145,6 +146,19 @@ def test_export_frames_and_numbers_special_tokens_as_training(tmp_path):
   assert [fast.convert_tokens_to_ids(f"<extra_id_{k}>") for k in range(5)] == [t5.sentinel_id(k) for k in range(5)]
   pair = tokenizer_export.fast_tokenizer(tok, "bert")("报告", "数据")
   assert pair["token_type_ids"] == [0] * (len(tok.encode(["报告"])[0]) + 2) + [1] * (len(tok.encode(["数据"])[0]) + 1)
+
+
+@pytest.mark.parametrize("model_type,framing", [("bert", "bert"), ("albert", "bert"), ("electra", "bert"),
+                                                ("roberta", "roberta"), ("xlnet", "xlnet"), ("bart", "bart"),
+                                                ("gpt2", "gpt2")])
+def test_an_export_frames_a_pair_as_fine_tuning_did(tmp_path, model_type, framing):
+  """What a fine-tuned classifier's exported tokenizer gives for a pair is what it was trained on."""
+  tok = _train(tmp_path, "unigram", model_type="unigram", vocab_size=380)
+  texts = ["受访者中，女性占百分之五十三。", "报告 数据"]
+  ids, types, mask = classification.frame(tok.encode(texts), tok, 64, framing)
+  encoded = tokenizer_export.fast_tokenizer(tok, model_type)(*texts)
+  assert encoded["input_ids"] == ids[mask > 0].tolist()
+  assert encoded.get("token_type_ids", [0] * int(mask.sum())) == types[mask > 0].tolist()
 
 
 def _cli(*argv):

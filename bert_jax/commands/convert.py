@@ -121,6 +121,8 @@ def export_hf(config_spec: str, overrides: list[str], params_path: str, output: 
   if labels:  # a fine-tuned classifier: its labels by name, as the transformers pipelines print them
     hf_config.update(id2label={str(k): label for k, label in enumerate(labels)},
                      label2id={label: k for k, label in enumerate(labels)})
+  if tokenizer and hf_config["model_type"] == "gpt2":  # GPT2Config's defaults are the published vocabulary's 50256
+    hf_config.update(bos_token_id=tokenizer.eod_id, eos_token_id=tokenizer.eod_id)
   fast = tokenizer and tokenizer_export.fast_tokenizer(tokenizer, hf_config["model_type"],
                                                        models.max_sequence_length(config.model))
   files.write_hf_dir(output, hf_config, state_dict)

@@ -4,6 +4,9 @@ HF Linear weights are [out, in]; our kernels are [in, out], attention q/k/v as [
 output as [heads, kv, embed]. The embeddings (shared, and HF's tied copies in encoder/decoder embed_tokens and
 lm_head) are one table here. `final_logits_bias` is a buffer of zeros transformers never trains: a checkpoint with a
 non-zero one has no equivalent here, and the export writes zeros. transformers' LayerNorms have eps 1e-5.
+
+A task model (model.head) converts as BartForSequenceClassification (classification_head.dense and .out_proj: ours
+classifier/dense and out_proj) or BartForQuestionAnswering (qa_outputs), both ways.
 """
 
 from typing import Any
@@ -13,7 +16,7 @@ import numpy as np
 from flax import traverse_util
 
 from bert_jax import models
-from bert_jax.convert.bert import linear_entries, norm_entries, to_hf_kernel
+from bert_jax.convert.bert import linear_entries, norm_entries, task_config, task_head, to_hf_kernel
 from bert_jax.errors import UserError
 from bert_jax.models import bart
 
@@ -21,7 +24,10 @@ _CONFIG_KEYS = {"num_layers": "encoder_layers", "num_decoder_layers": "decoder_l
 _CONFIG_KEYS.update({key: key for key in (
     "vocab_size", "d_model", "encoder_attention_heads", "decoder_attention_heads", "encoder_ffn_dim", "decoder_ffn_dim",
     "max_position_embeddings", "activation_function", "dropout", "attention_dropout", "activation_dropout", "init_std",
-    "scale_embedding", "pad_token_id", "bos_token_id", "eos_token_id")})
+    "scale_embedding", "pad_token_id", "bos_token_id", "eos_token_id", "classifier_dropout")})
+_HEAD_PREFIXES = ("classification_head.", "qa_outputs.")
+_ARCHITECTURES = {"pretraining": "BartForConditionalGeneration", "classification": "BartForSequenceClassification",
+                  "span": "BartForQuestionAnswering"}
 _TIED = ("model.encoder.embed_tokens.weight", "model.decoder.embed_tokens.weight", "lm_head.weight")
 
 
@@ -46,6 +52,11 @@ def _table(cfg: bart.BartConfig) -> list[tuple[str, str, str]]:
                  *norm_entries(f"{ours}/cross_attention_norm", f"{hf}.encoder_attn_layer_norm")]
       rows += [*linear_entries(f"{ours}/fc1", f"{hf}.fc1"), *linear_entries(f"{ours}/fc2", f"{hf}.fc2"),
                *norm_entries(f"{ours}/final_norm", f"{hf}.final_layer_norm")]
+  if cfg.head == "classification":
+    rows += [*linear_entries("classifier/dense", "classification_head.dense"),
+             *linear_entries("classifier/out_proj", "classification_head.out_proj")]
+  elif cfg.head == "span":
+    rows += linear_entries("qa_outputs", "qa_outputs")
   return rows
 
 
@@ -63,7 +74,7 @@ def _to_ours(kind: str, x: np.ndarray, cfg: bart.BartConfig, hf: str) -> np.ndar
 
 
 def from_hf(state_dict: dict, hf_config: dict) -> tuple[ml_collections.ConfigDict, dict]:
-  state_dict = {(k if k.startswith(("model.", "lm_head", "final_logits_bias")) else f"model.{k}"): v
+  state_dict = {(k if k.startswith(("model.", "lm_head", "final_logits_bias", *_HEAD_PREFIXES)) else f"model.{k}"): v
                 for k, v in state_dict.items()}  # a bare BartModel's names
   if "model.shared.weight" not in state_dict:
     tied = next((state_dict[k] for k in _TIED if k in state_dict), None)
@@ -78,6 +89,7 @@ def from_hf(state_dict: dict, hf_config: dict) -> tuple[ml_collections.ConfigDic
     raise UserError(f"the BART decoder must start with its EOS id (decoder_start_token_id={decoder_start}, "
                     f"eos_token_id={hf_config.get('eos_token_id')})")
   values = {ours: hf_config[hf] for ours, hf in _CONFIG_KEYS.items() if hf_config.get(hf) is not None}
+  values.update(task_head(state_dict, "classification_head.out_proj.weight", "lm_head.weight"))
   model_config = models.default_config("bart", **values)
   cfg = bart.make_config(model_config)
   flat = {}
@@ -95,9 +107,11 @@ def to_hf(model_config: Any, params: dict) -> tuple[dict, dict]:
   flat = traverse_util.flatten_dict(bart.to_layout(params, cfg, scanned=False), sep="/")
   state_dict = {hf: np.asarray(to_hf_kernel(kind, np.asarray(flat[ours])), np.float32)
                 for ours, hf, kind in _table(cfg)}
-  state_dict["final_logits_bias"] = np.zeros((1, cfg.vocab_size), np.float32)
-  hf_config = {"model_type": "bart", "architectures": ["BartForConditionalGeneration"], "is_encoder_decoder": True,
+  if cfg.head == "pretraining":
+    state_dict["final_logits_bias"] = np.zeros((1, cfg.vocab_size), np.float32)
+  hf_config = {"model_type": "bart", "architectures": [_ARCHITECTURES[cfg.head]], "is_encoder_decoder": True,
                "decoder_start_token_id": cfg.eos_token_id, "forced_eos_token_id": cfg.eos_token_id,
-               "tie_word_embeddings": True,
+               "tie_word_embeddings": True, **task_config(cfg),
+               **({"num_labels": 2} if cfg.head == "span" else {}),  # BartConfig's default is 3
                **{hf: getattr(cfg, ours) for ours, hf in _CONFIG_KEYS.items()}}
   return hf_config, state_dict

@@ -4,6 +4,10 @@ HF's Conv1D weights are already [in, out], as our kernels. c_attn holds query, k
 3 * embed]); ours are three kernels [embed, heads, kv] and the attention output [heads, kv, embed]. lm_head is tied
 to wte: save_pretrained leaves it out, and a copy that is present must equal wte. The causal-mask buffers older
 checkpoints carry (attn.bias, attn.masked_bias) hold no weights and are skipped.
+
+A task model (model.head) converts as GPT2ForSequenceClassification (`score`, no bias: ours classifier/kernel) or
+GPT2ForQuestionAnswering (`qa_outputs`), both ways. transformers' classifier reads the last token that is not
+pad_token_id; ours reads the last real token, the same where pad_token_id is not the last real token's id.
 """
 
 from typing import Any
@@ -13,7 +17,7 @@ import numpy as np
 from flax import traverse_util
 
 from bert_jax import models
-from bert_jax.convert.bert import hf_activation
+from bert_jax.convert.bert import hf_activation, task_config, task_head
 from bert_jax.errors import UserError
 from bert_jax.models import gpt2
 
@@ -24,6 +28,10 @@ _CONFIG_KEYS = {  # ours: HF's
     "attention_dropout": "attn_pdrop", "layer_norm_eps": "layer_norm_epsilon", "initializer_range": "initializer_range",
 }
 _BUFFERS = (".attn.bias", ".attn.masked_bias")
+_HEADS = {"classification": [("classifier/kernel", "score.weight")],
+          "span": [("qa_outputs/kernel", "qa_outputs.weight"), ("qa_outputs/bias", "qa_outputs.bias")]}
+_ARCHITECTURES = {"pretraining": "GPT2LMHeadModel", "classification": "GPT2ForSequenceClassification",
+                  "span": "GPT2ForQuestionAnswering"}
 
 
 def _table(cfg: gpt2.GPT2Config) -> list[tuple[str, str]]:
@@ -44,7 +52,7 @@ def _attention_names(k: int) -> tuple[str, str]:
   return f"h.{k}.attn.c_attn", f"h.{k}.attn.c_proj"
 
 
-def _model_config(hf: dict) -> ml_collections.ConfigDict:
+def _model_config(hf: dict, state_dict: dict) -> ml_collections.ConfigDict:
   missing = [name for name in ("vocab_size", "n_embd", "n_layer", "n_head", "n_positions") if name not in hf]
   if missing:
     raise UserError(f"Hugging Face config.json lacks {', '.join(missing)}")
@@ -57,11 +65,12 @@ def _model_config(hf: dict) -> ml_collections.ConfigDict:
       "gpt2", **values, intermediate_size=hf.get("n_inner") or 4 * hf["n_embd"],
       hidden_act=hf_activation(hf.get("activation_function", "gelu_new")),
       # GPT-2 has no padding token; padding rows are masked out, and its tokenizer pads with <|endoftext|> here
-      pad_token_id=next((hf[k] for k in ("pad_token_id", "eos_token_id") if hf.get(k) is not None), 0))
+      pad_token_id=next((hf[k] for k in ("pad_token_id", "eos_token_id") if hf.get(k) is not None), 0),
+      **task_head(state_dict, "score.weight", "lm_head.weight"))
 
 
 def from_hf(state_dict: dict, hf_config: dict) -> tuple[ml_collections.ConfigDict, dict]:
-  model_config = _model_config(hf_config)
+  model_config = _model_config(hf_config, state_dict)
   cfg = gpt2.make_config(model_config)
   gpt2.validate(cfg)
   weights = {name.removeprefix(PREFIX): np.asarray(value, np.float32) for name, value in state_dict.items()
@@ -69,6 +78,7 @@ def from_hf(state_dict: dict, hf_config: dict) -> tuple[ml_collections.ConfigDic
   head = weights.pop("lm_head.weight", None)
   needed = [hf for _, hf in _table(cfg)] + [f"{name}.{part}" for k in range(cfg.num_layers)
                                             for name in _attention_names(k) for part in ("weight", "bias")]
+  needed += [hf for _, hf in _HEADS.get(cfg.head, [])]
   missing = [name for name in needed if name not in weights]
   if missing:
     raise UserError(f"the gpt2 checkpoint lacks {', '.join(missing[:3])}; convert a GPT2LMHeadModel or GPT2Model")
@@ -78,6 +88,7 @@ def from_hf(state_dict: dict, hf_config: dict) -> tuple[ml_collections.ConfigDic
   if head is not None and not np.array_equal(head, weights["wte.weight"]):
     raise UserError("lm_head.weight differs from transformer.wte.weight; untied GPT-2 heads are not supported")
   flat = {ours: weights[hf] for ours, hf in _table(cfg)}
+  flat.update({ours: weights[hf].T if hf.endswith("weight") else weights[hf] for ours, hf in _HEADS.get(cfg.head, [])})
   heads, kv = cfg.num_heads, cfg.hidden_size // cfg.num_heads
   for k in range(cfg.num_layers):
     qkv, out = _attention_names(k)
@@ -104,7 +115,10 @@ def to_hf(model_config: Any, params: dict) -> tuple[dict, dict]:
                                                         for n in ("query", "key", "value")])
     state_dict[f"{PREFIX}{out}.weight"] = attention("out", "kernel").reshape(-1, cfg.hidden_size)
     state_dict[f"{PREFIX}{out}.bias"] = attention("out", "bias")
-  hf_config = {"model_type": "gpt2", "architectures": ["GPT2LMHeadModel"], "n_inner": cfg.intermediate_size,
+  for ours, hf in _HEADS.get(cfg.head, []):  # nn.Linear: [out, in]
+    state_dict[hf] = np.asarray(flat[ours].T if hf.endswith("weight") else flat[ours], np.float32)
+  hf_config = {"model_type": "gpt2", "architectures": [_ARCHITECTURES[cfg.head]], **task_config(cfg),
+               "n_inner": cfg.intermediate_size,
                "activation_function": cfg.hidden_act, "pad_token_id": cfg.pad_token_id, "tie_word_embeddings": True,
                "scale_attn_weights": True, **{hf: getattr(cfg, ours) for ours, hf in _CONFIG_KEYS.items()}}
   return hf_config, state_dict

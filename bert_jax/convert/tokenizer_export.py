@@ -22,16 +22,17 @@ from bert_jax.data.tokenizer import Tokenizer
 from bert_jax.errors import UserError
 
 FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
-# Hugging Face model_type -> (single, pair) templates: how our objectives frame one and two segments.
+# Hugging Face model_type -> (single, pair) templates: one text as the pretraining objectives frame it, a pair as
+# fine-tuning does (objectives/classification.py's framings; tests/test_tokenizer_export.py holds them equal).
 TEMPLATES = {
     "bert": ("{cls} $A {sep}", "{cls} $A {sep} $B:1 {sep}:1"),
     "electra": ("{cls} $A {sep}", "{cls} $A {sep} $B:1 {sep}:1"),
     "albert": ("{cls} $A {sep}", "{cls} $A {sep} $B:1 {sep}:1"),
-    "roberta": ("{cls} $A {sep}", "{cls} $A {sep} $B {sep}"),  # one token type
+    "roberta": ("{cls} $A {sep}", "{cls} $A {sep} {sep} $B {sep}"),  # one token type
     "xlnet": ("$A {sep} {cls}:2", "$A {sep} $B:1 {sep}:1 {cls}:2"),  # XLNet's <cls> at the end, its own type
     "t5": ("$A {eos}", "$A {eos} $B {eos}"),
-    "gpt2": ("$A", "$A $B"),  # GPT-2 frames nothing: <|endoftext|> only ends documents
-    "bart": ("{cls} $A {eos}", "{cls} $A {eos} {eos} $B {eos}"),  # <s> A </s> (text_infilling's blocks), one type
+    "gpt2": ("$A", "$A {eod} $B"),  # GPT-2 frames nothing: the end-of-text that ends documents joins a pair
+    "bart": ("{cls} $A {eos}", "{cls} $A {eos} $B {eos}"),  # <s> A </s> (text_infilling's blocks), one type
 }
 ROLES = ("unk", "pad", "cls", "sep", "mask", "eos")  # transformers' special tokens: ROLE_token
 
@@ -48,9 +49,12 @@ def special_pieces(tokenizer) -> dict[str, str]:
         piece_id = tokenizer.processor.unk_id() if hasattr(tokenizer, "processor") else tokenizer.role_id("unk")
     except UserError:  # a role this tokenizer has no piece for
       continue
-    found[f"{role}_token"] = (tokenizer.processor.id_to_piece(piece_id) if hasattr(tokenizer, "processor")
-                              else tokenizer.pieces[piece_id])
+    found[f"{role}_token"] = _piece(tokenizer, piece_id)
   return found
+
+
+def _piece(tokenizer, piece_id: int) -> str:
+  return tokenizer.processor.id_to_piece(piece_id) if hasattr(tokenizer, "processor") else tokenizer.pieces[piece_id]
 
 
 def _from_sentencepiece(tokenizer: Tokenizer, transformers):
@@ -99,6 +103,8 @@ def fast_tokenizer(tokenizer, model_type: str, model_max_length: int | None = No
     fast = type(tokenizer.tokenizer).from_str(tokenizer.tokenizer.to_str())
   pieces = special_pieces(tokenizer)
   roles = {name.removesuffix("_token"): piece for name, piece in pieces.items()}
+  if model_type == "gpt2":
+    roles["eod"] = _piece(tokenizer, tokenizer.eod_id)
   try:
     single, pair = (template.format(**roles) for template in TEMPLATES[model_type])
   except KeyError as missing:

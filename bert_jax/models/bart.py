@@ -17,6 +17,13 @@ layers_K/{self_attention, self_attention_norm, fc1, fc2, final_norm}}, decoder/{
 embedding_norm, layers_K/{self_attention, self_attention_norm, cross_attention, cross_attention_norm, fc1, fc2,
 final_norm}}. Attention (layers.SelfAttention): query/key/value kernels [embed, heads, kv], out [heads, kv, embed].
 With scan_layers the layers_K subtrees stack on a leading `layers` axis under `layers`; `to_layout` converts.
+
+A task model (model.head classification or span, `BartForTask`) keeps these names and reads the text through both
+stacks as BartForSequenceClassification / BartForQuestionAnswering do (fairseq's sentence_prediction with
+--add-prev-output-tokens): the encoder reads the framed text, the decoder the same text shifted right behind
+</s>. Classification: the decoder state at each row's last </s> -> `heads.ClassificationHead` (dropout, dense,
+tanh, dropout, out_proj; `classifier`), its dropout model.classifier_dropout (fairseq's pooler_dropout, 0). Span:
+`qa_outputs` on every decoder state.
 """
 
 import dataclasses
@@ -26,7 +33,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from bert_jax.errors import UserError
-from bert_jax.models import layers, shared
+from bert_jax.models import heads, layers, shared
 from bert_jax.models.dropout import Dropout
 
 POSITION_OFFSET = 2  # fairseq's learned positions start after two rows kept for padding
@@ -54,6 +61,15 @@ class BartConfig(shared.Settings):
   pad_token_id: int = 1
   bos_token_id: int = 0  # <s>, first token of every target
   eos_token_id: int = 2  # </s>, last token of every target and the decoder's start token
+  classifier_dropout: float = 0.0  # fairseq's pooler_dropout and transformers' classifier_dropout
+
+  @property
+  def hidden_size(self) -> int:  # the names the task heads read
+    return self.d_model
+
+  @property
+  def initializer_range(self) -> float:
+    return self.init_std
 
 
 def make_config(model_cfg: Any) -> BartConfig:
@@ -66,8 +82,6 @@ def validate(cfg: BartConfig) -> None:
                divisible=(("d_model", "encoder_attention_heads"), ("d_model", "decoder_attention_heads")),
                rates=("dropout", "attention_dropout", "activation_dropout"),
                choices={"activation_function": layers.ACTIVATIONS})
-  if cfg.head != "pretraining":
-    raise UserError(f"model.head={cfg.head} is not a BART head: keep model.head=pretraining")
   for name in ("pad_token_id", "bos_token_id", "eos_token_id"):
     if not 0 <= getattr(cfg, name) < cfg.vocab_size:
       raise UserError(f"model.{name}={getattr(cfg, name)} must be an id below model.vocab_size={cfg.vocab_size}")
@@ -149,24 +163,14 @@ class Bart(nn.Module):
   deterministic: bool = True
 
   def setup(self):
-    cfg = self.cfg
-    self.token_embedder = layers.Embed(cfg.vocab_size, cfg.d_model, ("vocab", "embed"), cfg.init_std,
-                                       cfg.compute_dtype)
-    self.encoder = Stack(cfg, self.deterministic, decoder=False)
-    self.decoder = Stack(cfg, self.deterministic, decoder=True)
+    self.token_embedder, self.encoder, self.decoder = _modules(self.cfg, self.deterministic)
 
   def encode(self, input_ids, attention_mask=None):
-    mask_BL = _mask(input_ids, attention_mask)
-    return self.encoder(input_ids, self.token_embedder, layers.padding_mask(mask_BL))
+    return _encode(self.encoder, self.token_embedder, input_ids, attention_mask)
 
   def decode(self, encoded_BSD, decoder_input_ids, attention_mask=None, decoder_attention_mask=None):
-    mask_BS = _mask(encoded_BSD[..., 0], attention_mask)
-    decoder_mask_BT = _mask(decoder_input_ids, decoder_attention_mask)
-    length = decoder_input_ids.shape[1]
-    causal_TT = jnp.arange(length)[None, :] <= jnp.arange(length)[:, None]
-    self_mask_B1TT = layers.padding_mask(decoder_mask_BT) & causal_TT[None, None]
-    y_BTD = self.decoder(decoder_input_ids, self.token_embedder, self_mask_B1TT, encoded_BSD,
-                         layers.padding_mask(mask_BS))
+    y_BTD = _decode(self.decoder, self.token_embedder, encoded_BSD, decoder_input_ids, attention_mask,
+                    decoder_attention_mask)
     return self.token_embedder.attend(y_BTD)
 
   def __call__(self, input_ids, decoder_input_ids, attention_mask=None, decoder_attention_mask=None):
@@ -174,12 +178,63 @@ class Bart(nn.Module):
     return self.decode(encoded_BSD, decoder_input_ids, attention_mask, decoder_attention_mask)
 
 
+class BartForTask(nn.Module):
+  """The fine-tuning model ({"logits": [B, num_labels]} or {"start_logits", "end_logits": [B, L]}); see the module
+  docstring. `token_type_ids_BL` is accepted and unused (BART has no token types)."""
+  cfg: BartConfig
+  deterministic: bool = True
+
+  def setup(self):
+    cfg = self.cfg
+    self.token_embedder, self.encoder, self.decoder = _modules(cfg, self.deterministic)
+    if cfg.head == "span":
+      self.qa_outputs = layers.dense(2, ("embed", None), cfg.init_std, cfg.compute_dtype, None)
+    else:
+      self.classifier = heads.ClassificationHead(cfg, "tanh", self.deterministic)
+
+  def __call__(self, input_ids_BL, token_type_ids_BL=None, attention_mask_BL=None):
+    cfg = self.cfg
+    start_B1 = jnp.full_like(input_ids_BL[:, :1], cfg.eos_token_id)
+    decoder_input_ids_BL = jnp.concatenate([start_B1, input_ids_BL[:, :-1]], axis=1)
+    encoded_BLD = _encode(self.encoder, self.token_embedder, input_ids_BL, attention_mask_BL)
+    y_BLD = _decode(self.decoder, self.token_embedder, encoded_BLD, decoder_input_ids_BL, attention_mask_BL)
+    if cfg.head == "span":
+      logits_BL2 = self.qa_outputs(y_BLD).astype(jnp.float32)
+      return {"start_logits": logits_BL2[..., 0], "end_logits": logits_BL2[..., 1]}
+    positions_L = jnp.arange(input_ids_BL.shape[1])
+    last_eos_B = jnp.max(jnp.where(input_ids_BL == cfg.eos_token_id, positions_L, 0), axis=1)
+    x_BD = jnp.take_along_axis(y_BLD, last_eos_B[:, None, None], axis=1)[:, 0]
+    return {"logits": self.classifier(x_BD)}
+
+
+def _modules(cfg: BartConfig, deterministic: bool) -> tuple[layers.Embed, "Stack", "Stack"]:
+  """The shared token table, the encoder and the decoder, for a module's setup to name."""
+  return (layers.Embed(cfg.vocab_size, cfg.d_model, ("vocab", "embed"), cfg.init_std, cfg.compute_dtype),
+          Stack(cfg, deterministic, decoder=False), Stack(cfg, deterministic, decoder=True))
+
+
+def _encode(encoder: Stack, token_embedder: layers.Embed, input_ids, attention_mask=None):
+  return encoder(input_ids, token_embedder, layers.padding_mask(_mask(input_ids, attention_mask)))
+
+
+def _decode(decoder: Stack, token_embedder: layers.Embed, encoded_BSD, decoder_input_ids, attention_mask=None,
+            decoder_attention_mask=None):
+  """The decoder's last states [B, T, D]: causal self-attention over the unpadded targets, cross-attention over the
+  encoder's unpadded positions."""
+  mask_BS = _mask(encoded_BSD[..., 0], attention_mask)
+  decoder_mask_BT = _mask(decoder_input_ids, decoder_attention_mask)
+  length = decoder_input_ids.shape[1]
+  causal_TT = jnp.arange(length)[None, :] <= jnp.arange(length)[:, None]
+  self_mask_B1TT = layers.padding_mask(decoder_mask_BT) & causal_TT[None, None]
+  return decoder(decoder_input_ids, token_embedder, self_mask_B1TT, encoded_BSD, layers.padding_mask(mask_BS))
+
+
 def _mask(tokens, mask):
   return jnp.ones(tokens.shape, jnp.int32) if mask is None else mask
 
 
-def build(cfg: BartConfig, deterministic: bool = True) -> Bart:
-  return Bart(cfg, deterministic)
+def build(cfg: BartConfig, deterministic: bool = True) -> Bart | BartForTask:
+  return Bart(cfg, deterministic) if cfg.head == "pretraining" else BartForTask(cfg, deterministic)
 
 
 def build_encoder(cfg: BartConfig) -> None:
@@ -188,6 +243,8 @@ def build_encoder(cfg: BartConfig) -> None:
 
 def example_inputs(cfg: BartConfig, batch: int = 1, length: int = 8) -> dict:
   ids = jnp.ones((batch, length), jnp.int32)
+  if cfg.head != "pretraining":
+    return {"input_ids_BL": ids, "token_type_ids_BL": jnp.zeros_like(ids), "attention_mask_BL": ids}
   return {"input_ids": ids, "decoder_input_ids": ids}
 
 

@@ -13,6 +13,10 @@ caller's (position_ids_BL). Decoding runs the unscanned layout (`to_layout`).
 Parameter layout (unscanned): wte/embedding [vocab, embed], wpe/embedding [positions, embed], layers_K/{ln_1,
 attention/{query, key, value: kernel [embed, heads, kv]; out: kernel [heads, kv, embed]}, ln_2, mlp/{c_fc, c_proj}},
 ln_f. With scan_layers the layers_K subtrees are stacked under `layers`.
+
+A task model (model.head classification or span, `GPT2ForTask`) keeps these names and adds transformers' heads:
+GPT2ForSequenceClassification's `score` (ours `classifier`, no bias, no dropout) on the last real token's state,
+or GPT2ForQuestionAnswering's `qa_outputs` on every state.
 """
 
 import dataclasses
@@ -24,7 +28,7 @@ import jax
 import jax.numpy as jnp
 
 from bert_jax.errors import UserError
-from bert_jax.models import layers, shared
+from bert_jax.models import heads, layers, shared
 from bert_jax.models.dropout import Dropout
 
 
@@ -58,8 +62,6 @@ def validate(cfg: GPT2Config) -> None:
   shared.check(cfg, ("vocab_size", "hidden_size", "num_layers", "num_heads", "intermediate_size", "max_position"),
                divisible=[("hidden_size", "num_heads")], rates=("dropout", "embedding_dropout", "attention_dropout"),
                choices={"hidden_act": layers.ACTIVATIONS})
-  if cfg.head != "pretraining":
-    raise UserError(f"model.head={cfg.head} has no GPT-2 model here; keep model.head=pretraining")
 
 
 def _normal(std: float, axes: tuple[str | None, ...]):
@@ -169,42 +171,70 @@ class GPT2(nn.Module):
 
   @nn.compact
   def __call__(self, input_ids_BL, attention_mask_BL=None, position_ids_BL=None, decode: bool = False):
-    cfg = self.cfg
-    if decode and (cfg.scan_layers or cfg.remat != "none"):
-      raise UserError("decoding with a KV cache runs the unscanned layout without remat; build the model with "
-                      "scan_layers=False and remat=none")
-    if attention_mask_BL is None:
-      attention_mask_BL = jnp.ones_like(input_ids_BL)
-    if position_ids_BL is None:
-      position_ids_BL = jnp.broadcast_to(jnp.arange(input_ids_BL.shape[1]), input_ids_BL.shape)
-    wte = layers.Embed(cfg.vocab_size, cfg.hidden_size, ("vocab", "embed"), cfg.initializer_range, cfg.compute_dtype,
-                       name="wte")
-    wpe = layers.Embed(cfg.max_position, cfg.hidden_size, (None, "embed"), cfg.initializer_range, cfg.compute_dtype,
-                       name="wpe")
-    x_BLH = wte(input_ids_BL) + wpe(position_ids_BL)
-    x_BLH = Dropout(cfg.embedding_dropout)(x_BLH, deterministic=self.deterministic)
-    x_BLH = layers.constrain(x_BLH, ("batch", "length", "embed"))
-    if cfg.scan_layers:
-      for stack in shared.layer_stack(Block, cfg, self.deterministic, cfg.num_layers, (nn.broadcast,)):
-        x_BLH, _ = stack(x_BLH, attention_mask_BL)
-    else:
-      for layer in shared.layer_stack(Block, cfg, self.deterministic, cfg.num_layers, ()):
-        x_BLH, _ = layer(x_BLH, attention_mask_BL, *((True,) if decode else ()))
-    x_BLH = layers.layer_norm(cfg.layer_norm_eps, cfg.compute_dtype, "ln_f")(x_BLH)
+    x_BLH, wte = _transformer(self.cfg, self.deterministic, input_ids_BL, attention_mask_BL, position_ids_BL, decode)
     return wte.attend(x_BLH)
 
 
-def build(cfg: GPT2Config, deterministic: bool = True) -> GPT2:
-  return GPT2(cfg, deterministic)
+class GPT2ForTask(nn.Module):
+  """The fine-tuning model ({"logits": [B, num_labels]} or {"start_logits", "end_logits": [B, L]}); see the module
+  docstring. Rows are padded on the right; `token_type_ids_BL` is accepted and unused (GPT-2 has no token types)."""
+  cfg: GPT2Config
+  deterministic: bool = True
+
+  @nn.compact
+  def __call__(self, input_ids_BL, token_type_ids_BL=None, attention_mask_BL=None):
+    cfg = self.cfg
+    x_BLH, _ = _transformer(cfg, self.deterministic, input_ids_BL, attention_mask_BL)
+    if cfg.head == "span":
+      return heads.span_logits(x_BLH, cfg)
+    real_BL = jnp.ones_like(input_ids_BL, bool) if attention_mask_BL is None else attention_mask_BL > 0
+    last_B = jnp.max(jnp.where(real_BL, jnp.arange(input_ids_BL.shape[1]), 0), axis=1)
+    x_BH = jnp.take_along_axis(x_BLH, last_B[:, None, None], axis=1)[:, 0]
+    score = layers.dense(cfg.num_labels, ("embed", None), cfg.initializer_range, cfg.compute_dtype, "classifier",
+                         use_bias=False)
+    return {"logits": score(x_BH).astype(jnp.float32)}
 
 
-def build_encoder(cfg: GPT2Config) -> GPT2:
-  """GPT2Model as Hugging Face counts it: the output layer is the tied token embedding, so the same parameters."""
-  return GPT2(cfg)
+def _transformer(cfg: GPT2Config, deterministic: bool, input_ids_BL, attention_mask_BL=None, position_ids_BL=None,
+                 decode: bool = False) -> tuple[jax.Array, layers.Embed]:
+  """The final states [B, L, H] (after ln_f) and the token table, from modules made in the calling module."""
+  if decode and (cfg.scan_layers or cfg.remat != "none"):
+    raise UserError("decoding with a KV cache runs the unscanned layout without remat; build the model with "
+                    "scan_layers=False and remat=none")
+  if attention_mask_BL is None:
+    attention_mask_BL = jnp.ones_like(input_ids_BL)
+  if position_ids_BL is None:
+    position_ids_BL = jnp.broadcast_to(jnp.arange(input_ids_BL.shape[1]), input_ids_BL.shape)
+  wte = layers.Embed(cfg.vocab_size, cfg.hidden_size, ("vocab", "embed"), cfg.initializer_range, cfg.compute_dtype,
+                     name="wte")
+  wpe = layers.Embed(cfg.max_position, cfg.hidden_size, (None, "embed"), cfg.initializer_range, cfg.compute_dtype,
+                     name="wpe")
+  x_BLH = wte(input_ids_BL) + wpe(position_ids_BL)
+  x_BLH = Dropout(cfg.embedding_dropout)(x_BLH, deterministic=deterministic)
+  x_BLH = layers.constrain(x_BLH, ("batch", "length", "embed"))
+  if cfg.scan_layers:
+    for stack in shared.layer_stack(Block, cfg, deterministic, cfg.num_layers, (nn.broadcast,)):
+      x_BLH, _ = stack(x_BLH, attention_mask_BL)
+  else:
+    for layer in shared.layer_stack(Block, cfg, deterministic, cfg.num_layers, ()):
+      x_BLH, _ = layer(x_BLH, attention_mask_BL, *((True,) if decode else ()))
+  return layers.layer_norm(cfg.layer_norm_eps, cfg.compute_dtype, "ln_f")(x_BLH), wte
+
+
+def build(cfg: GPT2Config, deterministic: bool = True) -> GPT2 | GPT2ForTask:
+  return GPT2(cfg, deterministic) if cfg.head == "pretraining" else GPT2ForTask(cfg, deterministic)
+
+
+def build_encoder(cfg: GPT2Config) -> GPT2 | None:
+  """GPT2Model as Hugging Face counts it: the output layer is the tied token embedding, so the same parameters (for
+  the pretraining model; a task model's count is its own)."""
+  return GPT2(cfg) if cfg.head == "pretraining" else None
 
 
 def example_inputs(cfg: GPT2Config, batch: int = 1, length: int = 8) -> dict:
   ids = jnp.ones((batch, length), jnp.int32)
+  if cfg.head != "pretraining":
+    return {"input_ids_BL": ids, "token_type_ids_BL": jnp.zeros_like(ids), "attention_mask_BL": ids}
   return {"input_ids_BL": ids, "attention_mask_BL": ids}
 
 

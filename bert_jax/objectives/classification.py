@@ -1,12 +1,16 @@
 """Sequence classification and regression (GLUE and users' own tasks) on an encoder with a task head
-(model.head=classification: BERT, RoBERTa, ALBERT, ELECTRA, XLNet, SpanBERT).
+(model.head=classification: BERT, RoBERTa, ALBERT, ELECTRA, XLNet, SpanBERT, BART, GPT-2).
 
 Features of one example (L = data.seq_len): input_ids, token_type_ids, attention_mask [L] int32, label [] (int32 index,
 or float32 score for regression) and weight [] float32 (0 for rows that only fill a batch). One text or a pair is
 framed as the model was pretrained (objective.framing):
   bert     [CLS] A [SEP] B [SEP], token types 0 for A and 1 for B (BERT, ALBERT, ELECTRA, SpanBERT)
   roberta  <s> A </s></s> B </s>, token type 0 throughout
+  bart     <s> A </s> B </s> with the tokenizer's </s> (BART's eos, where its classifier reads), token type 0:
+           fairseq's GLUE preprocessing and BARTHubInterface.encode (transformers' tokenizer puts </s></s> between)
   xlnet    A <sep> B <sep> <cls>, token types 0, 1 and 2 for <cls> (the summary reads the last real token)
+  gpt2     A <|endoftext|> B, token type 0: the pretraining stream's document separator between the texts (GPT-2
+           published no fine-tuning format); the classifier reads the last real token, as transformers' does
 and a pair too long is cut one token at a time from the longer text (google-research/bert's _truncate_seq_pair).
 Loss: cross-entropy (classification) or squared error (regression, num_labels 1), averaged over the weighted rows.
 
@@ -29,7 +33,7 @@ from bert_jax.data import tasks as tasks_lib
 from bert_jax.errors import UserError
 from bert_jax.objectives import check_fits_positions
 
-FRAMINGS = ("bert", "roberta", "xlnet")
+FRAMINGS = ("bert", "roberta", "bart", "xlnet", "gpt2")
 
 
 class Classification:
@@ -163,13 +167,20 @@ def frame(ids: list[list[int]], tokenizer: Any, seq_len: int, framing: str) -> t
   """(input_ids, token_type_ids, attention_mask) of one text or pair, padded to seq_len."""
   cls, sep = tokenizer.cls_id, tokenizer.sep_id
   pair = len(ids) == 2
-  specials = {"bert": 2 + pair, "roberta": 2 + 2 * pair, "xlnet": 2 + pair}[framing]
+  specials = {"bert": 2 + pair, "roberta": 2 + 2 * pair, "bart": 2 + pair, "xlnet": 2 + pair, "gpt2": pair}[framing]
   parts = truncate_pair(ids, seq_len - specials)
   if framing == "bert":
     tokens = [cls, *parts[0], sep] + ([*parts[1], sep] if pair else [])
     types = [0] * (len(parts[0]) + 2) + ([1] * (len(parts[1]) + 1) if pair else [])
   elif framing == "roberta":
     tokens = [cls, *parts[0], sep] + ([sep, *parts[1], sep] if pair else [])
+    types = [0] * len(tokens)
+  elif framing == "bart":
+    eos = tokenizer.eos_id
+    tokens = [cls, *parts[0], eos] + ([*parts[1], eos] if pair else [])
+    types = [0] * len(tokens)
+  elif framing == "gpt2":
+    tokens = [*parts[0]] + ([tokenizer.eod_id, *parts[1]] if pair else [])
     types = [0] * len(tokens)
   else:
     tokens = [*parts[0], sep] + ([*parts[1], sep] if pair else []) + [cls]
