@@ -8,8 +8,9 @@ on what `bert-jax convert` wrote, with the model's tokenizer.
     records = predictor(texts, top_k)                # one record per text (objectives/blanks.py)
 
 What is predicted is the objective's: fill-mask for masked_lm and permutation_lm, span infilling for
-span_corruption, the label of a fine-tuned classifier (objectives/__init__.py, `predict`). Parameters are restored read only onto this process's devices
-(the config's mesh, as `bert-jax evaluate` does); the texts of one call form one batch, replicated over the mesh.
+span_corruption, the rewritten text for text_infilling, the label of a fine-tuned classifier (objectives/__init__.py,
+`predict`). Parameters are restored read only onto this process's devices (the config's mesh, as `bert-jax
+evaluate` does); the texts of one call form one batch, replicated over the mesh.
 """
 
 import contextlib

@@ -242,3 +242,74 @@ def test_bad_input_is_one_clear_line(run_with_a_favoured_piece, bert, tmp_path, 
   assert "config.json not found" in error_line(capsys, ["predict", "--workdir", str(tmp_path), "--text", "[MASK]"])
   monkeypatch.delattr(MaskedLM, "predict")
   assert "objective masked_lm has no predict support" in error_line(capsys, run + ["--text", "[MASK]"])
+
+
+def test_bart_rewrites_masked_text_as_transformers_greedy_generate(bert, tmp_path_factory):
+  """BART's mask infilling: our greedy decode of the <s> text </s> row equals transformers' greedy `generate` on the
+  same (perturbed) weights, and the record aligns each blank with what the rewrite put there."""
+  import torch
+  import transformers
+  from bert_jax.data.sources import Source
+
+  config, *_ = bert
+  path = tmp_path_factory.mktemp("bart_tokenizer") / "spm.model"
+  tok = tokenizer_lib.train(Source(config.data).sentences(), path, 1000, pad_id=1)  # bart_tiny's ids: </s> 0, <s> 3
+  trainer = Trainer(config_lib.load_config("bart_tiny", ["model.vocab_size=1000"]))
+  keys = iter(jax.random.split(jax.random.key(7), 1000))
+  params = jax.tree.map(lambda x: x + 0.3 * jax.random.normal(next(keys), x.shape), trainer.init_state().params)
+  texts = ["the [MASK] of the city", "[MASK] was a man [MASK] ."]
+  records = Predictor(trainer, params, tok, "test")(texts)
+
+  hf_config, state_dict = convert.to_hf(trainer.config.model, jax.device_get(params))
+  hf = transformers.BartForConditionalGeneration(transformers.BartConfig(**hf_config)).eval()
+  hf.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in state_dict.items()}, strict=False)
+  encoded = [blanks.encode(tok, text, blanks.MASK_MARKER, lambda _: tok.mask_id, "<mask>", 0)[0] for text in texts]
+  length = min(64, 2 * max(len(ids) + 2 for ids in encoded) + 16)  # predict's: the batch's, within 64 positions
+  for text, ids, record in zip(texts, encoded, records):
+    row = torch.tensor([[3, *ids, 0]])
+    with torch.no_grad():
+      generated = hf.generate(row, attention_mask=torch.ones_like(row), do_sample=False, num_beams=1,
+                              max_length=length + 1, decoder_start_token_id=0, eos_token_id=0,
+                              pad_token_id=1, forced_bos_token_id=None, forced_eos_token_id=None, min_length=0,
+                              no_repeat_ngram_size=0)[0].tolist()
+    rewrite = generated[1:]  # after the decoder's start
+    rewrite = rewrite[:rewrite.index(0)] if 0 in rewrite else rewrite
+    rewrite = rewrite[1:] if rewrite[:1] == [3] else rewrite
+    assert record == blanks.fill_rewritten(text, tok, ids, rewrite, tok.mask_id)
+    assert [p["blank"] for p in record["predictions"]] == ["[MASK]"] * text.count("[MASK]")
+
+
+def test_greedy_decode_feeds_each_token_back_from_the_start_token():
+  """A stand-in encoder-decoder whose next token is 3 x its input token + the encoder's first token (mod 11): the decode
+  is that recurrence from the start token, and a row's tokens after its EOS are 0."""
+  from bert_jax.objectives import greedy_decode
+
+  class Recurrence:
+    def apply(self, variables, *args, method):
+      if method == "encode":
+        tokens_BL, _ = args
+        return tokens_BL[:, :1]
+      encoded_B1, decoder_in_BT = args[:2]
+      return jax.nn.one_hot((3 * decoder_in_BT + encoded_B1) % 11, 11)
+
+  decoded = np.asarray(greedy_decode(Recurrence(), {}, np.array([[4, 9], [5, 9]]), np.ones((2, 2)), 8, eos_id=7,
+                                     start_id=2))
+  expected = []
+  for first in (4, 5):
+    token, row = 2, []
+    while len(row) < 8 and 7 not in row:
+      token = (3 * token + first) % 11
+      row.append(token)
+    expected.append(row + [0] * (8 - len(row)))
+  assert decoded.tolist() == expected
+  assert expected[0][:4] == [10, 1, 7, 0] and 7 not in expected[1]  # row 0 reaches EOS, row 1 runs the length
+
+
+def test_a_rewrite_fills_each_blank_with_what_it_put_there():
+  class Pieces:  # one character a piece
+    decode = staticmethod(lambda ids: "".join(chr(i) for i in ids))
+
+  source = [ord(c) for c in "ab"] + [0] + [ord(c) for c in "cd"] + [0]
+  record = blanks.fill_rewritten("ab<mask>cd<mask>", Pieces, source, [ord(c) for c in "abXYcd"], 0)
+  assert record["output"] == "abXYcd"
+  assert [p["text"] for p in record["predictions"]] == ["XY", ""]  # the second span dropped

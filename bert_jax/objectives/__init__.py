@@ -16,8 +16,8 @@ An objective class is built from the whole config and provides:
 An objective that `bert-jax predict` can run adds (bert_jax/predict.py; records as objectives/blanks.py writes them):
 
   predict(model, params, tokenizer, texts, top_k) -> one record per text: {"input", "output", "predictions"}
-      (masked_lm and permutation_lm fill each [MASK], span_corruption each <extra_id_N>; causal_lm writes
-      the next tokens after the text)
+      (masked_lm and permutation_lm fill each [MASK], span_corruption each <extra_id_N>; text_infilling rewrites
+      the text with each <mask> filled; causal_lm writes the next tokens after the text)
 
 An objective that carries memory from batch to batch (XLNet with model.mem_len > 0) sets `carries_memory` and
 adds:
@@ -94,3 +94,31 @@ def summarize_tokens(term: str, sums: dict, metrics: dict, counts: dict) -> dict
                                       {t: float(v) for t, v in counts.items()})),
           f"{term}_loss": loss, f"{term}_accuracy": float(metrics[f"{term}_correct"]) / n,
           f"{term}_perplexity": float(np.exp(min(loss, 50.0)))}
+
+
+def greedy_decode(model, params, encoder_tokens_BL, encoder_mask_BL, length: int, eos_id: int, start_id: int = 0):
+  """[B, length] int32: an encoder-decoder's greedy decode (its `encode(tokens, mask)` and `decode(encoded,
+  decoder_tokens, mask, decoder_mask)` methods: T5's, BART's), the decoder starting from `start_id`, every position
+  recomputed at each step; after a row's `eos_id` its tokens are 0."""
+  import jax
+  import jax.numpy as jnp
+
+  def run(params, encoder_tokens_BL, encoder_mask_BL):
+    variables = {"params": params}
+    encoded_BLD = model.apply(variables, encoder_tokens_BL, encoder_mask_BL, method="encode")
+
+    def step(t, state):
+      decoder_in_BT, out_BT, done_B = state
+      logits_BTV = model.apply(variables, encoded_BLD, decoder_in_BT, encoder_mask_BL,
+                               jnp.ones_like(decoder_in_BT), method="decode")
+      token_B = jnp.where(done_B, 0, jnp.argmax(logits_BTV[:, t], -1).astype(jnp.int32))
+      out_BT = out_BT.at[:, t].set(token_B)
+      decoder_in_BT = decoder_in_BT.at[:, t + 1].set(token_B, mode="drop")
+      return decoder_in_BT, out_BT, done_B | (token_B == eos_id)
+
+    rows = encoder_tokens_BL.shape[0]
+    start_BT = jnp.zeros((rows, length), jnp.int32).at[:, 0].set(start_id)
+    state = (start_BT, jnp.zeros((rows, length), jnp.int32), jnp.zeros((rows,), bool))
+    return jax.lax.fori_loop(0, length, step, state)[1]
+
+  return jax.jit(run)(params, encoder_tokens_BL, encoder_mask_BL)

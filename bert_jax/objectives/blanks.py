@@ -1,15 +1,17 @@
 """Text with blanks, as `bert-jax predict` takes it, and the records of what a model puts in them.
 
 A masked LM (BERT, RoBERTa, ALBERT; XLNet's permutation LM) guesses one piece at each `[MASK]` (or `<mask>`); T5
-fills each `<extra_id_N>` with a span. The text between blanks is encoded stretch by stretch (each as the tokenizer
-encodes it alone, the spaces at its ends dropped but for one before a word that follows a blank), so a blank between
-words stands for a whole word's piece; each blank becomes its id. One record per text:
+fills each `<extra_id_N>` with a span; BART rewrites the whole text, a `<mask>` standing for a span of any length.
+The text between blanks is encoded stretch by stretch (each as the tokenizer encodes it alone, the spaces at its
+ends dropped but for one before a word that follows a blank), so a blank between words stands for a whole word's
+piece; each blank becomes its id. One record per text:
 
   {"input": the text, "output": the text as written with every blank filled by the model's choice,
    "predictions": [{"blank": "[MASK]" or "<extra_id_N>", "text": what fills it,
                     "candidates": [{"token", "id", "probability"}, ...]}]}   (candidates: the top k; masked LMs)
 """
 
+import difflib
 import re
 from typing import Callable, Sequence
 
@@ -121,3 +123,19 @@ def fill_spans(text: str, tokenizer, decoded: Sequence[int], eos_id: int) -> dic
   output = _filled(text, SENTINEL_MARKER, (filled[int(n)] for n in SENTINEL_MARKER.findall(text)))
   return {"input": text, "output": output,
           "predictions": [{"blank": f"<extra_id_{n}>", "text": span} for n, span in filled.items()]}
+
+
+def fill_rewritten(text: str, tokenizer, source: Sequence[int], rewrite: Sequence[int], mask_id: int) -> dict:
+  """The record of BART's `rewrite` (the ids it decoded, without <s> and </s>) of `text` (whose ids are `source`, one
+  mask_id a blank): the output is the whole rewrite; each blank's text is what the rewrite has where the source has
+  that blank (difflib's alignment of the two id sequences; "" where the rewrite drops it)."""
+  names = MASK_MARKER.findall(text)
+  blanks = [i for i, token in enumerate(source) if token == mask_id]
+  fills = [""] * len(blanks)
+  matcher = difflib.SequenceMatcher(a=list(source), b=list(rewrite), autojunk=False)
+  for tag, i1, i2, j1, j2 in matcher.get_opcodes():
+    inside = [k for k, at in enumerate(blanks) if i1 <= at < i2]
+    if tag != "equal" and inside:
+      fills[inside[0]] = tokenizer.decode(list(rewrite[j1:j2])).strip()
+  return {"input": text, "output": tokenizer.decode(list(rewrite)).strip(),
+          "predictions": [{"blank": name, "text": fill} for name, fill in zip(names, fills)]}

@@ -27,7 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from bert_jax.errors import UserError
-from bert_jax.objectives import summarize_tokens, token_scores
+from bert_jax.objectives import greedy_decode, summarize_tokens, token_scores
 
 FEATURES = ("encoder_input_tokens", "encoder_segment_ids", "decoder_target_tokens", "decoder_segment_ids",
             "decoder_positions")
@@ -174,7 +174,7 @@ class SpanCorruption:
   def greedy_decode(self, model, params, batch: dict) -> jax.Array:
     """[B, targets_length] greedy predictions for the first example (segment 1) of each row."""
     first_BL = batch["encoder_segment_ids"] == 1
-    return _greedy_decode(model, params, jnp.where(first_BL, batch["encoder_input_tokens"], 0),
+    return greedy_decode(model, params, jnp.where(first_BL, batch["encoder_input_tokens"], 0),
                           first_BL.astype(jnp.int32), self.targets_length, self.config.model.eos_token_id)
 
   def decode_examples(self, model, params, batch: dict, tokenizer, count: int = 4) -> list[dict]:
@@ -218,7 +218,7 @@ class SpanCorruption:
             + [tokenizer.eos_id] for i, text in enumerate(texts)]
     tokens_BL, segments_BL = blanks.pad(rows, self.config.model.pad_token_id)
     eos = self.config.model.eos_token_id
-    decoded_BT = np.asarray(_greedy_decode(model, params, tokens_BL, segments_BL, self.targets_length, eos))
+    decoded_BT = np.asarray(greedy_decode(model, params, tokens_BL, segments_BL, self.targets_length, eos))
     return [blanks.fill_spans(text, tokenizer, decoded_T, eos) for text, decoded_T in zip(texts, decoded_BT)]
 
 
@@ -232,24 +232,3 @@ def decoder_inputs(batch: dict) -> jax.Array:
   targets_BT = batch["decoder_target_tokens"]
   shifted_BT = jnp.pad(targets_BT, ((0, 0), (1, 0)))[:, :-1]
   return jnp.where(batch["decoder_positions"] == 0, 0, shifted_BT)
-
-
-def _greedy_decode(model, params, encoder_tokens_BL, encoder_segments_BL, length: int, eos_id: int):
-  def run(params, encoder_tokens_BL, encoder_segments_BL):
-    variables = {"params": params}
-    encoded_BLD = model.apply(variables, encoder_tokens_BL, encoder_segments_BL, method="encode")
-
-    def step(t, state):
-      decoder_in_BT, out_BT, done_B = state
-      logits_BTV = model.apply(variables, encoded_BLD, decoder_in_BT, encoder_segments_BL,
-                               jnp.ones_like(decoder_in_BT), method="decode")
-      token_B = jnp.where(done_B, 0, jnp.argmax(logits_BTV[:, t], -1).astype(jnp.int32))
-      out_BT = out_BT.at[:, t].set(token_B)
-      decoder_in_BT = decoder_in_BT.at[:, t + 1].set(token_B, mode="drop")
-      return decoder_in_BT, out_BT, done_B | (token_B == eos_id)
-
-    zeros_BT = jnp.zeros((encoder_tokens_BL.shape[0], length), jnp.int32)
-    state = (zeros_BT, zeros_BT, jnp.zeros((encoder_tokens_BL.shape[0],), bool))
-    return jax.lax.fori_loop(0, length, step, state)[1]
-
-  return jax.jit(run)(params, encoder_tokens_BL, encoder_segments_BL)

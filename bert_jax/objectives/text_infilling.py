@@ -30,7 +30,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from bert_jax.errors import UserError
-from bert_jax.objectives import check_fits_positions, summarize_tokens, token_scores
+from bert_jax.objectives import check_fits_positions, greedy_decode, summarize_tokens, token_scores
 
 FEATURES = ("input_ids", "attention_mask", "decoder_input_ids", "labels", "decoder_attention_mask")
 
@@ -125,3 +125,28 @@ class TextInfilling:
 
   def summarize(self, sums: dict, metrics: dict, counts: dict) -> dict:
     return summarize_tokens("targets", sums, metrics, counts)
+
+  def predict(self, model, params, tokenizer, texts: list[str], top_k: int) -> list[dict]:
+    """Mask infilling (`bert-jax predict`): each text, a <mask> (or [MASK]) for each span to fill, framed <s> text </s>
+    as the encoder's input; the greedy decode rewrites the whole text, as pretraining taught it (up to twice the
+    longest input plus 16 tokens, within the model's positions; top_k plays no part)."""
+    from bert_jax import models
+    from bert_jax.objectives import blanks
+
+    bos, eos = self.config.model.bos_token_id, self.config.model.eos_token_id
+    limit = models.max_sequence_length(self.config.model)
+    rows = []
+    for i, text in enumerate(texts):
+      ids = blanks.encode(tokenizer, text, blanks.MASK_MARKER, lambda _: tokenizer.mask_id, "<mask>", i)[0]
+      rows.append([bos, *ids, eos])
+      blanks.check_length(len(rows[-1]), limit, text, i)
+    tokens_BL, mask_BL = blanks.pad(rows, self.config.model.pad_token_id)
+    length = min(limit, 2 * tokens_BL.shape[1] + 16)
+    decoded_BT = np.asarray(greedy_decode(model, params, tokens_BL, mask_BL, length, eos, start_id=eos))
+    records = []
+    for text, row, decoded_T in zip(texts, rows, decoded_BT):
+      rewrite = [int(t) for t in decoded_T]
+      rewrite = rewrite[:rewrite.index(eos)] if eos in rewrite else rewrite
+      rewrite = rewrite[1:] if rewrite[:1] == [bos] else rewrite
+      records.append(blanks.fill_rewritten(text, tokenizer, row[1:-1], rewrite, tokenizer.mask_id))
+    return records

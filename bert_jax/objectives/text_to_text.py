@@ -17,7 +17,8 @@ import numpy as np
 from bert_jax import scores
 from bert_jax.data import tasks as tasks_lib
 from bert_jax.errors import UserError
-from bert_jax.objectives.span_corruption import SpanCorruption, _greedy_decode
+from bert_jax.objectives import greedy_decode
+from bert_jax.objectives.span_corruption import SpanCorruption
 
 
 class TextToText(SpanCorruption):
@@ -81,7 +82,7 @@ class TextToText(SpanCorruption):
     return features
 
   def outputs(self, model, params, batch: dict, rngs: dict | None = None) -> dict:
-    return {"tokens": _greedy_decode(model, params, batch["encoder_input_tokens"], batch["encoder_segment_ids"],
+    return {"tokens": greedy_decode(model, params, batch["encoder_input_tokens"], batch["encoder_segment_ids"],
                                      self.targets_length, self.config.model.eos_token_id)}
 
   def _decoded(self, outputs: dict, tokenizer: Any) -> list[str]:
