@@ -69,7 +69,8 @@ def base_config() -> ml_collections.ConfigDict:
   c.optimizer = ml_collections.ConfigDict({
       "name": "adamw",  # adamw | lamb | adafactor
       "learning_rate": 1e-4,
-      "schedule": "linear",  # linear (warm-up then linear decay) | rsqrt | constant
+      "schedule": "linear",  # linear | cosine (warm-up, then that decay) | rsqrt | constant
+      "min_lr_ratio": 0.0,  # where linear and cosine decay end, over the peak (XLNet's 0.001)
       "warmup_steps": 100,
       "b1": 0.9,
       "b2": 0.999,
@@ -142,7 +143,7 @@ def xlnet_config(**model_overrides) -> ml_collections.ConfigDict:
   """XLNet-Large's recipe (Yang et al. 2019, section 3.1 and the appendix's pretraining hyperparameters;
   zihangdai/xlnet's train flags) at the model's default size, XLNet-base: seq 512, memory 384, reuse 256, 85
   predicted tokens in spans (alpha 6, beta 1), factorization orders within blocks of 256, Adam lr 4e-4, 40k
-  warm-up, batch 8192, 500k steps."""
+  warm-up then linear decay to 0.001 x the peak (min_lr_ratio), batch 8192, 500k steps."""
   c = base_config()
   c.model = models.default_config("xlnet", **model_overrides)
   c.objective = ml_collections.ConfigDict({
@@ -158,7 +159,7 @@ def xlnet_config(**model_overrides) -> ml_collections.ConfigDict:
   })
   c.data.seq_len = 512
   c.train.update(steps=500_000, batch_size=8192, log_every=100)
-  c.optimizer.update(learning_rate=4e-4, warmup_steps=40_000, weight_decay=0.01, eps=1e-6)
+  c.optimizer.update(learning_rate=4e-4, warmup_steps=40_000, weight_decay=0.01, eps=1e-6, min_lr_ratio=0.001)
   c.checkpoint.every = 10_000
   return c
 
@@ -250,10 +251,10 @@ def unilm_config(**model_overrides) -> ml_collections.ConfigDict:
 def gpt2_config(**model_overrides) -> ml_collections.ConfigDict:
   """GPT-2's recipe as far as it is published (Radford et al. 2019, section 2.3: byte-level BPE of 50,257 ids,
   1024-token context, batch 512; GPT-1, Radford et al. 2018, section 4.1: Adam at most 2.5e-4 after 2,000 warm-up
-  steps, weight decay 0.01 on all but biases and gains, dropout 0.1): causal LM on documents packed with
-  <|endoftext|> between them; GPT-2 small. Assumed where the papers are silent: the decay after warm-up is linear
-  (GPT-1 anneals on a cosine), b2 0.999, gradients clipped at 1.0, and 600k steps of 512 x 1024 tokens (about the
-  300B tokens of the open reproductions, e.g. nanoGPT's)."""
+  steps then annealed to 0 on a cosine, weight decay 0.01 on all but biases and gains, dropout 0.1): causal LM on
+  documents packed with <|endoftext|> between them; GPT-2 small. Assumed where the papers are silent: b2 0.999,
+  gradients clipped at 1.0, and 600k steps of 512 x 1024 tokens (about the 300B tokens of the open reproductions,
+  e.g. nanoGPT's)."""
   c = base_config()
   c.model = models.default_config("gpt2", **model_overrides)
   c.objective = ml_collections.ConfigDict({
@@ -265,7 +266,7 @@ def gpt2_config(**model_overrides) -> ml_collections.ConfigDict:
   })
   c.data.update(seq_len=1024, tokenizer_type="byte_bpe")
   c.train.update(steps=600_000, batch_size=512, log_every=100)
-  c.optimizer.update(learning_rate=2.5e-4, warmup_steps=2_000, weight_decay=0.01, eps=1e-8)
+  c.optimizer.update(learning_rate=2.5e-4, schedule="cosine", warmup_steps=2_000, weight_decay=0.01, eps=1e-8)
   c.checkpoint.every = 10_000
   return c
 

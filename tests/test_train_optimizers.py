@@ -63,6 +63,22 @@ def test_linear_schedule_warms_up_then_decays_to_zero():
   np.testing.assert_allclose(values, [0.0, 5e-4, 1e-3, 5e-4, 0.0], atol=1e-9)
 
 
+def test_decay_ends_at_min_lr_ratio_and_cosine_halves_at_the_middle():
+  for name, middle in (("linear", 0.5 * (1e-3 + 1e-5)), ("cosine", 1e-5 + (1e-3 - 1e-5) * 0.5)):
+    schedule = optimizers.learning_rate_schedule(make_config(
+        "optimizer.learning_rate=1e-3", "optimizer.warmup_steps=10", f"optimizer.schedule={name}",
+        "optimizer.min_lr_ratio=0.01"))
+    values = np.array([schedule(s) for s in (0, 5, 10, 55, 100)])
+    np.testing.assert_allclose(values, [0.0, 5e-4, 1e-3, middle, 1e-5], rtol=1e-6, atol=1e-12, err_msg=name)
+  schedule = optimizers.learning_rate_schedule(make_config("optimizer.learning_rate=1e-3", "optimizer.warmup_steps=10",
+                                                           "optimizer.schedule=cosine"))
+  quarter = 1e-3 * 0.5 * (1 + np.cos(np.pi * 0.25))  # a quarter of the way down: above the linear 7.5e-4
+  np.testing.assert_allclose([schedule(32.5), schedule(100)], [quarter, 0.0], rtol=1e-6, atol=1e-12)
+  assert config_lib.load_config("xlnet_base").optimizer.min_lr_ratio == 0.001  # XLNet's release
+  with pytest.raises(UserError, match="min_lr_ratio"):
+    optimizers.learning_rate_schedule(make_config("optimizer.min_lr_ratio=2"))
+
+
 def test_rsqrt_schedule_is_t5s():
   schedule = optimizers.learning_rate_schedule(make_config("optimizer.schedule=rsqrt", "optimizer.learning_rate=0.01",
                                                            "optimizer.warmup_steps=10000"))
@@ -83,7 +99,7 @@ def test_gradients_are_clipped_to_the_global_norm(clip_norm, expected_norm):
 
 @pytest.mark.parametrize("overrides, message", [
     (["optimizer.name=sgd"], "optimizer.name must be one of"),
-    (["optimizer.schedule=cosine"], "optimizer.schedule must be one of"),
+    (["optimizer.schedule=exponential"], "optimizer.schedule must be one of"),
     (["train.clip_norm=-1.0"], "train.clip_norm must be >= 0"),
 ])
 def test_bad_optimizer_settings(overrides, message):

@@ -4,8 +4,9 @@ adamw (BERT, RoBERTa): decoupled weight decay, masked off biases and LayerNorm/R
 lamb (ALBERT): layer-wise adaptive Adam, the same decay mask.
 adafactor (T5): factored second moments over each kernel's 2-D (fan-in, fan-out) view, update clipping, the
 parameter-scaled step from the schedule (rsqrt for T5).
-Schedules: linear (warm-up from 0, then linear decay to 0 at train.steps), rsqrt (the peak for
-warmup_steps, then peak * sqrt(warmup_steps / step): T5's 1/sqrt(max(step, 10^4)) at lr 0.01),
+Schedules: linear (warm-up from 0, then linear decay to min_lr_ratio x the peak at train.steps: 0 but for XLNet's
+0.001), cosine (the same warm-up, then half a cosine down to min_lr_ratio x the peak: optax.cosine_decay_schedule),
+rsqrt (the peak for warmup_steps, then peak * sqrt(warmup_steps / step): T5's 1/sqrt(max(step, 10^4)) at lr 0.01),
 constant (after a linear warm-up).
 optimizer.layer_decay < 1 scales each layer's updates as ELECTRA's fine-tuning does (scale_by_layer_depth).
 """
@@ -21,7 +22,7 @@ from bert_jax.errors import UserError
 from bert_jax.models import shared
 
 OPTIMIZERS = ("adamw", "lamb", "adafactor")
-SCHEDULES = ("linear", "rsqrt", "constant")
+SCHEDULES = ("linear", "cosine", "rsqrt", "constant")
 NO_DECAY_NAMES = ("bias", "scale")
 
 
@@ -31,13 +32,17 @@ def learning_rate_schedule(config: Any) -> optax.Schedule:
     raise UserError(f"optimizer.schedule must be one of {', '.join(SCHEDULES)}, got '{o.schedule}'")
   if o.learning_rate <= 0 or o.warmup_steps < 0:
     raise UserError("optimizer.learning_rate must be positive and optimizer.warmup_steps non-negative")
-  peak, warmup = float(o.learning_rate), int(o.warmup_steps)
+  peak, warmup, end = float(o.learning_rate), int(o.warmup_steps), float(o.get("min_lr_ratio", 0.0))
+  if not 0.0 <= end <= 1.0:
+    raise UserError(f"optimizer.min_lr_ratio must be in [0, 1] (the decay's end over the peak), got {end}")
   if o.schedule == "rsqrt":
     floor = max(warmup, 1)
     return lambda step: peak * jnp.sqrt(floor / jnp.maximum(step, floor))
   warm = optax.linear_schedule(0.0, peak, warmup) if warmup else optax.constant_schedule(peak)
-  after = (optax.linear_schedule(peak, 0.0, max(steps - warmup, 1)) if o.schedule == "linear"
-           else optax.constant_schedule(peak))
+  decay_steps = max(steps - warmup, 1)
+  after = {"linear": lambda: optax.linear_schedule(peak, peak * end, decay_steps),
+           "cosine": lambda: optax.cosine_decay_schedule(peak, decay_steps, alpha=end),
+           "constant": lambda: optax.constant_schedule(peak)}[o.schedule]()
   return optax.join_schedules([warm, after], [warmup])
 
 
