@@ -201,10 +201,7 @@ class BartForTask(nn.Module):
     if cfg.head == "span":
       logits_BL2 = self.qa_outputs(y_BLD).astype(jnp.float32)
       return {"start_logits": logits_BL2[..., 0], "end_logits": logits_BL2[..., 1]}
-    positions_L = jnp.arange(input_ids_BL.shape[1])
-    last_eos_B = jnp.max(jnp.where(input_ids_BL == cfg.eos_token_id, positions_L, 0), axis=1)
-    x_BD = jnp.take_along_axis(y_BLD, last_eos_B[:, None, None], axis=1)[:, 0]
-    return {"logits": self.classifier(x_BD)}
+    return {"logits": self.classifier(heads.state_at_last(y_BLD, input_ids_BL == cfg.eos_token_id))}
 
 
 def _modules(cfg: BartConfig, deterministic: bool) -> tuple[layers.Embed, "Stack", "Stack"]:

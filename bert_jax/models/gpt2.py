@@ -187,9 +187,7 @@ class GPT2ForTask(nn.Module):
     x_BLH, _ = _transformer(cfg, self.deterministic, input_ids_BL, attention_mask_BL)
     if cfg.head == "span":
       return heads.span_logits(x_BLH, cfg)
-    real_BL = jnp.ones_like(input_ids_BL, bool) if attention_mask_BL is None else attention_mask_BL > 0
-    last_B = jnp.max(jnp.where(real_BL, jnp.arange(input_ids_BL.shape[1]), 0), axis=1)
-    x_BH = jnp.take_along_axis(x_BLH, last_B[:, None, None], axis=1)[:, 0]
+    x_BH = heads.state_at_last(x_BLH, heads.real_tokens(input_ids_BL, attention_mask_BL))
     score = layers.dense(cfg.num_labels, ("embed", None), cfg.initializer_range, cfg.compute_dtype, "classifier",
                          use_bias=False)
     return {"logits": score(x_BH).astype(jnp.float32)}

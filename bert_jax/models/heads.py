@@ -4,8 +4,9 @@
 (RobertaClassificationHead with tanh and ElectraClassificationHead with gelu over the first token; XLNet's
 SequenceSummary + logits_proj over the last real token, without the first dropout). `span_logits`: one dense
 of 2 on every position, the start and end logits of an answer span (the qa_outputs of ...ForQuestionAnswering).
-`task_outputs` is either over a sequence output. The dropout is cfg.head_dropout (model.classifier_dropout, else
-model.dropout); logits are float32.
+`task_outputs` is either over a sequence output; `state_at_last` picks the summary vector of the families that
+read the last real token (XLNet, GPT-2) or the last </s> (BART). The dropout is cfg.head_dropout
+(model.classifier_dropout, else model.dropout); logits are float32.
 """
 
 from typing import Any
@@ -44,6 +45,17 @@ def task_outputs(x_BLH: jax.Array, cfg: Any, deterministic: bool, activation: st
   if cfg.head == "span":
     return span_logits(x_BLH, cfg)
   return {"logits": ClassificationHead(cfg, activation, deterministic, name="classifier")(x_BLH[:, 0])}
+
+
+def state_at_last(x_BLD: jax.Array, where_BL: jax.Array) -> jax.Array:
+  """[B, D]: each row's state at its last position where `where_BL` holds (position 0 where it never does)."""
+  last_B = jnp.max(jnp.where(where_BL, jnp.arange(where_BL.shape[1]), 0), axis=1)
+  return jnp.take_along_axis(x_BLD, last_B[:, None, None], axis=1)[:, 0]
+
+
+def real_tokens(input_ids_BL: jax.Array, attention_mask_BL: jax.Array | None) -> jax.Array:
+  """[B, L] bool: the positions attention_mask_BL marks real (all, without one)."""
+  return jnp.ones_like(input_ids_BL, bool) if attention_mask_BL is None else attention_mask_BL > 0
 
 
 def span_logits(x_BLH: jax.Array, cfg: Any) -> dict:

@@ -305,10 +305,7 @@ class XLNetForTask(nn.Module):
     x_BLD, _ = encoder(input_ids_BL, token_type_ids_BL, attention_mask_BL)
     if cfg.head == "span":
       return heads.span_logits(x_BLD, cfg)
-    positions_L = jnp.arange(input_ids_BL.shape[1])
-    real_BL = jnp.ones_like(input_ids_BL, bool) if attention_mask_BL is None else attention_mask_BL > 0
-    last_B = jnp.max(jnp.where(real_BL, positions_L, 0), axis=1)
-    x_BD = jnp.take_along_axis(x_BLD, last_B[:, None, None], axis=1)[:, 0]
+    x_BD = heads.state_at_last(x_BLD, heads.real_tokens(input_ids_BL, attention_mask_BL))
     return {"logits": heads.ClassificationHead(cfg, "tanh", self.deterministic, input_dropout=False,
                                                name="classifier")(x_BD)}
 
