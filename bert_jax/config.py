@@ -25,6 +25,10 @@ def resolve_config_path(spec: str) -> tuple[Path | storage.Path, str | None]:
     return storage.path(spec), None
   path_str, _, arg = spec.partition(":")
   path = Path(path_str)
+  if path.is_dir():
+    inside = f"{path / 'config.json'} (the run's saved config)" if (path / "config.json").is_file() else \
+        f"a config file in it (e.g. {path / 'bert_base.py'}) or a config name such as bert_base"
+    raise UserError(f"--config {path_str} is a directory; give {inside}")
   if not path.suffix:
     path = CONFIG_DIR / f"{path_str}.py"
   if not path.is_file():

@@ -8,6 +8,7 @@ import pytest
 
 from bert_jax import cli, config as config_lib, models
 from bert_jax.errors import UserError
+from cli_helpers import error_line
 
 
 def test_overrides_are_typed():
@@ -49,6 +50,19 @@ def test_unknown_config_file_names_the_choices():
   with pytest.raises(UserError) as error:
     config_lib.load_config("bert_huge")
   assert "config file 'bert_huge' not found" in str(error.value) and "bert_base" in str(error.value)
+
+
+def test_a_config_path_that_is_a_directory_says_what_to_give(tmp_path, capsys, monkeypatch):
+  monkeypatch.chdir(config_lib.CONFIG_DIR.parent)
+  assert error_line(capsys, ["train", "--config", "configs", "--workdir", str(tmp_path / "w")]) == (
+      "bert-jax: error: --config configs is a directory; give a config file in it (e.g. configs/bert_base.py) or a "
+      "config name such as bert_base")
+  (tmp_path / "run").mkdir()
+  (tmp_path / "run" / "config.json").write_text("{}")
+  assert error_line(capsys, ["params", "--config", str(tmp_path / "run")]) == (
+      f"bert-jax: error: --config {tmp_path / 'run'} is a directory; give {tmp_path / 'run' / 'config.json'} (the "
+      "run's saved config)")
+  assert sorted(p.name for p in tmp_path.rglob("*")) == ["config.json", "run"]
 
 
 def test_cli_prints_one_line_and_exits_nonzero(capsys):

@@ -18,6 +18,7 @@ from bert_jax import cli, config as config_lib, convert, models, params as param
 from bert_jax.convert import files
 from bert_jax.errors import UserError
 from bert_jax.models import bert
+from cli_helpers import snapshot
 
 SIZES = dict(vocab_size=97, hidden_size=32, num_attention_heads=4, intermediate_size=37,
              hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
@@ -199,6 +200,13 @@ def test_convert_command_errors(tmp_path, capsys):
   export = ["convert", "--to-hf", "--config", "bert_tiny", "--params", str(tmp_path / "out" / "params"),
             "--output", str(tmp_path / "x")]
   assert "do not match" in _error_line(capsys, export)
+  (tmp_path / "occupied").write_text("a file")
+  before = snapshot(tmp_path)
+  for command in (argv[:3], export[:6]):
+    assert _error_line(capsys, [*command, "--output", str(tmp_path / "occupied")]) == (
+        f"bert-jax: error: --output {tmp_path / 'occupied'} is a file; give a directory to write into (a new one, or "
+        "one without a converted model)")
+  assert snapshot(tmp_path) == before
 
 
 def test_unsupported_checkpoints_are_user_errors():

@@ -14,6 +14,7 @@ from bert_jax import cli, defaults
 from bert_jax.data import tasks
 from bert_jax.errors import UserError
 from bert_jax.objectives import classification
+from cli_helpers import error_line, snapshot
 
 COLA_TRAIN = "gj04\t1\t\tOur friends won't buy this analysis.\ngj04\t0\t*\tOne more pseudo generalization.\n"
 COLA_TEST = "index\tsentence\n0\tBill whistled past the house.\n1\tThe car honked.\n"
@@ -232,6 +233,18 @@ def test_bert_finetunes_through_the_cli_learns_and_writes_predictions(pretrained
                    "32", "--json"]) == 0
   evaluated = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
   assert evaluated["accuracy"] == pytest.approx(records[32]["accuracy"])
+
+
+def test_a_missing_label_column_names_the_columns_found(pretrained_bert, tmp_path, capsys):
+  files = lines_task(tmp_path, 8, seed=2)
+  for split in ("train", "dev"):
+    path = Path(files[split])
+    path.write_text(path.read_text().replace("sentence\tlabel", "sentence\tlab", 1))
+  before = snapshot(tmp_path)
+  line = error_line(capsys, finetune_argv(pretrained_bert, tmp_path / "ft", files, "--config.task.label=label"))
+  assert line == (f"bert-jax: error: {files['train']} has no column 'label' (its columns: 'lab', 'sentence'); "
+                  "set task.label to one of them")
+  assert snapshot(tmp_path) == before and not (tmp_path / "ft").exists()
 
 
 def test_finetune_resumes_and_scratch_starts_from_random_parameters(pretrained_bert, tmp_path, capsys):

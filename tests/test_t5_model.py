@@ -96,6 +96,26 @@ def test_parity_with_transformers_padded(version):
   np.testing.assert_allclose(ours[valid], expected[valid], atol=1e-4, rtol=0)
 
 
+def test_v1_1_float32_error_is_the_rounding_of_its_logits_scale():
+  """v1.1's untied head is unscaled: with transformers' initialization (head std 1) the logits grow as sqrt(d_model)
+  (here about 70), and float32 rounds both implementations away from the float64 result by a few eps of that scale
+  (3-4e-5 here, near 1e-4 at d_model 256). So each is held to that: ours no farther from transformers' float64
+  logits than transformers' own float32 logits are (with a margin), and within 1e-6 of the logits' scale."""
+  torch.manual_seed(0)
+  hf_config = transformers.T5Config(vocab_size=256, d_model=128, d_kv=32, d_ff=256, num_layers=4, num_decoder_layers=4,
+                                    num_heads=4, dropout_rate=0.0, decoder_start_token_id=0, **VERSIONS["v1_1"])
+  model = transformers.T5ForConditionalGeneration(hf_config).eval()
+  model_config, params = convert.from_hf(hf_state(model), model.config.to_dict())
+  batch = padded_batch(np.random.default_rng(2))
+  valid = batch[3].astype(bool)
+  ours, hf32 = our_logits(model_config, params, *batch)[valid], hf_logits(model, *batch)[valid]
+  hf64 = hf_logits(model.double(), *batch)[valid]
+  scale = np.abs(hf64).max()
+  assert scale > 40
+  ours_error, hf_error = np.abs(ours - hf64).max(), np.abs(hf32 - hf64).max()
+  assert ours_error <= 1.5 * hf_error and ours_error <= 1e-6 * scale, (ours_error, hf_error, scale)
+
+
 @pytest.mark.parametrize("version", sorted(VERSIONS))
 def test_export_reloads_in_transformers(version, tmp_path):
   model_config, params = random_params(version)

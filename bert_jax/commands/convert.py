@@ -125,8 +125,14 @@ def export_hf(config_spec: str, overrides: list[str], params_path: str, output: 
     hf_config.update(bos_token_id=tokenizer.eod_id, eos_token_id=tokenizer.eod_id)
   fast = tokenizer and tokenizer_export.fast_tokenizer(tokenizer, hf_config["model_type"],
                                                        models.max_sequence_length(config.model))
+  companions = convert.to_hf_companions(config.model, params)
+  out = storage.path(output)
+  targets = [out / name for name in ("config.json", "model.safetensors", *companions)]
+  taken = [str(t) for t in targets + [out / name for name in tokenizer_export.FILES if tokenizer] if t.exists()]
+  if taken:
+    raise UserError(f"{taken[0]} already exists; choose a new --output directory")
   files.write_hf_dir(output, hf_config, state_dict)
-  for name, (companion_config, companion_state) in convert.to_hf_companions(config.model, params).items():
+  for name, (companion_config, companion_state) in companions.items():
     files.write_hf_dir(storage.path(output) / name, companion_config, companion_state)  # ELECTRA: OUTPUT/generator
     print(f"wrote the {name} ({companion_config['architectures'][0]}) to {storage.path(output) / name}")
   if tokenizer:
@@ -137,8 +143,17 @@ def export_hf(config_spec: str, overrides: list[str], params_path: str, output: 
   return storage.path(output), tokenizer is not None
 
 
+def check_output(output: str) -> None:
+  """--output must be a directory (new or existing), never a file: checked before anything is read or written."""
+  out = storage.path(output)
+  if out.exists() and not out.is_dir():
+    raise UserError(f"--output {output} is a file; give a directory to write into (a new one, or one without a "
+                    "converted model)")
+
+
 def run(args) -> int:
   output = workdir_lib.resolve(args.output)  # Orbax takes absolute paths only
+  check_output(output)
   if args.from_hf:
     out = import_hf(workdir_lib.resolve(args.from_hf), output)
     print(f"wrote {out / 'config.py'} and {out / 'params'}; use --config {out / 'config.py'} "

@@ -246,12 +246,21 @@ def _files_task(task_config: Any) -> Task:
   columns = tuple(c for c in (task_config.text_a, task_config.text_b) if c)
   regression = task_config.kind == "regression"
 
+  settings = {task_config[key]: f"task.{key}" for key in ("label", "text_b", "text_a") if task_config[key]}
+
   def rows(split: str) -> list[dict]:
     path = paths[split]
     if path.suffix in (".jsonl", ".json"):
       with storage.open_file(path, "r") as f:
-        return [json.loads(line) for line in f if line.strip()]
-    return _read_table(path, "\t" if path.suffix == ".tsv" else ",", header=True)
+        table = [json.loads(line) for line in f if line.strip()]
+    else:
+      table = _read_table(path, "\t" if path.suffix == ".tsv" else ",", header=True)
+    found = {column for row in table for column in row}
+    for column in columns + (() if split == "test" else (task_config.label,)):
+      if column not in found:
+        raise UserError(f"{path} has no column {column!r} (its columns: {', '.join(map(repr, sorted(found)))}); "
+                        f"set {settings[column]} to one of them")
+    return table
 
   labels = tuple(s.strip() for s in task_config.labels.split(",") if s.strip())
   if not regression and not labels:
@@ -260,10 +269,10 @@ def _files_task(task_config: Any) -> Task:
   def read(split: str) -> list[Example]:
     examples = []
     for number, row in enumerate(rows(split)):
-      missing = [c for c in columns if c not in row]
+      missing = [c for c in columns + (() if split == "test" else (task_config.label,)) if c not in row]
       if missing:
-        raise UserError(f"{paths[split]} row {number + 1} has no column {missing[0]!r}; set task.text_a / "
-                        "task.text_b to its text columns")
+        raise UserError(f"{paths[split]} row {number + 1} has no column {missing[0]!r} "
+                        f"({settings[missing[0]]}); give every row a value for it")
       raw = row.get(task_config.label)
       label = None if split == "test" or raw is None else _label(str(raw), labels, paths[split])
       examples.append(Example(str(row.get("id", number)), tuple((c, str(row[c])) for c in columns), label))
