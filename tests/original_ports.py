@@ -1,7 +1,8 @@
 """Small ports of the original data generators' sampling, used as oracles by the statistical tests:
 google-research/bert create_pretraining_data.py (segment pairs, NSP), google-research/albert's file of the
 same name (SOP, whole-word n-gram masking), fairseq's denoising_dataset.py (BART's text infilling and sentence
-permutation). Only the decisions are ported, not the output format."""
+permutation), zihangdai/xlnet's data_utils.py (the attention mask of a factorization order). Only the decisions are
+ported, not the output format."""
 
 import math
 import random
@@ -166,3 +167,36 @@ def fairseq_permute_sentences(source, full_stop_index: int):
     result[index:index + sentence.size(0)] = sentence
     index += sentence.size(0)
   return result
+
+
+def xlnet_local_perm(inputs_N: np.ndarray, is_masked_N: np.ndarray, index_N: np.ndarray, sep_id: int, cls_id: int
+                     ) -> tuple[np.ndarray, np.ndarray]:
+  """XLNet's _local_perm on one part, with its factorization order given (index_N[k]: the place of position k)
+  instead of drawn. Returns (perm_mask [N, N] bool, True where i may not attend to j; target_mask [N] bool).
+
+  <sep> and <cls> ("functional" tokens) are never predicted but keep their place in the order; every other
+  unmasked token is context, placed before the whole order. Context is visible to all and sees only context;
+  an order token sees the context and the order tokens placed before it, and, unless it is predicted, itself."""
+  func_N = (inputs_N == sep_id) | (inputs_N == cls_id)
+  context_N = ~is_masked_N & ~func_N
+  predicted_N = is_masked_N & ~func_N
+  place_N = np.where(context_N, -1, index_N)
+  sees_below_N = np.where(predicted_N, place_N, place_N + 1)  # i sees the order tokens placed below this
+  perm_mask_NN = (place_N[None, :] >= sees_below_N[:, None]) & ~context_N[None, :]
+  return perm_mask_NN, predicted_N
+
+
+def xlnet_perm_mask(inputs_L: np.ndarray, is_masked_L: np.ndarray, index_L: np.ndarray, reuse_len: int,
+                    sep_id: int, cls_id: int) -> tuple[np.ndarray, np.ndarray]:
+  """The perm_mask [L, L] and target_mask [L] of XLNet's get_dataset parser: the reuse part and the rest each through
+  xlnet_local_perm with their own order (index_L local to each part); the reuse part sees nothing of the rest, the
+  rest all of the reuse part. reuse_len 0 (which the release does not allow) makes one part."""
+  L = len(inputs_L)
+  perm_mask_LL = np.zeros((L, L), bool)
+  target_L = np.zeros(L, bool)
+  for begin, end in ([(0, reuse_len), (reuse_len, L)] if reuse_len else [(0, L)]):
+    part = slice(begin, end)
+    perm_mask_LL[part, part], target_L[part] = xlnet_local_perm(inputs_L[part], is_masked_L[part], index_L[part],
+                                                                sep_id, cls_id)
+  perm_mask_LL[:reuse_len, reuse_len:] = True
+  return perm_mask_LL, target_L

@@ -1,6 +1,6 @@
 """The objectives against ports of the original generators (tests/original_ports.py): BERT's NSP and
-ALBERT's SOP pairs, ALBERT's whole-word n-grams, and the recipes that choose them. Synthetic documents tell
-where every token came from: document d, position p -> id 1000 * d + p."""
+ALBERT's SOP pairs, ALBERT's whole-word n-grams, XLNet's attention masks, and the recipes that choose
+them. Synthetic documents tell where every token came from: document d, position p -> id 1000 * d + p."""
 
 import random
 
@@ -10,9 +10,10 @@ import pytest
 from bert_jax import config as config_lib
 from bert_jax.data import segments
 from bert_jax.data.tf_cpu import tf
-from bert_jax.objectives import masking
+from bert_jax.objectives import get_objective, masking
+from bert_jax.objectives.permutation_lm import permutation_mask
 from data_helpers import as_dataset, synthetic_documents
-from original_ports import ngram_lengths, pair_labels
+from original_ports import ngram_lengths, pair_labels, xlnet_local_perm, xlnet_perm_mask
 
 IDS = segments.SpecialIds(cls=1, sep=2, pad=0)
 SEQ_LEN = 32
@@ -127,3 +128,76 @@ def test_albert_recipe_masks_ngrams_of_whole_words():
 def test_xlnet_recipes_read_the_data_both_ways():
   for name in ("xlnet_base", "xlnet_large"):
     assert config_lib.load_config(name).objective.bi_data
+
+
+# --- XLNet: the attention mask of a factorization order -----------------------------------------------------
+
+XLNET_SEP, XLNET_CLS = 4, 3
+
+
+class XLNetTokenizer:
+  sep_id, cls_id, eod_id = XLNET_SEP, XLNET_CLS, 2
+
+  def special_mask(self):
+    return np.arange(4096) < 10
+
+
+def xlnet_examples(overrides: list[str], count: int) -> tuple[int, int, list[dict]]:
+  """(reuse_len, perm_size, examples) of xlnet_tiny (seq_len 64) on random documents."""
+  config = config_lib.load_config("xlnet_tiny", overrides)
+  rng = np.random.default_rng(0)
+  docs = [rng.integers(10, 4096, rng.integers(30, 200)).astype(np.int32) for _ in range(100)]
+  documents = tf.data.Dataset.from_tensor_slices({"token_ids": tf.ragged.constant(docs)})
+  examples = get_objective(config).dataset(documents, XLNetTokenizer(), 5, True)
+  return config.model.reuse_len, config.objective.perm_size, list(examples.take(count).as_numpy_iterator())
+
+
+def release_order(perm_rank_L: np.ndarray, reuse_len: int, perm_size: int) -> np.ndarray:
+  """The release's `index` (the place of each position in its part) for the order an example encodes: the places
+  perm_rank gives (those above the part's context rank), the rest of each part's block permutation filled in.
+  Only the context is left to the filling, and the release's mask does not depend on the context's places."""
+  L = len(perm_rank_L)
+  index = []
+  for part, (begin, end) in enumerate([(0, reuse_len), (reuse_len, L)] if reuse_len else [(0, L)]):
+    local = perm_rank_L[begin:end] - part * (L + 1) - 1
+    offsets = {k % perm_size: place % perm_size for k, place in enumerate(local) if place >= 0}
+    free = iter(sorted(set(range(perm_size)) - set(offsets.values())))
+    offsets.update({k: next(free) for k in range(perm_size) if k not in offsets})
+    index.append(np.array([k - k % perm_size + offsets[k % perm_size] for k in range(end - begin)]))
+  return np.concatenate(index)
+
+
+def test_xlnet_local_perm_port_by_hand():
+  # a SEP b c CLS, b and CLS masked; the order a, c, CLS, b, SEP (a and c are context).
+  inputs = np.array([10, XLNET_SEP, 11, 12, XLNET_CLS])
+  blocked, target = xlnet_local_perm(inputs, np.array([0, 0, 1, 0, 1], bool), np.array([0, 4, 3, 1, 2]),
+                                     XLNET_SEP, XLNET_CLS)
+  np.testing.assert_array_equal(target, [0, 0, 1, 0, 0])  # a masked <cls> is still no target
+  np.testing.assert_array_equal(blocked.astype(int), [
+      [0, 1, 1, 0, 1],  # context: context only
+      [0, 0, 0, 0, 0],  # SEP, last: everything, itself included
+      [0, 1, 1, 0, 0],  # b: context and CLS, not itself
+      [0, 1, 1, 0, 1],
+      [0, 1, 1, 0, 0]])  # CLS: context and itself
+
+
+@pytest.mark.parametrize("overrides", [
+    ["objective.bi_data=False"],  # a reuse part of 32 with its own order, then the rest
+    ["objective.bi_data=True", "model.reuse_len=0", "model.mem_len=0"],  # one part, half the examples reversed
+])
+def test_xlnet_masks_equal_the_release(overrides):
+  """perm_mask of every example (the loss's permutation_mask of the data's perm_rank / is_target) equals the port of
+  the release's _local_perm on the same tokens, targets and order, rows and columns of <sep> and <cls> included."""
+  reuse_len, perm_size, examples = xlnet_examples(overrides, 120)
+  assert len(examples) == 120
+  rank_BL = np.stack([e["perm_rank"] for e in examples])
+  ours_BLL = np.asarray(permutation_mask(rank_BL, np.stack([e["is_target"] for e in examples])))
+  func = 0
+  for e, ours_LL in zip(examples, ours_BLL):
+    ids, target = e["input_ids"], e["is_target"].astype(bool)
+    port_LL, port_target = xlnet_perm_mask(ids, target, release_order(e["perm_rank"], reuse_len, perm_size),
+                                           reuse_len, XLNET_SEP, XLNET_CLS)
+    np.testing.assert_array_equal(target, port_target)
+    np.testing.assert_array_equal(ours_LL, port_LL)
+    func += np.isin(ids, [XLNET_SEP, XLNET_CLS]).sum()
+  assert func == 3 * len(examples)

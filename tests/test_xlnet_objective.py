@@ -54,6 +54,21 @@ def test_mask_by_hand_with_a_reuse_part():
   np.testing.assert_array_equal(blocked, expected)
 
 
+def test_mask_by_hand_with_sep_and_cls():
+  # A [SEP] B [SEP] [CLS] as a b SEP c SEP CLS; targets b and c; the order: c, the first SEP, b, CLS, the last SEP.
+  rank = np.array([[0, 3, 2, 1, 5, 4]])
+  target = np.array([[0, 1, 0, 1, 0, 0]])
+  blocked = np.asarray(permutation_mask(jnp.asarray(rank), jnp.asarray(target)))[0].astype(int)
+  expected = np.array([
+      [0, 1, 1, 1, 1, 1],  # context sees neither targets nor [SEP]/[CLS]
+      [0, 1, 0, 0, 1, 1],  # b: context, c and the first SEP (before it), not itself
+      [0, 1, 0, 0, 1, 1],  # the first SEP: context, c and itself
+      [0, 1, 1, 1, 1, 1],  # c, first in the order: context only
+      [0, 0, 0, 0, 0, 0],  # the last SEP, last in the order: everything, itself included
+      [0, 0, 0, 0, 1, 0]])  # CLS: all but the last SEP
+  np.testing.assert_array_equal(blocked, expected)
+
+
 SHORT = ["model.dropout=0.0", "model.reuse_len=0", "model.mem_len=0", "data.seq_len=16", "objective.perm_size=4",
          "objective.num_predict=4"]
 
@@ -78,10 +93,13 @@ def test_two_stream_model_respects_the_order():
   """Perturbing a token moves exactly the predictions that may see it."""
   config, model, params = tiny_model()
   objective = get_objective(config)
-  rank = np.array([0, 3, 0, 0, 1, 0, 0, 0, 4, 0, 0, 2, 0, 0, 0, 0], np.int32)  # targets 4, 11, 1, 8 in this order
+  # Targets 4, 11, then the [SEP] at 15 (in the order, not predicted), then targets 1, 8.
+  rank = np.array([0, 4, 0, 0, 1, 0, 0, 0, 5, 0, 0, 2, 0, 0, 0, 3], np.int32)
   target = (rank > 0).astype(np.int32)
+  target[15] = 0
   positions = np.flatnonzero(target).astype(np.int32)  # 1, 4, 8, 11
   ids = np.random.default_rng(0).integers(10, 4096, 16).astype(np.int32)
+  ids[15] = SEP
   batch = {"perm_rank": rank[None], "is_target": target[None], "target_positions": positions[None],
            "token_type_ids": np.zeros((1, 16), np.int32), "reversed": np.zeros(1, np.int32)}
 
@@ -102,8 +120,9 @@ def test_two_stream_model_respects_the_order():
 
   for p in positions:  # a target's token reaches the targets after it in the order, never its own prediction
     np.testing.assert_array_equal(moved(p), [order[q] > order[p] for q in positions], err_msg=f"target {p}")
-  for p in (0, 7, 15):  # context tokens reach every prediction
+  for p in (0, 7, 14):  # context tokens reach every prediction
     assert moved(p).all()
+  np.testing.assert_array_equal(moved(15), [order[q] > 3 for q in positions])  # the [SEP]: those after it only
   assert objective.feature_spec(2)["perm_rank"] == ((2, 16), np.int32)
 
 
@@ -150,21 +169,25 @@ def test_examples_have_xlnet_layout(tiny_examples):
     assert np.all(np.diff(positions) > 0) and np.all(ids[positions] >= 10)  # no special token is predicted
     np.testing.assert_array_equal(np.flatnonzero(e["is_target"]), positions)
     np.testing.assert_array_equal(e["target_ids"], ids[positions])
-    assert (positions < R).sum() == P // 2
+    assert (positions < R).sum() == P - P // 2  # the release's num_predict_0 (the reuse part's) is the larger
   assert 0.38 < continued / len(examples) < 0.62  # random_b_prob = 0.5
 
 
 def test_factorization_order_is_one_block_permutation_per_part(tiny_examples):
+  """The targets and the [SEP]s and [CLS] (XLNet's functional tokens) are placed by one block permutation; the
+  rest of a part is context, ahead of all of them."""
   _, _, _, examples = tiny_examples
   L, R, perm = 64, 32, 16
   first_offsets = []
   for e in examples:
     rank, target = e["perm_rank"], e["is_target"].astype(bool)
+    ordered = target | np.isin(e["input_ids"], [SEP, CLS])
+    assert ordered[R:].sum() == target[R:].sum() + 3
     for part, (begin, end) in enumerate([(0, R), (R, L)]):
       base = part * (L + 1)
-      np.testing.assert_array_equal(rank[begin:end][~target[begin:end]], base)
-      places = rank[begin:end][target[begin:end]] - base - 1
-      local = np.flatnonzero(target[begin:end])
+      np.testing.assert_array_equal(rank[begin:end][~ordered[begin:end]], base)
+      places = rank[begin:end][ordered[begin:end]] - base - 1
+      local = np.flatnonzero(ordered[begin:end])
       assert len(set(places)) == len(places)
       offsets = {}  # position offset within its block -> place offset: the same in every block
       for position, place in zip(local, places):

@@ -8,14 +8,17 @@ yields its reversed tokens as a second example (`reversed` = 1).
 
 Targets: spans of n <= max_ngram tokens (p(n) proportional to 1/n), each in a context of
 n * mask_alpha // mask_beta tokens at a random offset, until num_predict tokens; random single tokens make
-up the rest. Special tokens are never targets. With a reuse part, it gets num_predict // 2 targets and
-the rest of the example the others.
+up the rest. Special tokens are never targets. With a reuse part, it gets num_predict - num_predict // 2
+targets and the rest of the example num_predict // 2 (the release's num_predict_0 and num_predict_1).
 
 The factorization order, per part (the reuse part, then the rest): one random permutation of perm_size
-offsets, applied within every block of perm_size tokens. Non-targets come first (visible to all), targets
-follow in that order, and nothing in the reuse part sees the rest. It is encoded as `perm_rank`: non-targets
-of part p share rank p * (seq_len + 1), a target's rank is that plus 1 + its place in the block order; i may
-see j in the query stream iff perm_rank[j] < perm_rank[i] + (1 - is_target[i]).
+offsets, applied within every block of perm_size tokens. As in the release's `_local_perm`, the context (the
+tokens that are neither targets nor [SEP]/[CLS]) comes first, visible to all and seeing only context; the
+targets and the [SEP]s and [CLS] follow in that order: [SEP] and [CLS] are never predicted, yet only what comes
+after them sees them, and they see what comes before them and themselves. Nothing in the reuse part sees the
+rest. It is encoded as `perm_rank`: the context of part p has rank p * (seq_len + 1), a target's or a
+[SEP]'s/[CLS]'s rank is that plus 1 + its place in the block order; i may see j in the query stream iff
+perm_rank[j] < perm_rank[i] + (1 - is_target[i]) (permutation_lm.permutation_mask).
 
 All draws are stateless, from (seed, the chunk's position in the stream).
 """
@@ -93,14 +96,15 @@ def _example(chunk_C: tf.Tensor, partner_C: tf.Tensor, seed: tf.Tensor, special_
   input_ids = tf.ensure_shape(input_ids, [L])
   token_type_ids = tf.concat([tf.zeros([a_end + 1], tf.int32), tf.ones([C - a_end + 1], tf.int32), [2]], 0)
   candidate_L = ~tf.gather(special_V, input_ids)
+  in_order_L = (input_ids == s.sep_id) | (input_ids == s.cls_id)  # besides the targets: the release's func tokens
   P = s.num_predict
-  parts = [(0, R, P // 2), (R, L, P - P // 2)] if R else [(0, L, P)]
+  parts = [(0, R, P - P // 2), (R, L, P // 2)] if R else [(0, L, P)]
   targets, ranks = [], []
   for p, (begin, end, goal) in enumerate(parts):
     target = span_targets(candidate_L[begin:end], goal, _fold(seed, 10 + p), s)
     place = block_order(end - begin, s.perm_size, _fold(seed, 20 + p))
     targets.append(target)
-    ranks.append(p * (L + 1) + tf.where(target, 1 + place, 0))
+    ranks.append(p * (L + 1) + tf.where(target | in_order_L[begin:end], 1 + place, 0))
   is_target = tf.concat(targets, 0)
   positions = tf.cast(tf.where(is_target)[:, 0], tf.int32)[:s.num_predict]
   count = tf.shape(positions)[0]

@@ -26,8 +26,9 @@ SPECIAL_TOKENS = 3  # [SEP] after A, [SEP] after B, [CLS]
 
 
 def permutation_mask(perm_rank_BL: jax.Array, is_target_BL: jax.Array) -> jax.Array:
-  """[B, L, L] bool, True where query i may not see j (Hugging Face's perm_mask): j is visible iff
-  perm_rank[j] < perm_rank[i], or j and i are both non-targets of ranks perm_rank[j] <= perm_rank[i]."""
+  """[B, L, L] bool, True where query i may not see j (Hugging Face's and the release's perm_mask): j is visible
+  iff perm_rank[j] < perm_rank[i], or i is no target and perm_rank[j] == perm_rank[i] (context sees context; a
+  [SEP]/[CLS], in the order with a rank of its own, sees itself). The content stream also lets a target see itself."""
   limit_BL = perm_rank_BL + 1 - is_target_BL
   return perm_rank_BL[:, None, :] >= limit_BL[:, :, None]
 
