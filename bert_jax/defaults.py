@@ -63,7 +63,7 @@ def base_config() -> ml_collections.ConfigDict:
       "steps": 1000,
       "batch_size": 32,  # global, over all processes and devices
       "microbatches": 1,  # gradient accumulation
-      "log_every": 50,
+      "log_every": 100,
       "clip_norm": 1.0,
   })
   c.optimizer = ml_collections.ConfigDict({
@@ -78,7 +78,7 @@ def base_config() -> ml_collections.ConfigDict:
       "weight_decay": 0.01,
       "layer_decay": 1.0,  # < 1: ELECTRA's layer-wise learning-rate decay (train/optimizers.py)
   })
-  c.checkpoint = ml_collections.ConfigDict({"every": 500, "keep": 3, "best_metric": ""})
+  c.checkpoint = ml_collections.ConfigDict({"every": 10_000, "keep": 3, "best_metric": ""})
   c.eval = ml_collections.ConfigDict({"batches": 8, "batch_size": 32, "every": 0})
   c.mesh = ml_collections.ConfigDict({"dcn": 1, "data": -1, "fsdp": 1, "tensor": 1})
   c.rules = DEFAULT_RULES
@@ -102,9 +102,8 @@ def bert_config(**model_overrides) -> ml_collections.ConfigDict:
       "packing": "pairs",  # pairs (BERT/ALBERT segments A and B) | full_sentences (RoBERTa, across documents)
       "short_seq_prob": 0.1,
   })
-  c.train.update(steps=1_000_000, batch_size=256, log_every=100)
-  c.optimizer.update(learning_rate=1e-4, warmup_steps=10_000, weight_decay=0.01)
-  c.checkpoint.every = 10_000
+  c.train.update(steps=1_000_000, batch_size=256)
+  c.optimizer.update(learning_rate=1e-4, warmup_steps=10_000)
   return c
 
 
@@ -158,9 +157,8 @@ def xlnet_config(**model_overrides) -> ml_collections.ConfigDict:
       "stream_steps": 64,  # with model.mem_len: batches for which each row continues one stretch of text
   })
   c.data.seq_len = 512
-  c.train.update(steps=500_000, batch_size=8192, log_every=100)
-  c.optimizer.update(learning_rate=4e-4, warmup_steps=40_000, weight_decay=0.01, eps=1e-6, min_lr_ratio=0.001)
-  c.checkpoint.every = 10_000
+  c.train.update(steps=500_000, batch_size=8192)
+  c.optimizer.update(learning_rate=4e-4, warmup_steps=40_000, eps=1e-6, min_lr_ratio=0.001)
   return c
 
 
@@ -178,10 +176,9 @@ def t5_config(**model_overrides) -> ml_collections.ConfigDict:
       "z_loss": 1e-4,  # + z_loss * log(Z)^2 per target token (Mesh TF, t5x); 0 turns it off
   })
   c.data.update(seq_len=512, extra_ids=100)
-  c.train.update(steps=2 ** 19, batch_size=128, log_every=100, clip_norm=0.0)
+  c.train.update(steps=2 ** 19, batch_size=128, clip_norm=0.0)
   c.optimizer.update(name="adafactor", learning_rate=0.01, schedule="rsqrt", warmup_steps=10_000,
                      weight_decay=0.0)
-  c.checkpoint.every = 10_000
   return c
 
 
@@ -202,9 +199,8 @@ def spanbert_config(**model_overrides) -> ml_collections.ConfigDict:
       "max_span": 10,
   })
   c.data.seq_len = 512
-  c.train.update(steps=2_400_000, batch_size=256, log_every=100)
-  c.optimizer.update(learning_rate=1e-4, warmup_steps=10_000, weight_decay=0.01, eps=1e-8)
-  c.checkpoint.every = 10_000
+  c.train.update(steps=2_400_000, batch_size=256)
+  c.optimizer.update(learning_rate=1e-4, warmup_steps=10_000, eps=1e-8)
   return c
 
 
@@ -223,9 +219,8 @@ def electra_config(**model_overrides) -> ml_collections.ConfigDict:
   # the loss weights, and the temperature of the generator's samples: softmax(logits / temperature)
   c.objective.update({"gen_weight": 1.0, "disc_weight": 50.0, "temperature": 1.0})
   c.data.seq_len = 128
-  c.train.update(steps=1_000_000, batch_size=128, log_every=100)
-  c.optimizer.update(learning_rate=5e-4, warmup_steps=10_000, weight_decay=0.01, eps=1e-6)
-  c.checkpoint.every = 10_000
+  c.train.update(steps=1_000_000, batch_size=128)
+  c.optimizer.update(learning_rate=5e-4, warmup_steps=10_000, eps=1e-6)
   return c
 
 
@@ -242,9 +237,8 @@ def unilm_config(**model_overrides) -> ml_collections.ConfigDict:
   c.objective.update(name="unilm", max_predictions=80, max_ngram=3, ngram_weights=(0.8, 0.1, 0.1))
   c.objective.lm_segments = True  # token types 0/1 bidirectional, 2 left-to-right, 3 right-to-left, 4/5 seq2seq
   c.data.seq_len = 512
-  c.train.update(steps=770_000, batch_size=330, log_every=100)
-  c.optimizer.update(learning_rate=3e-5, warmup_steps=40_000, weight_decay=0.01)
-  c.checkpoint.every = 10_000
+  c.train.update(steps=770_000, batch_size=330)
+  c.optimizer.update(learning_rate=3e-5, warmup_steps=40_000)
   return c
 
 
@@ -265,9 +259,8 @@ def gpt2_config(**model_overrides) -> ml_collections.ConfigDict:
       "seed": 0,  # sampling's random key
   })
   c.data.update(seq_len=1024, tokenizer_type="byte_bpe")
-  c.train.update(steps=600_000, batch_size=512, log_every=100)
-  c.optimizer.update(learning_rate=2.5e-4, schedule="cosine", warmup_steps=2_000, weight_decay=0.01, eps=1e-8)
-  c.checkpoint.every = 10_000
+  c.train.update(steps=600_000, batch_size=512)
+  c.optimizer.update(learning_rate=2.5e-4, schedule="cosine", warmup_steps=2_000, eps=1e-8)
   return c
 
 
@@ -290,9 +283,8 @@ def bart_config(**model_overrides) -> ml_collections.ConfigDict:
       "permute_sentences": True,  # every block's sentences in a random order
   })
   c.data.update(seq_len=512, tokenizer_type="byte_bpe")
-  c.train.update(steps=500_000, batch_size=8000, log_every=100, clip_norm=0.1)
-  c.optimizer.update(learning_rate=4e-4, warmup_steps=10_000, weight_decay=0.01, eps=1e-8)
-  c.checkpoint.every = 10_000
+  c.train.update(steps=500_000, batch_size=8000, clip_norm=0.1)
+  c.optimizer.update(learning_rate=4e-4, warmup_steps=10_000, eps=1e-8)
   return c
 
 
@@ -349,7 +341,7 @@ def finetune_config(pretrained: ml_collections.ConfigDict, **task) -> ml_collect
     c.objective = ml_collections.ConfigDict({"name": "question_answering", "doc_stride": 128, "max_query_len": 64,
                                              "max_answer_len": 30, "n_best": 20, "null_threshold": 0.0})
     c.data.seq_len = 384
-    c.optimizer.update(learning_rate=5e-5, warmup_steps=-1, weight_decay=0.01, eps=1e-6)
+    c.optimizer.update(learning_rate=5e-5, warmup_steps=-1, eps=1e-6)
   elif c.model.family == "t5":  # text to text (T5's fine-tuning: Adafactor at a constant 1e-3, as its paper)
     c.objective = ml_collections.ConfigDict({"name": "text_to_text", "targets_length": 8,
                                              "z_loss": pretrained.objective.get("z_loss", 0.0)})
@@ -357,7 +349,7 @@ def finetune_config(pretrained: ml_collections.ConfigDict, **task) -> ml_collect
   else:
     c.model.update(head="classification")
     c.objective = ml_collections.ConfigDict({"name": "classification", "framing": framing})
-    c.optimizer.update(learning_rate=2e-5, warmup_steps=-1, weight_decay=0.01, eps=1e-6)
+    c.optimizer.update(learning_rate=2e-5, warmup_steps=-1, eps=1e-6)
   if c.model.family == "electra":  # ELECTRA's configure_finetuning.py: lr 1e-4 (Base), layer-wise decay 0.8
     c.optimizer.update(learning_rate=1e-4, layer_decay=0.8)
   if c.model.family == "bart" and c.task.name != "squad":

@@ -65,6 +65,20 @@ def test_a_config_path_that_is_a_directory_says_what_to_give(tmp_path, capsys, m
   assert sorted(p.name for p in tmp_path.rglob("*")) == ["config.json", "run"]
 
 
+def test_config_diff_prints_what_a_recipe_changes(capsys):
+  assert cli.main(["config", "--config", "roberta_base", "--diff", "bert_base"]) == 0
+  lines = capsys.readouterr().out.splitlines()
+  assert lines[0] == "roberta_base against bert_base:"
+  assert {"  objective.sentence_task: 'nsp' -> 'none'", "  optimizer.b2: 0.999 -> 0.98",
+          "  model.vocab_size: 30522 -> 50265", "  train.clip_norm: 1.0 -> 0.0"} <= set(lines)
+  assert not any(line.startswith(("  model.hidden_size", "  optimizer.weight_decay", "+", "-")) for line in lines)
+  assert cli.main(["config", "--config", "albert_base", "--diff", "--config.train.steps=7"]) == 0
+  lines = capsys.readouterr().out.splitlines()
+  assert "  optimizer.name: 'adamw' -> 'lamb'" in lines and "  model.share: 'none' -> 'all'" in lines
+  assert "  train.steps: 1000 -> 7" in lines and "+ objective.max_ngram: 3" in lines
+  assert not any("weight_decay" in line or "log_every" in line for line in lines)  # stated once, in the base
+
+
 def test_cli_prints_one_line_and_exits_nonzero(capsys):
   assert cli.main(["params", "--config", "bert_tiny", "--config.model.num_heads=3"]) == 2
   err = capsys.readouterr().err.strip().splitlines()
