@@ -15,7 +15,7 @@ tokens. Positions are 0, 1, ... whatever the padding, as in transformers.
 Parameter layout (unscanned): token_embedder/embedding, encoder/{position_embedder/embedding, embedding_norm,
 layers_K/{self_attention, self_attention_norm, fc1, fc2, final_norm}}, decoder/{position_embedder/embedding,
 embedding_norm, layers_K/{self_attention, self_attention_norm, cross_attention, cross_attention_norm, fc1, fc2,
-final_norm}}. Attention (layers.SelfAttention): query/key/value kernels [embed, heads, kv], out [heads, kv, embed].
+final_norm}}. Attention (attention.SelfAttention): query/key/value kernels [embed, heads, kv], out [heads, kv, embed].
 With scan_layers the layers_K subtrees stack on a leading `layers` axis under `layers`; `to_layout` converts.
 
 A task model (model.head classification or span, `BartForTask`) keeps these names and reads the text through both
@@ -33,7 +33,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from bert_jax.errors import UserError
-from bert_jax.models import heads, layers, shared
+from bert_jax.models import attention, heads, layers, shared
 from bert_jax.models.dropout import Dropout
 
 POSITION_OFFSET = 2  # fairseq's learned positions start after two rows kept for padding
@@ -98,21 +98,21 @@ class Layer(nn.Module):
   decoder: bool = False
 
   @nn.compact
-  def __call__(self, x_BLD, self_mask_B1LL, encoded_BSD=None, cross_mask_B1LS=None):
+  def __call__(self, x_BLD, self_mask: attention.Mask, encoded_BSD=None, cross_mask: attention.Mask | None = None):
     cfg = self.cfg
     heads = cfg.decoder_attention_heads if self.decoder else cfg.encoder_attention_heads
     ffn_dim = cfg.decoder_ffn_dim if self.decoder else cfg.encoder_ffn_dim
     dropout = lambda y, rate=cfg.dropout: Dropout(rate)(y, deterministic=self.deterministic)
     norm = lambda name: layers.layer_norm(cfg.layer_norm_eps, cfg.compute_dtype, name)
 
-    def attention(name, x_BLD, mask, memory_BSD=None):
-      attend = layers.SelfAttention(heads, cfg.d_model // heads, cfg.attention_dropout, cfg.init_std,
-                                    cfg.compute_dtype, name=name)
-      return norm(f"{name}_norm")(x_BLD + dropout(attend(x_BLD, mask, self.deterministic, memory_BSD)))
+    def attend(name, x_BLD, mask, memory_BSD=None):
+      block = attention.SelfAttention(heads, cfg.d_model // heads, cfg.attention_dropout, cfg.init_std,
+                                      cfg.compute_dtype, cfg.attention, name=name)
+      return norm(f"{name}_norm")(x_BLD + dropout(block(x_BLD, mask, self.deterministic, memory_BSD)))
 
-    x_BLD = attention("self_attention", x_BLD, self_mask_B1LL)
+    x_BLD = attend("self_attention", x_BLD, self_mask)
     if self.decoder:
-      x_BLD = attention("cross_attention", x_BLD, cross_mask_B1LS, encoded_BSD)
+      x_BLD = attend("cross_attention", x_BLD, cross_mask, encoded_BSD)
     h_BLF = layers.dense(ffn_dim, ("embed", "mlp"), cfg.init_std, cfg.compute_dtype, "fc1")(x_BLD)
     h_BLF = layers.constrain(layers.activation(cfg.activation_function)(h_BLF), ("batch", "length", "mlp"))
     h_BLF = dropout(h_BLF, cfg.activation_dropout)
@@ -135,8 +135,8 @@ class Stack(nn.Module):
   decoder: bool
 
   @nn.compact
-  def __call__(self, tokens_BL, token_embedder: layers.Embed, self_mask_B1LL, encoded_BSD=None,
-               cross_mask_B1LS=None):
+  def __call__(self, tokens_BL, token_embedder: layers.Embed, self_mask: attention.Mask, encoded_BSD=None,
+               cross_mask: attention.Mask | None = None):
     cfg = self.cfg
     length = tokens_BL.shape[1]
     positions = layers.Embed(cfg.max_position_embeddings + POSITION_OFFSET, cfg.d_model, (None, "embed"),
@@ -148,12 +148,12 @@ class Stack(nn.Module):
                                  deterministic=self.deterministic)
     if self.decoder:
       stack = shared.layer_stack(DecoderLayer, cfg, self.deterministic, cfg.num_decoder_layers, (nn.broadcast,) * 3)
-      extra = (encoded_BSD, cross_mask_B1LS)
+      extra = (encoded_BSD, cross_mask)
     else:
       stack = shared.layer_stack(EncoderLayer, cfg, self.deterministic, cfg.num_layers, (nn.broadcast,))
       extra = ()
     for layer in stack:
-      x_BLD, _ = layer(x_BLD, self_mask_B1LL, *extra)
+      x_BLD, _ = layer(x_BLD, self_mask, *extra)
     return x_BLD
 
 
@@ -211,19 +211,16 @@ def _modules(cfg: BartConfig, deterministic: bool) -> tuple[layers.Embed, "Stack
 
 
 def _encode(encoder: Stack, token_embedder: layers.Embed, input_ids, attention_mask=None):
-  return encoder(input_ids, token_embedder, layers.padding_mask(_mask(input_ids, attention_mask)))
+  return encoder(input_ids, token_embedder, attention.padding(_mask(input_ids, attention_mask)))
 
 
 def _decode(decoder: Stack, token_embedder: layers.Embed, encoded_BSD, decoder_input_ids, attention_mask=None,
             decoder_attention_mask=None):
   """The decoder's last states [B, T, D]: causal self-attention over the unpadded targets, cross-attention over the
   encoder's unpadded positions."""
-  mask_BS = _mask(encoded_BSD[..., 0], attention_mask)
-  decoder_mask_BT = _mask(decoder_input_ids, decoder_attention_mask)
-  length = decoder_input_ids.shape[1]
-  causal_TT = jnp.arange(length)[None, :] <= jnp.arange(length)[:, None]
-  self_mask_B1TT = layers.padding_mask(decoder_mask_BT) & causal_TT[None, None]
-  return decoder(decoder_input_ids, token_embedder, self_mask_B1TT, encoded_BSD, layers.padding_mask(mask_BS))
+  self_mask = attention.Mask(key_BS=_mask(decoder_input_ids, decoder_attention_mask), causal=True)
+  cross_mask = attention.padding(_mask(encoded_BSD[..., 0], attention_mask))
+  return decoder(decoder_input_ids, token_embedder, self_mask, encoded_BSD, cross_mask)
 
 
 def _mask(tokens, mask):

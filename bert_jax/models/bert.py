@@ -25,7 +25,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from bert_jax.errors import UserError
-from bert_jax.models import heads, layers, shared
+from bert_jax.models import attention, heads, layers, shared
 from bert_jax.models.dropout import Dropout
 
 SHARE_MODES = ("none", "all", "attention", "ffn")
@@ -96,11 +96,11 @@ class AttentionBlock(nn.Module):
   deterministic: bool
 
   @nn.compact
-  def __call__(self, x_BLH, mask_B1QL):
+  def __call__(self, x_BLH, mask: attention.Mask):
     cfg = self.cfg
-    y_BLH = layers.SelfAttention(
+    y_BLH = attention.SelfAttention(
         cfg.num_heads, cfg.hidden_size // cfg.num_heads, cfg.attention_dropout, cfg.initializer_range,
-        cfg.compute_dtype, name="self")(x_BLH, mask_B1QL, self.deterministic)
+        cfg.compute_dtype, cfg.attention, name="self")(x_BLH, mask, self.deterministic)
     y_BLH = Dropout(cfg.dropout)(y_BLH, deterministic=self.deterministic)
     return layers.layer_norm(cfg.layer_norm_eps, cfg.compute_dtype, "layer_norm")(x_BLH + y_BLH)
 
@@ -115,8 +115,8 @@ class TransformerLayer(nn.Module):
   deterministic: bool
 
   @nn.compact
-  def __call__(self, x_BLH, mask_B1QL):
-    x_BLH = AttentionBlock(self.cfg, self.deterministic, name="attention")(x_BLH, mask_B1QL)
+  def __call__(self, x_BLH, mask: attention.Mask):
+    x_BLH = AttentionBlock(self.cfg, self.deterministic, name="attention")(x_BLH, mask)
     x_BLH = FeedForwardBlock(self.cfg, self.deterministic, name="ffn")(x_BLH)
     return layers.constrain(x_BLH, ("batch", "length", "embed")), None
 
@@ -198,13 +198,13 @@ class BertEncoder(nn.Module):
     if self.cfg.embedding_projection:
       x_BLH = self.embedding_projection(x_BLH)
     x_BLH = layers.constrain(x_BLH, ("batch", "length", "embed"))
-    mask_B1QL = layers.attention_mask(attention_mask_BL)  # [B, L] padding, or a full [B, L, L] mask (UniLM)
+    mask = attention.from_attention_mask(attention_mask_BL)  # [B, L] padding, or a full [B, L, L] mask (UniLM)
     if self.cfg.scan_layers:
       for stack in self.stacks:
-        x_BLH, _ = stack(x_BLH, mask_B1QL)
+        x_BLH, _ = stack(x_BLH, mask)
     else:
       for a, f in owners(self.cfg):
-        x_BLH = self.attention_blocks[a](x_BLH, mask_B1QL)
+        x_BLH = self.attention_blocks[a](x_BLH, mask)
         x_BLH = layers.constrain(self.ffn_blocks[f](x_BLH), ("batch", "length", "embed"))
     pooled_BH = jnp.tanh(self.pooler(x_BLH[:, 0])) if self.with_pooler else None
     return x_BLH, pooled_BH

@@ -28,7 +28,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from bert_jax.errors import UserError
-from bert_jax.models import bert, heads, layers, shared
+from bert_jax.models import attention, bert, heads, layers, shared
 
 TOWERS = ("generator", "discriminator")
 
@@ -68,9 +68,9 @@ def max_sequence_length(cfg: ElectraConfig) -> int:
 
 def _tower(cfg: ElectraConfig, hidden: int, heads: int, ffn: int, num_layers: int) -> bert.BertConfig:
   return bert.BertConfig(
-      scan_layers=cfg.scan_layers, remat=cfg.remat, dtype=cfg.dtype, vocab_size=cfg.vocab_size, hidden_size=hidden,
-      num_layers=num_layers, num_heads=heads, intermediate_size=ffn, embedding_size=cfg.embed_dim,
-      embedding_projection=cfg.embed_dim != hidden, max_position=cfg.max_position,
+      scan_layers=cfg.scan_layers, remat=cfg.remat, dtype=cfg.dtype, attention=cfg.attention,
+      vocab_size=cfg.vocab_size, hidden_size=hidden, num_layers=num_layers, num_heads=heads, intermediate_size=ffn,
+      embedding_size=cfg.embed_dim, embedding_projection=cfg.embed_dim != hidden, max_position=cfg.max_position,
       type_vocab_size=cfg.type_vocab_size, pad_token_id=cfg.pad_token_id, hidden_act=cfg.hidden_act,
       dropout=cfg.dropout, attention_dropout=cfg.attention_dropout, layer_norm_eps=cfg.layer_norm_eps,
       initializer_range=cfg.initializer_range, pooler=False, sentence_head="none")
@@ -109,7 +109,7 @@ class Tower(nn.Module):
   deterministic: bool
 
   @nn.compact
-  def __call__(self, x_BLE, mask_B11L):
+  def __call__(self, x_BLE, mask: attention.Mask):
     cfg = self.cfg
     if cfg.embedding_projection:
       x_BLE = layers.dense(cfg.hidden_size, (None, "embed"), cfg.initializer_range, cfg.compute_dtype,
@@ -117,11 +117,11 @@ class Tower(nn.Module):
     x_BLH = layers.constrain(x_BLE, ("batch", "length", "embed"))
     if cfg.scan_layers:
       stack = shared.scan(bert.TransformerLayer, cfg, cfg.num_layers, (nn.broadcast,))
-      x_BLH, _ = stack(cfg, self.deterministic, name="layers")(x_BLH, mask_B11L)
+      x_BLH, _ = stack(cfg, self.deterministic, name="layers")(x_BLH, mask)
       return x_BLH
     attention_cls, ffn_cls = shared.remat(bert.AttentionBlock, cfg), shared.remat(bert.FeedForwardBlock, cfg)
     for k in range(cfg.num_layers):
-      x_BLH = attention_cls(cfg, self.deterministic, name=f"attention_{k}")(x_BLH, mask_B11L)
+      x_BLH = attention_cls(cfg, self.deterministic, name=f"attention_{k}")(x_BLH, mask)
       x_BLH = layers.constrain(ffn_cls(cfg, self.deterministic, name=f"ffn_{k}")(x_BLH), ("batch", "length", "embed"))
     return x_BLH
 
@@ -154,14 +154,14 @@ class ElectraForPreTraining(nn.Module):
     self.discriminator_head = DiscriminatorHead(d)
 
   def generate(self, input_ids_BL, token_type_ids_BL, attention_mask_BL, masked_positions_BP=None):
-    x_BLH = self.generator(self.embeddings(input_ids_BL, token_type_ids_BL), layers.padding_mask(attention_mask_BL))
+    x_BLH = self.generator(self.embeddings(input_ids_BL, token_type_ids_BL), attention.padding(attention_mask_BL))
     if masked_positions_BP is not None:
       x_BLH = jnp.take_along_axis(x_BLH, masked_positions_BP[..., None].astype(jnp.int32), axis=1)
     return self.generator_head(x_BLH, self.embeddings.word_embeddings)
 
   def discriminate(self, input_ids_BL, token_type_ids_BL, attention_mask_BL):
     x_BLH = self.discriminator(self.embeddings(input_ids_BL, token_type_ids_BL),
-                               layers.padding_mask(attention_mask_BL))
+                               attention.padding(attention_mask_BL))
     return self.discriminator_head(x_BLH)
 
   def __call__(self, input_ids_BL, token_type_ids_BL=None, attention_mask_BL=None, masked_positions_BP=None):
@@ -177,7 +177,7 @@ def _discriminator(cfg: ElectraConfig, deterministic: bool, input_ids_BL, token_
   """The discriminator's sequence output, from `embeddings` and `discriminator` modules of the calling module."""
   d = discriminator_config(cfg)
   x_BLE = bert.Embeddings(d, deterministic, name="embeddings")(input_ids_BL, token_type_ids_BL)
-  return Tower(d, deterministic, name="discriminator")(x_BLE, layers.padding_mask(attention_mask_BL))
+  return Tower(d, deterministic, name="discriminator")(x_BLE, attention.padding(attention_mask_BL))
 
 
 class ElectraModel(nn.Module):

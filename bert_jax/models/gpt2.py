@@ -28,7 +28,7 @@ import jax
 import jax.numpy as jnp
 
 from bert_jax.errors import UserError
-from bert_jax.models import heads, layers, shared
+from bert_jax.models import attention, heads, layers, shared
 from bert_jax.models.dropout import Dropout
 
 
@@ -88,26 +88,19 @@ class CausalSelfAttention(nn.Module):
                              kernel_init=_normal(cfg.initializer_range, ("embed", "heads", "kv")),
                              bias_init=layers.partitioned(nn.initializers.zeros, ("heads", "kv")), name=name)
 
-    axes = ("batch", "length", "heads", "kv")
+    axes = attention.ACTIVATION_AXES
     q_BLNK = layers.constrain(projection("query")(x_BLH), axes)
     k_BSNK = layers.constrain(projection("key")(x_BLH), axes)
     v_BSNK = layers.constrain(projection("value")(x_BLH), axes)
-    length = x_BLH.shape[1]
-    first = 0
     key_mask_BS = key_mask_BL.astype(bool)
+    first = None
     if decode and self.has_variable("cache", "cached_key"):
       k_BSNK, v_BSNK, key_mask_BS, first = self._cached(k_BSNK, v_BSNK, key_mask_BS)
     elif decode:  # init: make the cache for inputs of this shape; compute as without it
       self._cached(k_BSNK, v_BSNK, key_mask_BS)
-    query_pos_L1 = first + jnp.arange(length)[:, None]
-    causal_LS = jnp.arange(k_BSNK.shape[1])[None, :] <= query_pos_L1
-    mask_B1LS = causal_LS[None, None] & key_mask_BS[:, None, None, :]
-    logits_BNLS = layers.einsum("blnk,bsnk->bnls", q_BLNK, k_BSNK,
-                                preferred_element_type=jnp.float32) / math.sqrt(head_dim)
-    logits_BNLS = jnp.where(mask_B1LS, logits_BNLS, jnp.finfo(jnp.float32).min)
-    probs_BNLS = jax.nn.softmax(logits_BNLS, axis=-1).astype(cfg.compute_dtype)
-    probs_BNLS = Dropout(cfg.attention_dropout)(probs_BNLS, deterministic=self.deterministic)
-    out_BLNK = layers.constrain(layers.einsum("bnls,bsnk->blnk", probs_BNLS, v_BSNK), axes)
+    mask = attention.Mask(key_BS=key_mask_BS, causal=True, query_offset=first)
+    out_BLNK = attention.attend(q_BLNK, k_BSNK, v_BSNK, mask, dropout_rate=cfg.attention_dropout,
+                                deterministic=self.deterministic, implementation=cfg.attention)
     return nn.DenseGeneral(cfg.hidden_size, axis=(-2, -1), dtype=cfg.compute_dtype, param_dtype=jnp.float32,
                            **layers.KERNEL_PRODUCT,
                            kernel_init=_normal(_residual_std(cfg), ("heads", "kv", "embed")),

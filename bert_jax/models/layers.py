@@ -1,4 +1,5 @@
-"""Layers shared by the model families: attention, feed-forward, embeddings, activations.
+"""Layers shared by the model families: matrix products, dense layers, feed-forward, embeddings, norms,
+activations (attention: `bert_jax.models.attention`).
 
 Every parameter carries logical axis names (`vocab`, `embed`, `heads`, `kv`, `mlp`, `layers`);
 `bert_jax.parallel` maps them to mesh axes with the rules in the config.
@@ -239,41 +240,6 @@ def dense(features: int, kernel_axes: tuple[str | None, str | None], init_std: f
       bias_init=partitioned(nn.initializers.zeros, kernel_axes[-1:]), name=name)
 
 
-class SelfAttention(nn.Module):
-  """Multi-head self-attention with biases (BERT layout): q/k/v kernels [embed, heads, kv]. Given `memory_BSD`,
-  keys and values come from it (an encoder-decoder's cross-attention) and the mask is [B, 1, L, S]."""
-  num_heads: int
-  head_dim: int
-  dropout: float = 0.0
-  init_std: float = 0.02
-  dtype: Dtype = jnp.float32
-
-  @nn.compact
-  def __call__(self, x_BLD, mask_B11L, deterministic: bool, memory_BSD=None):
-    memory_BSD = x_BLD if memory_BSD is None else memory_BSD
-
-    def projection(name):
-      return nn.DenseGeneral(
-          (self.num_heads, self.head_dim), dtype=self.dtype, param_dtype=jnp.float32, **KERNEL_PRODUCT,
-          kernel_init=partitioned(initializer(self.init_std), ("embed", "heads", "kv")),
-          bias_init=partitioned(nn.initializers.zeros, ("heads", "kv")), name=name)
-
-    q_BLHK = constrain(projection("query")(x_BLD), ("batch", "length", "heads", "kv"))
-    k_BLHK = constrain(projection("key")(memory_BSD), ("batch", "length", "heads", "kv"))
-    v_BLHK = constrain(projection("value")(memory_BSD), ("batch", "length", "heads", "kv"))
-    logits_BHLL = einsum("bqhk,bshk->bhqs", q_BLHK, k_BLHK,
-                         preferred_element_type=jnp.float32) / np.sqrt(self.head_dim).astype(np.float32)
-    logits_BHLL = jnp.where(mask_B11L, logits_BHLL, jnp.finfo(jnp.float32).min)
-    probs_BHLL = jax.nn.softmax(logits_BHLL, axis=-1).astype(self.dtype)
-    probs_BHLL = Dropout(self.dropout)(probs_BHLL, deterministic=deterministic)
-    out_BLHK = einsum("bhqs,bshk->bqhk", probs_BHLL, v_BLHK)
-    out_BLHK = constrain(out_BLHK, ("batch", "length", "heads", "kv"))
-    return nn.DenseGeneral(
-        x_BLD.shape[-1], axis=(-2, -1), dtype=self.dtype, param_dtype=jnp.float32, **KERNEL_PRODUCT,
-        kernel_init=partitioned(initializer(self.init_std), ("heads", "kv", "embed")),
-        bias_init=partitioned(nn.initializers.zeros, ("embed",)), name="out")(out_BLHK)
-
-
 class Embed(nn.Module):
   """A lookup table [num, features]; `attend` gives logits against it (tied output layers)."""
   num_embeddings: int
@@ -292,19 +258,6 @@ class Embed(nn.Module):
 
   def attend(self, x):
     return dot_general(x.astype(self.dtype), self.embedding, (((x.ndim - 1,), (1,)), ((), ())))
-
-
-def padding_mask(attention_mask_BL: jax.Array) -> jax.Array:
-  """[B, L] of 1/0 -> boolean [B, 1, 1, L] that lets every query see the non-padded keys."""
-  return attention_mask_BL.astype(bool)[:, None, None, :]
-
-
-def attention_mask(mask: jax.Array) -> jax.Array:
-  """Boolean [B, 1, Q, L]: a [B, L] padding mask (1 = a real token) lets every query see the real keys (Q = 1,
-  padding_mask); a [B, L, L] or [B, 1, L, L] mask (1 = the query may see the key) is taken as it is."""
-  if mask.ndim == 2:
-    return padding_mask(mask)
-  return (mask[:, None] if mask.ndim == 3 else mask).astype(bool)
 
 
 class PostLNFeedForward(nn.Module):

@@ -9,7 +9,7 @@ them with `check`, builds its layer stacks with `remat`, `scan` or `layer_stack`
 
 import dataclasses
 import re
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, ClassVar, Iterable, Mapping, Sequence
 
 import flax.linen as nn
 import jax
@@ -17,6 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from bert_jax.errors import UserError
+from bert_jax.models import attention as attention_lib
 from bert_jax.models.layers import REMAT_POLICIES
 
 # model.head: the pretraining model, or a fine-tuning model whose encoder keeps the pretraining parameter names
@@ -33,6 +34,9 @@ class Settings:
   head: str = "pretraining"  # pretraining | classification | span: what `build` returns (HEADS)
   num_labels: int = 2  # classification outputs; 1 is regression (Hugging Face's num_labels=1)
   classifier_dropout: float = -1.0  # dropout in the task head; < 0: model.dropout (HF's fallback)
+  attention: str = "auto"  # xla | dot_product_attention | splash | auto (models/attention.py)
+  # Implementations the family cannot take, each with what to do instead (a UserError line of `check`).
+  REFUSED_ATTENTION: ClassVar[Mapping[str, str]] = {}
 
   @property
   def compute_dtype(self):
@@ -56,7 +60,8 @@ def check(cfg: Settings, positive: Iterable[str], divisible: Iterable[tuple[str,
           rates: Iterable[str] = ("dropout",), choices: Mapping[str, Iterable[str]] | None = None) -> None:
   """The checks every family makes, each failing as one UserError line: the `positive` fields are positive
   integers, in each (total, part) of `divisible` part divides total, the `rates` lie in [0, 1), each field
-  of `choices` is one of its names, and remat and dtype name a policy and a dtype."""
+  of `choices` is one of its names, remat and dtype name a policy and a dtype, and attention an implementation the
+  family takes."""
   for name in positive:
     value = getattr(cfg, name)
     if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
@@ -82,6 +87,9 @@ def check(cfg: Settings, positive: Iterable[str], divisible: Iterable[tuple[str,
     jnp.dtype(cfg.dtype)
   except TypeError:
     raise UserError(f"model.dtype must name a dtype (float32, bfloat16, ...), got '{cfg.dtype}'") from None
+  attention_lib.check_name(cfg.attention)
+  if cfg.attention in cfg.REFUSED_ATTENTION:
+    raise UserError(f"model.attention={cfg.attention}: {cfg.REFUSED_ATTENTION[cfg.attention]}")
 
 
 def remat(layer_cls: type, cfg: Settings) -> type:

@@ -27,7 +27,7 @@ import jax
 import jax.numpy as jnp
 
 from bert_jax.errors import UserError
-from bert_jax.models import layers, shared
+from bert_jax.models import attention, layers, shared
 from bert_jax.models.dropout import Dropout
 
 FEED_FORWARD = {"relu": ("relu", False), "gated-gelu": ("gelu_new", True), "gated-relu": ("relu", True)}
@@ -51,6 +51,8 @@ class T5Config(shared.Settings):
   layer_norm_eps: float = 1e-6
   pad_token_id: int = 0  # also the decoder's start token
   eos_token_id: int = 1
+  REFUSED_ATTENTION = {"splash": "splash takes no additive bias, and T5's self-attention adds its relative position "
+                                 "bias; use model.attention=dot_product_attention, or auto"}
 
 
 def make_config(model_cfg: Any) -> T5Config:
@@ -129,12 +131,12 @@ def _kernel(init_std: float, axes: tuple[str, ...]):
 
 
 class Attention(nn.Module):
-  """Multi-head attention without biases or scaling; `bias_1HQK` and `mask_B1QK` come from the stack."""
+  """Multi-head attention without biases or scaling; `bias_1HQK` and `mask` come from the stack."""
   cfg: T5Config
   deterministic: bool
 
   @nn.compact
-  def __call__(self, x_BQD, memory_BKD, bias_1HQK, mask_B1QK):
+  def __call__(self, x_BQD, memory_BKD, bias_1HQK, mask: attention.Mask):
     cfg = self.cfg
 
     def projection(name, std):
@@ -143,17 +145,13 @@ class Attention(nn.Module):
                              param_dtype=jnp.float32, kernel_init=_kernel(std, ("embed", "heads", "kv")),
                              name=name)
 
-    activation_axes = ("batch", "length", "heads", "kv")
+    activation_axes = attention.ACTIVATION_AXES
     q_BQHK = layers.constrain(projection("query", (cfg.d_model * cfg.d_kv) ** -0.5)(x_BQD), activation_axes)
     k_BKHK = layers.constrain(projection("key", cfg.d_model ** -0.5)(memory_BKD), activation_axes)
     v_BKHK = layers.constrain(projection("value", cfg.d_model ** -0.5)(memory_BKD), activation_axes)
-    logits_BHQK = layers.einsum("bqhd,bkhd->bhqk", q_BQHK, k_BKHK, preferred_element_type=jnp.float32)
-    if bias_1HQK is not None:
-      logits_BHQK = logits_BHQK + bias_1HQK.astype(jnp.float32)
-    logits_BHQK = jnp.where(mask_B1QK, logits_BHQK, jnp.finfo(jnp.float32).min)
-    probs_BHQK = jax.nn.softmax(logits_BHQK, axis=-1).astype(cfg.compute_dtype)
-    probs_BHQK = Dropout(cfg.dropout)(probs_BHQK, deterministic=self.deterministic)
-    out_BQHK = layers.constrain(layers.einsum("bhqk,bkhd->bqhd", probs_BHQK, v_BKHK), activation_axes)
+    out_BQHK = attention.attend(q_BQHK, k_BKHK, v_BKHK, mask, bias_BNLS=bias_1HQK, scale=1.0,
+                                dropout_rate=cfg.dropout, deterministic=self.deterministic,
+                                implementation=cfg.attention)
     return nn.DenseGeneral(cfg.d_model, axis=(-2, -1), use_bias=False, dtype=cfg.compute_dtype,
                            **layers.KERNEL_PRODUCT,
                            param_dtype=jnp.float32,
@@ -192,11 +190,10 @@ class EncoderLayer(nn.Module):
   deterministic: bool
 
   @nn.compact
-  def __call__(self, x_BLD, bias_1HLL, mask_B1LL):
+  def __call__(self, x_BLD, bias_1HLL, mask: attention.Mask):
     dropout = lambda y: Dropout(self.cfg.dropout)(y, deterministic=self.deterministic)
     h_BLD = RMSNorm(self.cfg, name="pre_attention_norm")(x_BLD)
-    x_BLD = x_BLD + dropout(Attention(self.cfg, self.deterministic, name="attention")(h_BLD, h_BLD, bias_1HLL,
-                                                                                      mask_B1LL))
+    x_BLD = x_BLD + dropout(Attention(self.cfg, self.deterministic, name="attention")(h_BLD, h_BLD, bias_1HLL, mask))
     h_BLD = RMSNorm(self.cfg, name="pre_mlp_norm")(x_BLD)
     x_BLD = x_BLD + dropout(MLP(self.cfg, self.deterministic, name="mlp")(h_BLD))
     return layers.constrain(x_BLD, ("batch", "length", "embed")), None
@@ -207,26 +204,17 @@ class DecoderLayer(nn.Module):
   deterministic: bool
 
   @nn.compact
-  def __call__(self, y_BTD, encoded_BLD, bias_1HTT, self_mask_B1TT, cross_mask_B1TL):
+  def __call__(self, y_BTD, encoded_BLD, bias_1HTT, self_mask: attention.Mask, cross_mask: attention.Mask):
     dropout = lambda y: Dropout(self.cfg.dropout)(y, deterministic=self.deterministic)
     h_BTD = RMSNorm(self.cfg, name="pre_self_attention_norm")(y_BTD)
     y_BTD = y_BTD + dropout(Attention(self.cfg, self.deterministic, name="self_attention")(
-        h_BTD, h_BTD, bias_1HTT, self_mask_B1TT))
+        h_BTD, h_BTD, bias_1HTT, self_mask))
     h_BTD = RMSNorm(self.cfg, name="pre_cross_attention_norm")(y_BTD)
     y_BTD = y_BTD + dropout(Attention(self.cfg, self.deterministic, name="cross_attention")(
-        h_BTD, encoded_BLD, None, cross_mask_B1TL))
+        h_BTD, encoded_BLD, None, cross_mask))
     h_BTD = RMSNorm(self.cfg, name="pre_mlp_norm")(y_BTD)
     y_BTD = y_BTD + dropout(MLP(self.cfg, self.deterministic, name="mlp")(h_BTD))
     return layers.constrain(y_BTD, ("batch", "length", "embed")), None
-
-
-def attention_mask(q_segment_BQ, k_segment_BK, causal: bool = False):
-  """[B, 1, Q, K]: a query sees the keys of its own example (same segment id, not padding)."""
-  mask_BQK = (q_segment_BQ[:, :, None] == k_segment_BK[:, None, :]) & (k_segment_BK[:, None, :] > 0)
-  if causal:
-    q_index_Q1, k_index_1K = jnp.arange(q_segment_BQ.shape[1])[:, None], jnp.arange(k_segment_BK.shape[1])[None, :]
-    mask_BQK &= (k_index_1K <= q_index_Q1)[None]
-  return mask_BQK[:, None]
 
 
 class Encoder(nn.Module):
@@ -238,10 +226,10 @@ class Encoder(nn.Module):
     cfg = self.cfg
     length = x_BLD.shape[1]
     bias_1HLL = RelativePositionBias(cfg, bidirectional=True, name="relpos_bias")(length, length)
-    mask_B1LL = attention_mask(segment_BL, segment_BL)
+    mask = attention.segments(segment_BL, segment_BL)
     x_BLD = Dropout(cfg.dropout)(x_BLD, deterministic=self.deterministic)
     for layer in shared.layer_stack(EncoderLayer, cfg, self.deterministic, cfg.num_layers, (nn.broadcast,) * 2):
-      x_BLD, _ = layer(x_BLD, bias_1HLL, mask_B1LL)
+      x_BLD, _ = layer(x_BLD, bias_1HLL, mask)
     x_BLD = RMSNorm(cfg, name="final_norm")(x_BLD)
     return Dropout(cfg.dropout)(x_BLD, deterministic=self.deterministic)
 
@@ -255,12 +243,12 @@ class Decoder(nn.Module):
     cfg = self.cfg
     length = y_BTD.shape[1]
     bias_1HTT = RelativePositionBias(cfg, bidirectional=False, name="relpos_bias")(length, length)
-    self_mask_B1TT = attention_mask(segment_BT, segment_BT, causal=True)
-    cross_mask_B1TL = attention_mask(segment_BT, encoder_segment_BL)
+    self_mask = attention.segments(segment_BT, segment_BT, causal=True)
+    cross_mask = attention.segments(segment_BT, encoder_segment_BL)
     y_BTD = Dropout(cfg.dropout)(y_BTD, deterministic=self.deterministic)
     for layer in shared.layer_stack(DecoderLayer, cfg, self.deterministic, cfg.num_decoder_layers,
                                     (nn.broadcast,) * 4):
-      y_BTD, _ = layer(y_BTD, encoded_BLD, bias_1HTT, self_mask_B1TT, cross_mask_B1TL)
+      y_BTD, _ = layer(y_BTD, encoded_BLD, bias_1HTT, self_mask, cross_mask)
     y_BTD = RMSNorm(cfg, name="final_norm")(y_BTD)
     y_BTD = Dropout(cfg.dropout)(y_BTD, deterministic=self.deterministic)
     if cfg.tie_word_embeddings:

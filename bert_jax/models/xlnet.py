@@ -47,6 +47,8 @@ class XLNetConfig(shared.Settings):
   mem_len: int = 384  # states kept as memory for the next segment; 0: the model returns no memory
   reuse_len: int = 256  # leading tokens whose states become that memory; 0: the whole segment
   clamp_len: int = -1  # relative distances are clipped to [-clamp_len, clamp_len]; -1: never
+  REFUSED_ATTENTION = {name: "XLNet's two-stream relative attention has a core of its own, written out in XLA; use "
+                             "model.attention=xla or auto" for name in ("dot_product_attention", "splash")}
 
   @property
   def head_dim(self) -> int:
