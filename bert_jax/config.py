@@ -135,3 +135,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
   if not isinstance(every, int) or isinstance(every, bool) or every < 0:
     raise UserError(f"config key 'eval.every' must be >= 0 (0: no evaluation during training), got {every!r}")
   validate_model_config(config.model)
+  if config.model.get("attention") == "splash" and config.data.seq_len % 128:
+    raise UserError(f"model.attention=splash runs on lengths that are multiples of 128, and data.seq_len is "
+                    f"{config.data.seq_len}: set data.seq_len to one (e.g. {-(-config.data.seq_len // 128) * 128}) "
+                    "or model.attention=auto")

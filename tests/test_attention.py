@@ -137,7 +137,7 @@ def _family_inputs(name: str, module, cfg) -> dict:
 
 
 def _family(name: str, implementation: str):
-  config = config_lib.load_config(name, FAMILIES[name] + (f"model.attention={implementation}",))
+  config = config_lib.load_config(name, FAMILIES[name] + ("data.seq_len=128", f"model.attention={implementation}"))
   module = models.family(config.model)
   cfg = module.make_config(config.model)
   module.validate(cfg)

@@ -39,6 +39,7 @@ def test_config_by_path_and_by_name_agree():
     (["model.remat=all"], "model.remat must be none or one of full, dots, dots_no_batch, got 'all'"),
     (["model.dtype=float33"], "model.dtype must name a dtype"),
     (["train.batch_size=30", "train.microbatches=4"], "not divisible by train.microbatches=4"),
+    (["model.attention=splash", "data.seq_len=200"], "data.seq_len is 200: set data.seq_len to one (e.g. 256)"),
 ])
 def test_bad_input_is_one_clear_error(overrides, message):
   with pytest.raises(UserError, match=None) as error:
