@@ -3,7 +3,10 @@ HELP, add_arguments(parser) and run(args) -> exit code. `--config.a.b=value` ove
 collected from any position into `args.overrides`."""
 
 import argparse
+import contextlib
+import glob
 import importlib
+import importlib.util
 import logging
 import os
 import sys
@@ -47,8 +50,23 @@ def _quiet_library_logs() -> None:
     logging.getLogger("absl").setLevel(logging.CRITICAL)
 
 
+def _cpu_only_without_accelerators() -> None:
+  """With libtpu installed (the tpu and test extras: `plan --topology`) on a machine without a TPU, JAX's TPU backend
+  fails to start and libtpu writes its warnings on every command: where no TPU (PCI vendor 0x1ae0) and no GPU is
+  attached and JAX_PLATFORMS is unset, JAX runs on the CPU alone. The TPU compiler stays reachable for plan."""
+  if "JAX_PLATFORMS" in os.environ or importlib.util.find_spec("libtpu") is None:
+    return
+  vendors = []
+  for path in glob.glob("/sys/bus/pci/devices/*/vendor"):
+    with contextlib.suppress(OSError), open(path) as f:
+      vendors.append(f.read().strip())
+  if "0x1ae0" not in vendors and not glob.glob("/dev/nvidia[0-9]*") and not os.path.exists("/dev/kfd"):
+    os.environ["JAX_PLATFORMS"] = "cpu"
+
+
 def main(argv: list[str] | None = None) -> int:
   argv = sys.argv[1:] if argv is None else argv
+  _cpu_only_without_accelerators()
   _quiet_library_logs()
   try:
     args = parse(argv)

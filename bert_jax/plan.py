@@ -1,36 +1,45 @@
-"""Sizing a run before it costs anything: compile the real train step ahead of time for a mesh of virtual
-CPU devices (abstract state and batch: nothing is allocated) and read its memory, FLOPs and traffic.
+"""Sizing a run before it costs anything: compile the real train step ahead of time (abstract state and batch:
+nothing is allocated, nothing runs) and read its memory, FLOPs and traffic. Two compilers: the TPU's own (libtpu)
+for a slice's compile-only devices (`bert_jax.topology`), which gives the chip's buffer assignment and the
+collectives it emits; or XLA:CPU for a mesh of virtual CPU devices, an estimate (a chip's compiler fuses and
+schedules differently).
 
-Memory per device is the compiled executable's buffer assignment: arguments (parameters, optimizer
-state, batch) + outputs not aliased to donated arguments + temporaries (activations kept for the
-backward pass and workspace). It comes from XLA's CPU compiler; a TPU or GPU compiler fuses and
-schedules differently, so read it as an estimate. Two FLOP figures, each named for its source: XLA's cost
-analysis of the compiled step (`flops_per_step`, all the work XLA counts; see step_flops), which times the
-step at a stated fraction of the chips' peak, and the model FLOPs of bert_jax.flops (`model_flops_per_step`,
-the matrix products `train` and `bench` report), which MFU counts in that time.
+Memory per device is the compiled executable's buffer assignment: arguments (parameters, optimizer state, batch) +
+outputs not aliased to donated arguments + temporaries (activations kept for the backward pass and workspace).
+FLOPs: the model FLOPs of bert_jax.flops (`model_flops_per_step`, the matrix products `train` and `bench` report)
+and, on XLA:CPU, XLA's cost analysis of the step (`flops_per_step`, all the work XLA counts; see step_flops). The
+step time is the XLA FLOPs (XLA:CPU) or the model FLOPs (TPU: its cost analysis counts a scanned loop's body once)
+at a stated fraction of the chips' peak.
 
-Communication per device and step, from the parameter shardings, in the parameters' stored dtype;
-for a parameter of b bytes sharded over mesh axes S, with batch axes X (config.rules' `batch`, sizes > 1):
-  local = b / |S - X|                          what a device computes with
-  FSDP all-gather (forward and backward)      2 (1 - 1/|S & X|) local
-  gradient reduce-scatter                     (1 - 1/|S & X|) local
-  gradient all-reduce over the other axes     2 (1 - 1/|X - S|) local / |S & X|
+Communication per device and step, modelled from the parameter shardings as GSPMD partitions FSDP; for a
+parameter of n elements sharded over mesh axes S, with batch axes X (config.rules' `batch`, sizes > 1):
+  local = n / |S - X|                          elements a device computes with
+  FSDP all-gather (forward and backward)      2 (1 - 1/|S & X|) local c    c: bytes of the compute dtype
+                                                                              (model.dtype) for a matrix, of the
+                                                                              parameter's own dtype for a vector
+  gradient reduce-scatter                     (1 - 1/|S & X|) local p      p: bytes of the parameter's dtype
+  gradient all-reduce over the other axes     2 (1 - 1/|X - S|) local p / |S & X|
 and tensor parallelism all-reduces activations: 2 (1 - 1/T) elements x dtype bytes per sequence on the
 device (flops.tensor_all_reduce_elements). With train.microbatches = M each of these happens M times.
+What the compiler emits (`collectives`, from the optimized HLO) stands beside the model: a TPU compiler turns the
+gathers and scatters of the layers' kernels into collective-permutes overlapped with the products, and keeps an
+all-reduce where it would not scatter (see README, `bert-jax plan`).
 """
 
+import contextlib
 import math
 import time
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
+from unittest import mock
 
 import jax
 import numpy as np
 
-from bert_jax import flops, parallel, params as params_lib
+from bert_jax import collectives as collectives_lib, flops, parallel, params as params_lib
 from bert_jax.chips import Chip
 from bert_jax.errors import UserError
 
-# Nothing runs the executable: skip the code generator's optimizations (same HLO, memory and costs).
+# Nothing runs the executable: skip XLA:CPU's code generator's optimizations (same HLO, memory and costs).
 COMPILER_OPTIONS = {"xla_backend_optimization_level": 0, "xla_llvm_disable_expensive_passes": True}
 
 
@@ -72,15 +81,17 @@ def communication(trainer: Any, config: Any) -> dict[str, float]:
   batch_axes = {a for a in parallel.mesh_axes("batch", rules) if mesh.shape[a] > 1}
   size = lambda axes: math.prod(mesh.shape[a] for a in axes)
   gather = scatter = reduce = 0.0
+  compute = np.dtype(config.model.dtype).itemsize
   for leaf, sharding in zip(jax.tree_util.tree_leaves(trainer.abstract_params),
                             jax.tree_util.tree_leaves(trainer.param_shardings)):
     axes = {a for entry in sharding.spec if entry for a in ((entry,) if isinstance(entry, str) else entry)}
     axes = {a for a in axes if mesh.shape[a] > 1}
-    local = np.prod(leaf.shape) * np.dtype(leaf.dtype).itemsize / size(axes - batch_axes)
+    local = np.prod(leaf.shape) / size(axes - batch_axes)
+    stored = np.dtype(leaf.dtype).itemsize
     gathered, reduced = size(axes & batch_axes), size(batch_axes - axes)
-    gather += 2 * (1 - 1 / gathered) * local
-    scatter += (1 - 1 / gathered) * local
-    reduce += 2 * (1 - 1 / reduced) * local / gathered
+    gather += 2 * (1 - 1 / gathered) * local * (min(compute, stored) if len(leaf.shape) > 1 else stored)
+    scatter += (1 - 1 / gathered) * local * stored
+    reduce += 2 * (1 - 1 / reduced) * local * stored / gathered
   tensor = mesh.shape["tensor"]
   sequences = config.train.batch_size / size(batch_axes)
   elements = flops.tensor_all_reduce_elements(config) if tensor > 1 else 0.0
@@ -98,9 +109,21 @@ def abstract_batch(trainer: Any) -> dict:
           for name, (shape, dtype) in spec.items()}
 
 
+@contextlib.contextmanager
+def traced_for(platform: str) -> Iterator[None]:
+  """While a step for `platform`'s devices is traced, jax.default_backend() answers that platform: the models pick
+  their matrix products' forms by it (models/layers.py: CPU-only forms cast bfloat16 attention products to float32),
+  and a TPU plan runs in a process whose backend is the CPU."""
+  if platform == "cpu":
+    yield
+    return
+  with mock.patch.object(jax, "default_backend", lambda: platform):
+    yield
+
+
 def lower_train_step(trainer: Any) -> Any:
   """The jitted train step lowered with abstract state and batch for the trainer's devices."""
-  with trainer.context():
+  with trainer.context(), traced_for(trainer.mesh.devices.flat[0].platform):
     return trainer._train_step.lower(trainer.abstract_state(), abstract_batch(trainer))
 
 
@@ -118,17 +141,40 @@ def step_flops(config: Any, devices: Sequence[Any], lowered: Any) -> float:
   return float((costs[0] if isinstance(costs, (list, tuple)) else costs)["flops"])
 
 
+def compiled_collectives(compiled: Any, top: int = 12) -> dict:
+  """The collectives the compiler emitted (bert_jax.collectives): by kind, by FSDP role, and the `top` that send the
+  most, those of one op alike (a windowed einsum's permutes) taken together."""
+  found = collectives_lib.collectives(compiled.as_text())
+  alike: dict[tuple, dict] = {}
+  for c in found:
+    item = alike.setdefault((c.kind, c.replaces, c.op_name, c.shapes, c.group, c.count), {
+        "kind": c.kind, "replaces": c.replaces, "op": c.op_name, "shapes": list(c.shapes), "group": c.group,
+        "count": c.count, "ops": 0, "data_bytes": 0, "sent_bytes": 0.0})
+    item["ops"] += 1
+    item["data_bytes"] += c.data_bytes
+    item["sent_bytes"] += c.sent_bytes
+  return {
+      "by_kind": collectives_lib.summary(found),
+      "by_role": collectives_lib.roles(found),
+      "trip_counts_known": all(c.trips_known for c in found),
+      "largest": sorted(alike.values(), key=lambda item: -item["sent_bytes"])[:top],
+  }
+
+
 def make_plan(config: Any, devices: Sequence[Any], chip: Chip | None = None, fraction: float = 0.4) -> dict:
-  """Everything `bert-jax plan` reports for config.mesh over `devices` (virtual CPU devices)."""
+  """Everything `bert-jax plan` reports for config.mesh over `devices`: virtual CPU devices (XLA:CPU compiles) or a
+  TPU slice's compile-only devices (the TPU compiler compiles; bert_jax.topology.devices)."""
   from bert_jax.train.loop import Trainer
 
   if not 0.0 < fraction <= 1.0:
     raise UserError(f"--fraction must be in (0, 1], got {fraction}")
+  on_tpu = devices[0].platform == "tpu"
   start = time.perf_counter()
   trainer = Trainer(config, devices)
   lowered = lower_train_step(trainer)
-  compiled = lowered.compile(compiler_options=COMPILER_OPTIONS)
-  flops_per_step = step_flops(config, devices, lowered)
+  compiled = lowered.compile() if on_tpu else lowered.compile(compiler_options=COMPILER_OPTIONS)
+  compile_seconds = time.perf_counter() - start
+  flops_per_step = None if on_tpu else step_flops(config, devices, lowered)
   seconds = time.perf_counter() - start
   n = len(devices)
   state = trainer.abstract_state()
@@ -137,26 +183,30 @@ def make_plan(config: Any, devices: Sequence[Any], chip: Chip | None = None, fra
                       + memory.temp_size_in_bytes)
   tokens = config.train.batch_size * config.data.seq_len
   model_per_token = flops.flops_per_token(config)
+  model_per_step = model_per_token * tokens
   plan = {
       "family": config.model.family, "mesh": {axis: int(s) for axis, s in trainer.mesh.shape.items()},
-      "devices": n, "dtype": config.model.dtype, "batch_size": config.train.batch_size,
+      "devices": n, "compiler": "tpu" if on_tpu else "cpu", "device_kind": devices[0].device_kind,
+      "dtype": config.model.dtype, "batch_size": config.train.batch_size,
       "seq_len": config.data.seq_len, "microbatches": config.train.microbatches, "tokens_per_step": tokens,
       "parameters": params_lib.count(trainer.abstract_params), "seconds": round(seconds, 1),
-      "bytes_per_device": int(bytes_per_device),
+      "compile_seconds": round(compile_seconds, 1), "bytes_per_device": int(bytes_per_device),
       "memory": {"parameters": sharded_bytes(state.params), "optimizer_state": sharded_bytes(state.opt_state),
                  "carried_memory": sharded_bytes(state.memory), "batch": sharded_bytes(abstract_batch(trainer)), "arguments": int(memory.argument_size_in_bytes),
                  "outputs_not_aliased": int(memory.output_size_in_bytes - memory.alias_size_in_bytes),
                  "temporaries": int(memory.temp_size_in_bytes)},
-      "flops_per_step": flops_per_step, "flops_per_token": flops_per_step / tokens,
-      "model_flops_per_step": model_per_token * tokens, "model_flops_per_token": model_per_token,
-      "xla_over_model": flops_per_step / (model_per_token * tokens),
+      "flops_per_step": flops_per_step, "flops_per_token": flops_per_step / tokens if flops_per_step else None,
+      "model_flops_per_step": model_per_step, "model_flops_per_token": model_per_token,
+      "xla_over_model": flops_per_step / model_per_step if flops_per_step else None,
       "communication_bytes_per_device": communication(trainer, config),
-      "chip": None, "hbm_bytes": None, "fits": None, "fraction_of_peak": fraction, "step_seconds": None,
-      "tokens_per_second": None, "mfu": None,
+      "collectives": compiled_collectives(compiled),
+      "chip": None, "hbm_bytes": None, "hbm_left_bytes": None, "fits": None, "fraction_of_peak": fraction,
+      "step_seconds": None, "tokens_per_second": None, "mfu": None,
   }
   if chip is not None:
-    step_seconds = flops_per_step / (n * chip.peak_flops * fraction)
-    plan.update(chip=chip.name, hbm_bytes=chip.hbm_bytes, fits=bytes_per_device <= chip.hbm_bytes,
-                step_seconds=step_seconds, tokens_per_second=tokens / step_seconds,
-                mfu=plan["model_flops_per_step"] / (step_seconds * n * chip.peak_flops))
+    step_seconds = (flops_per_step or model_per_step) / (n * chip.peak_flops * fraction)
+    plan.update(chip=chip.name, hbm_bytes=chip.hbm_bytes, hbm_left_bytes=chip.hbm_bytes - int(bytes_per_device),
+                fits=bytes_per_device <= chip.hbm_bytes, step_seconds=step_seconds,
+                tokens_per_second=tokens / step_seconds,
+                mfu=model_per_step / (step_seconds * n * chip.peak_flops))
   return plan

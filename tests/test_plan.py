@@ -78,7 +78,9 @@ def test_fsdp_over_32_devices_holds_a_32nd_of_the_state():
   assert data["communication_bytes_per_device"]["gradient_all_reduce"] == pytest.approx(
       2 * 31 / 32 * 4 * data["parameters"])
   assert data["communication_bytes_per_device"]["fsdp_all_gather"] == 0
-  assert fsdp["communication_bytes_per_device"]["fsdp_all_gather"] > 0.9 * 2 * 31 / 32 * 4 * fsdp["parameters"]
+  # gathered in the bfloat16 they are computed in (the vectors, a sliver, in their float32)
+  assert fsdp["communication_bytes_per_device"]["fsdp_all_gather"] == pytest.approx(
+      2 * 31 / 32 * 2 * fsdp["parameters"], rel=0.01)
   for p in (data, fsdp):
     assert set(p) >= {"bytes_per_device", "flops_per_step", "fits"} and p["fits"] is True
     assert p["flops_per_step"] == pytest.approx(p["model_flops_per_step"], rel=0.15)
