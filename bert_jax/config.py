@@ -125,6 +125,7 @@ def _positive(config, *keys: str) -> None:
 def validate(config: ml_collections.ConfigDict) -> None:
   """Checks what would otherwise fail deep inside a compile; model families add their own checks."""
   from bert_jax.models import validate_model_config  # the model registry knows each family's rules
+  from bert_jax.objectives import check_family  # each objective names the families it serves
 
   _positive(config, "train.steps", "train.batch_size", "train.log_every", "train.microbatches")
   if config.train.batch_size % config.train.microbatches:
@@ -135,6 +136,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
   if not isinstance(every, int) or isinstance(every, bool) or every < 0:
     raise UserError(f"config key 'eval.every' must be >= 0 (0: no evaluation during training), got {every!r}")
   validate_model_config(config.model)
+  check_family(config)
   if config.model.get("attention") == "splash" and config.data.seq_len % 128:
     raise UserError(f"model.attention=splash runs on lengths that are multiples of 128, and data.seq_len is "
                     f"{config.data.seq_len}: set data.seq_len to one (e.g. {-(-config.data.seq_len // 128) * 128}) "

@@ -311,12 +311,6 @@ def tiny(c: ml_collections.ConfigDict, **model_overrides) -> ml_collections.Conf
 TASK = {"name": "", "data_dir": "", "train": "", "dev": "", "test": "", "text_a": "sentence", "text_b": "",
         "label": "label", "kind": "classification", "labels": "", "metrics": "", "epochs": 3.0,
         "warmup_proportion": 0.1}
-# The text framing each pretraining objective used, which fine-tuning keeps (objectives/classification.py).
-FRAMINGS = {"permutation_lm": "xlnet", "masked_lm/full_sentences": "roberta", "text_infilling": "bart",
-            "causal_lm": "gpt2"}
-# fairseq's BART GLUE recipe (examples/bart/README.glue.md): lr and batch by task; others take RTE's.
-BART_GLUE = {"mnli": (5e-6, 128), "qnli": (1e-5, 32), "qqp": (1e-5, 32), "rte": (1e-5, 32), "sst2": (5e-6, 128),
-             "mrpc": (2e-5, 64), "cola": (2e-5, 64), "stsb": (2e-5, 32)}
 
 
 def finetune_config(pretrained: ml_collections.ConfigDict, **task) -> ml_collections.ConfigDict:
@@ -326,11 +320,10 @@ def finetune_config(pretrained: ml_collections.ConfigDict, **task) -> ml_collect
   clipped at 1.0, max_seq_length 128 (or the model's positions, where fewer), the model's dropout kept; evaluated
   and checkpointed every epoch, the best epoch kept by the task's first metric. train.steps 0 and
   optimizer.warmup_steps -1 stand for "from task.epochs and task.warmup_proportion" until `bert_jax.finetune` knows
-  the task's size. ELECTRA and BART take their releases' changes to it (below)."""
+  the task's size. A family whose release changed this recipe says how in its descriptor (`finetune`: ELECTRA's
+  layer-wise decay, BART's fairseq GLUE recipe, GPT-1's, T5's text to text); the text framing is its pretraining's."""
   c = ml_collections.ConfigDict(pretrained.to_dict())
-  objective = pretrained.objective.name
-  packing = pretrained.objective.get("packing", "")
-  framing = FRAMINGS.get(objective, FRAMINGS.get(f"{objective}/{packing}", "bert"))
+  family = models.descriptor(pretrained.model)
   c.task = ml_collections.ConfigDict(TASK)
   c.task.update(task)
   c.data.update(source="task", seq_len=128)
@@ -342,28 +335,13 @@ def finetune_config(pretrained: ml_collections.ConfigDict, **task) -> ml_collect
                                              "max_answer_len": 30, "n_best": 20, "null_threshold": 0.0})
     c.data.seq_len = 384
     c.optimizer.update(learning_rate=5e-5, warmup_steps=-1, eps=1e-6)
-  elif c.model.family == "t5":  # text to text (T5's fine-tuning: Adafactor at a constant 1e-3, as its paper)
-    c.objective = ml_collections.ConfigDict({"name": "text_to_text", "targets_length": 8,
-                                             "z_loss": pretrained.objective.get("z_loss", 0.0)})
-    c.optimizer.update(name="adafactor", learning_rate=1e-3, schedule="constant", warmup_steps=0, weight_decay=0.0)
   else:
     c.model.update(head="classification")
-    c.objective = ml_collections.ConfigDict({"name": "classification", "framing": framing})
+    c.objective = ml_collections.ConfigDict({"name": "classification",
+                                             "framing": family.finetune_framing(pretrained.objective)})
     c.optimizer.update(learning_rate=2e-5, warmup_steps=-1, eps=1e-6)
-  if c.model.family == "electra":  # ELECTRA's configure_finetuning.py: lr 1e-4 (Base), layer-wise decay 0.8
-    c.optimizer.update(learning_rate=1e-4, layer_decay=0.8)
-  if c.model.family == "bart" and c.task.name != "squad":
-    # fairseq's BART GLUE recipe: Adam betas 0.9/0.98, eps 1e-8, decay 0.01, no clipping, 10 epochs, warm-up over 6%
-    # then linear decay, lr and batch by task (BART_GLUE), attention dropout 0.1
-    learning_rate, batch_size = BART_GLUE.get(c.task.name.split("/")[-1], BART_GLUE["rte"])
-    c.optimizer.update(learning_rate=learning_rate, b2=0.98, eps=1e-8)
-    c.train.update(batch_size=batch_size, clip_norm=0.0)
-    c.task.update(epochs=10.0, warmup_proportion=0.06)
-    c.model.update(attention_dropout=0.1)
-  if c.model.family == "gpt2" and c.task.name != "squad":
-    # GPT-1's (Radford et al. 2018, section 4.1; GPT-2 published none): lr 6.25e-5, warm-up over 0.2% of the steps
-    c.optimizer.update(learning_rate=6.25e-5)
-    c.task.update(warmup_proportion=0.002)
+  if family.finetune:  # the family's changes to this recipe (its descriptor's)
+    family.finetune(c, pretrained)
   positions = models.max_sequence_length(c.model)  # a small model's table may hold fewer than the recipe's tokens
   c.data.seq_len = min(c.data.seq_len, positions or c.data.seq_len)
   c.checkpoint.update(every=0, keep=1, best_metric="")

@@ -267,5 +267,5 @@ def test_recipes_and_a_mismatched_family():
           c.optimizer.warmup_steps) == (512, 256, 2_400_000, 1e-4, 1e-8, 10_000)
   assert (c.objective.geometric_p, c.objective.max_span, c.model.sbo_max_targets, c.model.sentence_head,
           c.model.pooler, c.model.hidden_size, c.model.num_layers) == (0.2, 10, 15, "none", False, 1024, 24)
-  with pytest.raises(UserError, match="needs model.family=spanbert"):
+  with pytest.raises(UserError, match="serves families spanbert; model.family is bert"):
     objectives.get_objective(config_lib.load_config("bert_tiny", ["objective.name=span_boundary"]))

@@ -253,7 +253,7 @@ def test_bad_settings_are_user_errors(overrides, message):
 
 
 def test_an_encoder_only_model_is_a_user_error():
-  with pytest.raises(UserError, match="encoder-decoder"):
+  with pytest.raises(UserError, match="serves families t5; model.family is bert"):
     get_objective(config_lib.load_config("bert_tiny", ["objective.name=span_corruption"]))
 
 

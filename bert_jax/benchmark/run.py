@@ -130,10 +130,13 @@ def _summary(config: Any, started: dict, times: list[float], finished: dict, flo
 def run_benchmark(spec: str, overrides: Sequence[str], steps: int, warmup: int, rounds: int, compare_hf: bool,
                   progress: Callable[[str], None] = lambda message: None) -> dict:
   """Starts the workers, warms them up, alternates `rounds` rounds of steps between them, and summarizes."""
+  from bert_jax.benchmark import torch_reference
+
   config = config_lib.load_config(spec, overrides)
   scratch = tempfile.TemporaryDirectory(prefix="bert_jax_bench_")
   settings = {"spec": spec, "overrides": list(overrides), "config": config.to_dict(), "compare_hf": compare_hf,
-              "batches": os.path.join(scratch.name, "batches.npz"), "weights": os.path.join(scratch.name, "weights.npz")}
+              "batches": os.path.join(scratch.name, "batches.npz"), "weights": os.path.join(scratch.name, "weights.npz"),
+              "reference": torch_reference.reference_path(config) if compare_hf else None}
   write_batches(config, settings["batches"])
   progress(f"compiling the JAX train step ({config.model.family}, batch {config.train.batch_size} x "
            f"{config.data.seq_len}, {config.model.dtype})")

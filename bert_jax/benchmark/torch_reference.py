@@ -1,7 +1,8 @@
 """The PyTorch side of `bert-jax bench --compare-hf`: each objective's `transformers` model trained on our batches
 from our initial weights, so both frameworks do the same work per step from the same start.
 
-A reference is registered per objective (REFERENCES) and is a class with:
+A family's descriptor names the reference of each of its objectives (bert_jax.models.family.Family.bench_references,
+"module:Class"), a class with:
 
   OWN_PARAMS: tuple[str, ...]      top-level subtrees of our parameters it needs besides the Hugging Face export
   check(config) -> None            (static) raises UserError unless transformers models the config exactly
@@ -25,25 +26,27 @@ import numpy as np
 
 from bert_jax.errors import UserError
 
-REFERENCES = {
-    "masked_lm": "bert_jax.benchmark.torch_encoders:MaskedLM",
-    "unilm": "bert_jax.benchmark.torch_encoders:UniLM",
-    "span_boundary": "bert_jax.benchmark.torch_encoders:SpanBoundary",
-    "replaced_token_detection": "bert_jax.benchmark.torch_encoders:ReplacedTokenDetection",
-    "permutation_lm": "bert_jax.benchmark.torch_generative:PermutationLM",
-    "span_corruption": "bert_jax.benchmark.torch_generative:SpanCorruption",
-    "text_infilling": "bert_jax.benchmark.torch_generative:TextInfilling",
-    "causal_lm": "bert_jax.benchmark.torch_generative:CausalLM",
-}
+def reference_path(config: Any) -> str:
+  """"module:Class" of the config's reference, from its family's descriptor (imports the model modules, so JAX: the
+  torch worker gets the path from the parent instead)."""
+  from bert_jax import models
+
+  name = config.objective.name
+  references = models.descriptor(config.model).bench_references
+  if name not in references:
+    compared = [f"{objective} ({f.name})" for f in models.descriptors() for objective in f.bench_references]
+    raise UserError(f"--compare-hf has no transformers reference for objective '{name}' on model.family="
+                    f"{config.model.family}; it compares {', '.join(compared)}")
+  return references[name]
+
+
+def load_reference(path: str) -> type:
+  module_name, class_name = path.split(":")
+  return getattr(importlib.import_module(module_name), class_name)
 
 
 def reference_class(config: Any) -> type:
-  name = config.objective.name
-  if name not in REFERENCES:
-    raise UserError(f"--compare-hf has no transformers reference for objective '{name}'; it compares "
-                    f"{', '.join(REFERENCES)}")
-  module_name, class_name = REFERENCES[name].split(":")
-  return getattr(importlib.import_module(module_name), class_name)
+  return load_reference(reference_path(config))
 
 
 def check_hf_comparable(config: Any) -> None:
@@ -145,12 +148,12 @@ class TorchStep:
   bfloat16 the forward runs under torch.autocast("cpu", torch.bfloat16), parameters and optimizer in float32 as
   ours."""
 
-  def __init__(self, config: Any, batches: list[dict], weights: dict):
+  def __init__(self, config: Any, batches: list[dict], weights: dict, reference: str | None = None):
     import torch
 
     torch.set_num_threads(os.cpu_count())
     torch.manual_seed(config.seed)
-    cls = reference_class(config)
+    cls = load_reference(reference) if reference else reference_class(config)  # reference: reference_path's
     cls.check(config)
     self.reference = cls(config, weights)
     named = list(self.reference.named_parameters())

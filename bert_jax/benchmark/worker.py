@@ -167,7 +167,7 @@ def worker_main(argv: Sequence[str]) -> None:
       from bert_jax.benchmark import torch_reference
 
       step = torch_reference.TorchStep(ml_collections.ConfigDict(settings["config"]), batches,
-                                       torch_reference.load_weights(settings["weights"]))
+                                       torch_reference.load_weights(settings["weights"]), settings["reference"])
   except UserError as e:
     replies.write(json.dumps({"error": str(e)}) + "\n")
     return

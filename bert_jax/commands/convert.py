@@ -67,7 +67,8 @@ def import_tokenizer(source: str, out: storage.Path, hf_config: dict,
                      model_config) -> tuple[storage.Path, int] | None:
   """The checkpoint's tokenizer copied (or built) into `out`, checked against the model; None, with a warning,
   when the checkpoint has none."""
-  imported = hf_tokenizer.import_files(source, out, sentinels=100 if hf_config.get("model_type") == "t5" else 0)
+  sentinels = models.descriptor(model_config).hf_sentinels  # T5's <extra_id_N>
+  imported = hf_tokenizer.import_files(source, out, sentinels=sentinels)
   if imported is None:
     print(f"warning: {source} has no tokenizer (tokenizer.json, spiece.model, vocab.json + merges.txt or "
           "vocab.txt); training will train a new one, whose ids the imported weights do not know", file=sys.stderr)
@@ -121,8 +122,8 @@ def export_hf(config_spec: str, overrides: list[str], params_path: str, output: 
   if labels:  # a fine-tuned classifier: its labels by name, as the transformers pipelines print them
     hf_config.update(id2label={str(k): label for k, label in enumerate(labels)},
                      label2id={label: k for k, label in enumerate(labels)})
-  if tokenizer and hf_config["model_type"] == "gpt2":  # GPT2Config's defaults are the published vocabulary's 50256
-    hf_config.update(bos_token_id=tokenizer.eod_id, eos_token_id=tokenizer.eod_id)
+  if tokenizer:  # GPT-2's bos and eos: the tokenizer's end-of-text
+    hf_config.update({key: tokenizer.eod_id for key in models.descriptor(config.model).hf_eod_ids})
   fast = tokenizer and tokenizer_export.fast_tokenizer(tokenizer, hf_config["model_type"],
                                                        models.max_sequence_length(config.model))
   companions = convert.to_hf_companions(config.model, params)

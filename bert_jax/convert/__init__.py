@@ -1,8 +1,9 @@
 """Hugging Face <-> bert_jax weight conversion: one converter module per model family.
 
-`MODEL_TYPES` maps each Hugging Face `model_type` we read to our family and to the bert_jax.defaults
-builder of the recipe an imported model trains with. The converter of family F is the module
-bert_jax/convert/F.py and defines two pure functions on numpy arrays (no torch, no transformers):
+Each family's descriptor (bert_jax.models.family.Family) names the Hugging Face `model_type`s it reads, with the
+bert_jax.defaults builder of the recipe an imported model trains with (`hf_types`), and its converter module
+(`converter`: bert_jax/convert/F.py for family F), which defines two pure functions on numpy arrays (no torch, no
+transformers):
 
   from_hf(state_dict, hf_config) -> (model_config, params)
       state_dict: {HF parameter name: np.ndarray}, as save_pretrained writes it (tied copies may be
@@ -35,34 +36,18 @@ from flax import traverse_util
 from bert_jax import models, params as params_lib
 from bert_jax.errors import UserError
 
-MODEL_TYPES: dict[str, tuple[str, str]] = {
-    "bert": ("bert", "bert_config"),
-    "roberta": ("bert", "roberta_config"),
-    "albert": ("bert", "albert_config"),
-    "xlnet": ("xlnet", "xlnet_config"),
-    "t5": ("t5", "t5_config"),
-    "electra": ("electra", "electra_config"),
-    "gpt2": ("gpt2", "gpt2_config"),
-    "bart": ("bart", "bart_config"),
-}
-
-
 def converter(family: str) -> ModuleType:
-  module_name = f"bert_jax.convert.{family}"
-  try:
-    return importlib.import_module(module_name)
-  except ModuleNotFoundError as e:
-    if e.name != module_name:
-      raise
-    raise UserError(f"no Hugging Face converter for model family '{family}'") from e
+  """The converter module of the family named `family`."""
+  return importlib.import_module(models.descriptor({"family": family}).converter)
 
 
 def family_and_recipe(hf_config: dict) -> tuple[str, str]:
+  """(our family, the defaults builder of its recipe) of a Hugging Face config.json."""
   model_type = hf_config.get("model_type")
-  if model_type not in MODEL_TYPES:
-    raise UserError(f"cannot convert Hugging Face model_type {model_type!r}; "
-                    f"supported: {', '.join(MODEL_TYPES)}")
-  return MODEL_TYPES[model_type]
+  known = {hf_type: (f.name, recipe) for f in models.descriptors() for hf_type, recipe in f.hf_types.items()}
+  if model_type not in known:
+    raise UserError(f"cannot convert Hugging Face model_type {model_type!r}; supported: {', '.join(known)}")
+  return known[model_type]
 
 
 def check_params(model_config: Any, params: dict) -> None:

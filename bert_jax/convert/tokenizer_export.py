@@ -11,7 +11,8 @@ dummy prefix and the removal of leading spaces apply to the text's first part on
 takes the space before it (lstrip, as ALBERT's and RoBERTa's tokenizers do) while the space after it is kept as the
 next word's "\u2581", so "Paris is the [MASK] of France." encodes "of" as the "\u2581of" of running text and
 "北京是[MASK]国" gets no stray "\u2581" after the mask. Special ids are those of training: the pieces keep their ids,
-T5 sentinels <extra_id_K> sit at vocab_size - 1 - K, and [CLS]/[SEP]/</s> frame sequences as our objectives do.
+T5 sentinels <extra_id_K> sit at vocab_size - 1 - K, and [CLS]/[SEP]/</s> frame sequences as our objectives do (the
+framing of the model_type, from its family's descriptor: bert_jax.models.family.Framing).
 
 Where the ids can differ from training's: text holding a special token's name ("[MASK]", "<extra_id_0>", "[SEP]")
 is that token, as in every Hugging Face tokenizer (fill-mask needs it), where SentencePiece reads characters; with
@@ -32,23 +33,11 @@ import tempfile
 from sentencepiece import sentencepiece_model_pb2
 from tokenizers import Regex, Tokenizer as FastTokenizer, decoders, models, normalizers, pre_tokenizers
 
-from bert_jax import storage
+from bert_jax import models as models_lib, storage
 from bert_jax.data.tokenizer import Tokenizer
 from bert_jax.errors import UserError
 
 FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
-# Hugging Face model_type -> (single, pair) templates: one text as the pretraining objectives frame it, a pair as
-# fine-tuning does (objectives/classification.py's framings; tests/test_tokenizer_export.py holds them equal).
-TEMPLATES = {
-    "bert": ("{cls} $A {sep}", "{cls} $A {sep} $B:1 {sep}:1"),
-    "electra": ("{cls} $A {sep}", "{cls} $A {sep} $B:1 {sep}:1"),
-    "albert": ("{cls} $A {sep}", "{cls} $A {sep} $B:1 {sep}:1"),
-    "roberta": ("{cls} $A {sep}", "{cls} $A {sep} {sep} $B {sep}"),  # one token type
-    "xlnet": ("$A {sep} {cls}:2", "$A {sep} $B:1 {sep}:1 {cls}:2"),  # XLNet's <cls> at the end, its own type
-    "t5": ("$A {eos}", "$A {eos} $B {eos}"),
-    "gpt2": ("$A", "$A {eod} $B"),  # GPT-2 frames nothing: the end-of-text that ends documents joins a pair
-    "bart": ("{cls} $A {eos}", "{cls} $A {eos} $B {eos}"),  # <s> A </s> (text_infilling's blocks), one type
-}
 ROLES = ("unk", "pad", "cls", "sep", "mask", "eos")  # transformers' special tokens: ROLE_token
 # Marks the normalizer sets before each part of a text and the pre-tokenizer takes away (noncharacters, which text
 # does not hold), and Metaspace's mark of the text's first part.
@@ -186,23 +175,23 @@ def fast_tokenizer(tokenizer, model_type: str, model_max_length: int | None = No
     fast = type(tokenizer.tokenizer).from_str(tokenizer.tokenizer.to_str())
   pieces = special_pieces(tokenizer)
   roles = {name.removesuffix("_token"): piece for name, piece in pieces.items()}
-  if model_type == "gpt2":
+  framing = models_lib.framing(model_type)  # the family's: as its objectives and fine-tuning frame a text and a pair
+  if "{eod}" in framing.single + framing.pair:  # GPT-2's end-of-text, which no transformers role names
     roles["eod"] = _piece(tokenizer, tokenizer.eod_id)
   try:
-    single, pair = (template.format(**roles) for template in TEMPLATES[model_type])
+    single, pair = (template.format(**roles) for template in (framing.single, framing.pair))
   except KeyError as missing:
     raise UserError(f"tokenizer {tokenizer.path} has no {missing.args[0]} piece, which a {model_type} model's input "
                     "needs; export with a tokenizer trained by `bert-jax tokenizer`") from None
-  framing = {part.split(":")[0] for part in f"{single} {pair}".split() if not part.startswith("$")}
+  specials = {part.split(":")[0] for part in f"{single} {pair}".split() if not part.startswith("$")}
   fast.post_processor = processors.TemplateProcessing(
-      single=single, pair=pair, special_tokens=[(piece, fast.token_to_id(piece)) for piece in sorted(framing)])
+      single=single, pair=pair, special_tokens=[(piece, fast.token_to_id(piece)) for piece in sorted(specials)])
   if "mask_token" in pieces:
     pieces["mask_token"] = AddedToken(pieces["mask_token"], lstrip=True, rstrip=False, normalized=False, special=True)
-  inputs = ["input_ids", "attention_mask"] if model_type in ("roberta", "t5", "gpt2", "bart") else \
-      ["input_ids", "token_type_ids", "attention_mask"]
+  inputs = ["input_ids", "token_type_ids", "attention_mask"] if framing.token_types else ["input_ids", "attention_mask"]
   return transformers.PreTrainedTokenizerFast(
-      tokenizer_object=fast, additional_special_tokens=sentinels, padding_side="left" if model_type == "xlnet" else
-      "right", model_input_names=inputs, **pieces,
+      tokenizer_object=fast, additional_special_tokens=sentinels, padding_side=framing.padding_side,
+      model_input_names=inputs, **pieces,
       **({"model_max_length": model_max_length} if model_max_length else {}))
 
 

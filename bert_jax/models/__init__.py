@@ -1,5 +1,9 @@
 """The model registry: `config.model.family` names a module that defines
 
+  FAMILY                    -> its descriptor (bert_jax.models.family.Family): everything the family owns beyond the
+                               model, as names and data that the layers above look up (default objective, Hugging
+                               Face model types and converter, tokenizer framings, fine-tuning recipe changes,
+                               benchmark references)
   make_config(model_config) -> a frozen dataclass of the family's settings (a `shared.Settings`), whose
                                defaults are the family's defaults (`default_config` builds config.model)
   validate(cfg)             -> raises UserError on impossible sizes
@@ -12,8 +16,9 @@
                                are relative and any length works)
 
 The steps these share (settings, validation, remat/scan of a layer stack, layouts) live in
-`bert_jax.models.shared`; a new family is its module plus one line in FAMILIES.
-Nothing else in the codebase switches on a family's name.
+`bert_jax.models.shared`. A new family is its module (with its FAMILY), its converter and configs, and one line in
+FAMILIES; an objective names the families it serves (bert_jax.objectives). Nothing else in the codebase switches on
+a family's name: it asks the family's descriptor (tests/test_family_descriptor.py holds this).
 """
 
 import dataclasses
@@ -24,6 +29,7 @@ from typing import Any
 import ml_collections
 
 from bert_jax.errors import UserError
+from bert_jax.models.family import Family, Framing
 
 FAMILIES = {
     "bert": "bert_jax.models.bert",
@@ -41,6 +47,25 @@ def family(model_config: Any) -> ModuleType:
   if name not in FAMILIES:
     raise UserError(f"model.family must be one of {', '.join(FAMILIES)}, got {name!r}")
   return importlib.import_module(FAMILIES[name])
+
+
+def descriptor(model_config: Any) -> Family:
+  """The descriptor of config.model's family."""
+  return family(model_config).FAMILY
+
+
+def descriptors() -> list[Family]:
+  """Every family's descriptor, in FAMILIES' order."""
+  return [descriptor({"family": name}) for name in FAMILIES]
+
+
+def framing(name: str, key: str = "the framing") -> Framing:
+  """The framing `name` (a Hugging Face model_type, as objective.framing and exports name it) of whichever family
+  owns it."""
+  framings = {named: found for f in descriptors() for named, found in f.framings.items()}
+  if name not in framings:
+    raise UserError(f"{key} must be one of {', '.join(framings)}, got {name!r}")
+  return framings[name]
 
 
 def make_config(model_config: Any):

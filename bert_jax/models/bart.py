@@ -34,6 +34,7 @@ import jax.numpy as jnp
 
 from bert_jax.errors import UserError
 from bert_jax.models import attention, heads, layers, shared
+from bert_jax.models.family import Family, Framing
 from bert_jax.models.dropout import Dropout
 
 POSITION_OFFSET = 2  # fairseq's learned positions start after two rows kept for padding
@@ -247,3 +248,28 @@ def to_layout(params: dict, cfg: BartConfig, scanned: bool) -> dict:
   stacks = {f"{stack}/layers": [f"{stack}/layers_{k}" for k in range(n)]
             for stack, n in (("encoder", cfg.num_layers), ("decoder", cfg.num_decoder_layers))}
   return shared.to_layout(params, stacks, scanned)
+
+
+# fairseq's BART GLUE recipe (examples/bart/README.glue.md): lr and batch by task; others take RTE's.
+GLUE = {"mnli": (5e-6, 128), "qnli": (1e-5, 32), "qqp": (1e-5, 32), "rte": (1e-5, 32), "sst2": (5e-6, 128),
+        "mrpc": (2e-5, 64), "cola": (2e-5, 64), "stsb": (2e-5, 32)}
+
+
+def finetune(c: Any, pretrained: Any) -> None:
+  """fairseq's BART GLUE recipe: Adam betas 0.9/0.98, eps 1e-8, decay 0.01, no clipping, 10 epochs, warm-up over 6%
+  then linear decay, lr and batch by task (GLUE), attention dropout 0.1."""
+  if c.task.name == "squad":
+    return
+  learning_rate, batch_size = GLUE.get(c.task.name.split("/")[-1], GLUE["rte"])
+  c.optimizer.update(learning_rate=learning_rate, b2=0.98, eps=1e-8)
+  c.train.update(batch_size=batch_size, clip_norm=0.0)
+  c.task.update(epochs=10.0, warmup_proportion=0.06)
+  c.model.update(attention_dropout=0.1)
+
+
+FAMILY = Family(
+    name="bart", objective="text_infilling", converter="bert_jax.convert.bart", hf_types={"bart": "bart_config"},
+    # <s> A </s> (text_infilling's blocks); a pair as fairseq's GLUE preprocessing and BARTHubInterface.encode, one
+    # </s> between (transformers' tokenizer puts </s></s>), token type 0
+    framings={"bart": Framing("{cls} $A {eos}", "{cls} $A {eos} $B {eos}")}, framing="bart", finetune=finetune,
+    bench_references={"text_infilling": "bert_jax.benchmark.torch_generative:TextInfilling"})

@@ -26,6 +26,7 @@ import jax.numpy as jnp
 
 from bert_jax.errors import UserError
 from bert_jax.models import attention, heads, layers, shared
+from bert_jax.models.family import Family, Framing
 from bert_jax.models.dropout import Dropout
 
 SHARE_MODES = ("none", "all", "attention", "ffn")
@@ -303,3 +304,15 @@ def to_layout(params: dict, cfg: BertConfig, scanned: bool) -> dict:
   else:  # one layer per group, broadcast over its repeats
     stacks = {f"encoder/layers_{g}/{b}": f"encoder/{b}_{g}" for g in range(cfg.num_hidden_groups) for b in BLOCKS}
   return shared.to_layout(params, stacks, scanned)
+
+
+# [CLS] A [SEP] B [SEP] with token types 0 and 1 (BERT, ALBERT, and the encoders pretrained like them)
+FRAMING = Framing("{cls} $A {sep}", "{cls} $A {sep} $B:1 {sep}:1")
+FAMILY = Family(
+    name="bert", objective="masked_lm", converter="bert_jax.convert.bert",
+    hf_types={"bert": "bert_config", "roberta": "roberta_config", "albert": "albert_config"},
+    framings={"bert": FRAMING, "albert": FRAMING,
+              "roberta": Framing("{cls} $A {sep}", "{cls} $A {sep} {sep} $B {sep}")},  # <s> A </s></s> B </s>, type 0
+    framing="bert", framing_by_packing={"full_sentences": "roberta"},  # RoBERTa's full sentences
+    bench_references={"masked_lm": "bert_jax.benchmark.torch_encoders:MaskedLM",
+                      "unilm": "bert_jax.benchmark.torch_encoders:UniLM"})

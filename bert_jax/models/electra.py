@@ -29,6 +29,7 @@ import jax.numpy as jnp
 
 from bert_jax.errors import UserError
 from bert_jax.models import attention, bert, heads, layers, shared
+from bert_jax.models.family import Family
 
 TOWERS = ("generator", "discriminator")
 
@@ -222,3 +223,14 @@ def to_layout(params: dict, cfg: ElectraConfig, scanned: bool) -> dict:
     for b in bert.BLOCKS:
       stacks[f"{tower}/layers/{b}"] = [f"{tower}/{b}_{k}" for k in range(towers[tower].num_layers)]
   return shared.to_layout(params, stacks, scanned)
+
+
+def finetune(c: Any, pretrained: Any) -> None:
+  """ELECTRA's configure_finetuning.py: lr 1e-4 (Base), layer-wise decay 0.8."""
+  c.optimizer.update(learning_rate=1e-4, layer_decay=0.8)
+
+
+FAMILY = Family(
+    name="electra", objective="replaced_token_detection", converter="bert_jax.convert.electra",
+    hf_types={"electra": "electra_config"}, framings={"electra": bert.FRAMING}, framing="bert", finetune=finetune,
+    bench_references={"replaced_token_detection": "bert_jax.benchmark.torch_encoders:ReplacedTokenDetection"})

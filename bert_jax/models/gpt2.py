@@ -29,6 +29,7 @@ import jax.numpy as jnp
 
 from bert_jax.errors import UserError
 from bert_jax.models import attention, heads, layers, shared
+from bert_jax.models.family import Family, Framing
 from bert_jax.models.dropout import Dropout
 
 
@@ -239,3 +240,18 @@ def init_cache(model: GPT2, batch: int, length: int) -> Any:
 def to_layout(params: dict, cfg: GPT2Config, scanned: bool) -> dict:
   """Converts a parameter tree between the unscanned (layers_K) and scanned (layers) layouts."""
   return shared.to_layout(params, {"layers": [f"layers_{k}" for k in range(cfg.num_layers)]}, scanned)
+
+
+def finetune(c: Any, pretrained: Any) -> None:
+  """GPT-1's (Radford et al. 2018, section 4.1; GPT-2 published none): lr 6.25e-5, warm-up over 0.2% of the steps."""
+  if c.task.name != "squad":
+    c.optimizer.update(learning_rate=6.25e-5)
+    c.task.update(warmup_proportion=0.002)
+
+
+FAMILY = Family(
+    name="gpt2", objective="causal_lm", converter="bert_jax.convert.gpt2", hf_types={"gpt2": "gpt2_config"},
+    # GPT-2 frames nothing: the end-of-text that ends documents joins a pair
+    framings={"gpt2": Framing("$A", "$A {eod} $B")}, framing="gpt2", finetune=finetune,
+    bench_references={"causal_lm": "bert_jax.benchmark.torch_generative:CausalLM"},
+    hf_eod_ids=("bos_token_id", "eos_token_id"))  # GPT2Config's defaults are the published vocabulary's 50256

@@ -22,6 +22,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from bert_jax.models import bert, layers, shared
+from bert_jax.models.family import Family
 
 
 @dataclasses.dataclass(frozen=True)
@@ -116,3 +117,10 @@ example_inputs = bert.example_inputs
 
 def to_layout(params: dict, cfg: SpanBertConfig, scanned: bool) -> dict:
   return bert.to_layout(params, encoder_config(cfg), scanned)
+
+
+FAMILY = Family(
+    name="spanbert", objective="span_boundary", converter="bert_jax.convert.spanbert",
+    hf_types={},  # the published checkpoints are model_type bert: they come in as the bert family
+    framings={}, framing="bert",
+    bench_references={"span_boundary": "bert_jax.benchmark.torch_encoders:SpanBoundary"})

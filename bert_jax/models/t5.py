@@ -25,9 +25,11 @@ from typing import Any
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import ml_collections
 
 from bert_jax.errors import UserError
 from bert_jax.models import attention, layers, shared
+from bert_jax.models.family import Family, Framing
 from bert_jax.models.dropout import Dropout
 
 FEED_FORWARD = {"relu": ("relu", False), "gated-gelu": ("gelu_new", True), "gated-relu": ("relu", True)}
@@ -311,3 +313,19 @@ def to_layout(params: dict, cfg: T5Config, scanned: bool) -> dict:
   stacks = {f"{stack}/layers": [f"{stack}/layers_{k}" for k in range(n)]
             for stack, n in (("encoder", cfg.num_layers), ("decoder", cfg.num_decoder_layers))}
   return shared.to_layout(params, stacks, scanned)
+
+
+def finetune(c: Any, pretrained: Any) -> None:
+  """T5 fine-tunes text to text (its paper: Adafactor at a constant 1e-3) with its pretraining model."""
+  if c.task.name == "squad":
+    return
+  c.model.head = pretrained.model.head
+  c.objective = ml_collections.ConfigDict({"name": "text_to_text", "targets_length": 8,
+                                           "z_loss": pretrained.objective.get("z_loss", 0.0)})
+  c.optimizer.update(name="adafactor", learning_rate=1e-3, schedule="constant", warmup_steps=0, weight_decay=0.0)
+
+
+FAMILY = Family(
+    name="t5", objective="span_corruption", converter="bert_jax.convert.t5", hf_types={"t5": "t5_config"},
+    framings={"t5": Framing("$A {eos}", "$A {eos} $B {eos}")}, framing="t5", finetune=finetune, hf_sentinels=100,
+    bench_references={"span_corruption": "bert_jax.benchmark.torch_generative:SpanCorruption"})

@@ -29,6 +29,7 @@ import numpy as np
 
 from bert_jax.errors import UserError
 from bert_jax.models import heads, layers, shared
+from bert_jax.models.family import Family, Framing
 from bert_jax.models.dropout import Dropout
 
 
@@ -332,3 +333,10 @@ def example_inputs(cfg: XLNetConfig, batch: int = 1, length: int = 8) -> dict:
 def to_layout(params: dict, cfg: XLNetConfig, scanned: bool) -> dict:
   """Converts a parameter tree between the unscanned and scanned layouts (scanned=True: to scanned)."""
   return shared.to_layout(params, {"encoder/layers": [f"encoder/layer_{k}" for k in range(cfg.num_layers)]}, scanned)
+
+
+FAMILY = Family(
+    name="xlnet", objective="permutation_lm", converter="bert_jax.convert.xlnet", hf_types={"xlnet": "xlnet_config"},
+    # A <sep> B <sep> <cls>: XLNet's <cls> at the end, with a token type of its own; padded on the left
+    framings={"xlnet": Framing("$A {sep} {cls}:2", "$A {sep} $B:1 {sep}:1 {cls}:2", padding_side="left")},
+    framing="xlnet", bench_references={"permutation_lm": "bert_jax.benchmark.torch_generative:PermutationLM"})

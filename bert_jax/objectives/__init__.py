@@ -1,7 +1,12 @@
 """The objective registry. An objective is the seam between data and model: one module holds its
 tf.data transform (the features it produces) and its loss and metrics (how the model consumes them).
 
-An objective class is built from the whole config and provides:
+An objective class declares the model families it serves, checked when the config loads (check_family):
+
+  FAMILIES: tuple[str, ...] | None -> the config.model.family values it trains (None: any family whose model has the
+      task head the objective asks for; the family's validate refuses the others)
+
+and is built from the whole config and provides:
 
   feature_spec(batch_size)         -> {name: (shape, dtype)} of one batch
   synthetic_batch(batch_size, rng) -> a batch of random features of that spec (benchmarks, plans)
@@ -54,12 +59,25 @@ OBJECTIVES = {
 }
 
 
-def get_objective(config: Any):
+def objective_class(config: Any) -> type:
   name = config.objective.get("name", None)
   if name not in OBJECTIVES:
     raise UserError(f"objective.name must be one of {', '.join(OBJECTIVES)}, got {name!r}")
   module_name, class_name = OBJECTIVES[name].split(":")
-  return getattr(importlib.import_module(module_name), class_name)(config)
+  return getattr(importlib.import_module(module_name), class_name)
+
+
+def get_objective(config: Any):
+  return objective_class(config)(config)
+
+
+def check_family(config: Any) -> None:
+  """Refuses an objective on a model family it does not serve (its FAMILIES)."""
+  families = objective_class(config).FAMILIES
+  family = config.model.get("family", None)
+  if families is not None and family not in families:
+    raise UserError(f"objective {config.objective.name} serves families {', '.join(families)}; model.family is "
+                    f"{family}")
 
 
 def check_fits_positions(config: Any) -> None:

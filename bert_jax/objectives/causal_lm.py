@@ -32,6 +32,7 @@ CONTINUATION = "continuation"  # the `blank` of a predict record
 
 
 class CausalLM:
+  FAMILIES = ("gpt2",)
 
   def __init__(self, config: Any):
     self.config = config
@@ -40,8 +41,6 @@ class CausalLM:
 
   def validate(self) -> None:
     o = self.config.objective
-    if self.config.model.get("family") != "gpt2":
-      raise UserError(f"objective causal_lm needs model.family=gpt2, got {self.config.model.get('family')!r}")
     if self.seq_len < 1:
       raise UserError(f"data.seq_len must be positive, got {self.seq_len}")
     check_fits_positions(self.config)

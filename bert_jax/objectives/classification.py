@@ -3,14 +3,13 @@
 
 Features of one example (L = data.seq_len): input_ids, token_type_ids, attention_mask [L] int32, label [] (int32 index,
 or float32 score for regression) and weight [] float32 (0 for rows that only fill a batch). One text or a pair is
-framed as the model was pretrained (objective.framing):
+framed as the model was pretrained (objective.framing names a framing of a family's descriptor,
+bert_jax.models.family.Framing, whose templates the exported tokenizer carries too):
   bert     [CLS] A [SEP] B [SEP], token types 0 for A and 1 for B (BERT, ALBERT, ELECTRA, SpanBERT)
   roberta  <s> A </s></s> B </s>, token type 0 throughout
-  bart     <s> A </s> B </s> with the tokenizer's </s> (BART's eos, where its classifier reads), token type 0:
-           fairseq's GLUE preprocessing and BARTHubInterface.encode (transformers' tokenizer puts </s></s> between)
+  bart     <s> A </s> B </s> with the tokenizer's </s> (BART's eos, where its classifier reads), token type 0
   xlnet    A <sep> B <sep> <cls>, token types 0, 1 and 2 for <cls> (the summary reads the last real token)
-  gpt2     A <|endoftext|> B, token type 0: the pretraining stream's document separator between the texts (GPT-2
-           published no fine-tuning format); the classifier reads the last real token, as transformers' does
+  gpt2     A <|endoftext|> B, token type 0 (the classifier reads the last real token, as transformers' does)
 and a pair too long is cut one token at a time from the longer text (google-research/bert's _truncate_seq_pair).
 Loss: cross-entropy (classification) or squared error (regression, num_labels 1), averaged over the weighted rows.
 
@@ -22,21 +21,21 @@ A task objective adds to the protocol (used by fine-tuning's batches, evaluation
   predicted_labels(split, outputs)  -> the prediction of each example as the task writes it (a label or a score)
 """
 
+import functools
 from typing import Any
 
 import jax.numpy as jnp
 import numpy as np
 import optax
 
-from bert_jax import scores
+from bert_jax import models, scores
 from bert_jax.data import tasks as tasks_lib
 from bert_jax.errors import UserError
 from bert_jax.objectives import check_fits_positions
 
-FRAMINGS = ("bert", "roberta", "bart", "xlnet", "gpt2")
-
 
 class Classification:
+  FAMILIES = None  # every family whose model has a classification head (its validate refuses model.head otherwise)
 
   def __init__(self, config: Any):
     self.config = config
@@ -55,8 +54,7 @@ class Classification:
     if model.num_labels != wanted:
       raise UserError(f"task {self.task.name} has {wanted} output(s) but model.num_labels={model.num_labels}; set "
                       f"--config.model.num_labels={wanted}")
-    if self.framing not in FRAMINGS:
-      raise UserError(f"objective.framing must be one of {', '.join(FRAMINGS)}, got {self.framing!r}")
+    models.framing(self.framing, "objective.framing")
     check_fits_positions(self.config)
 
   def feature_spec(self, batch_size: int) -> dict:
@@ -163,28 +161,26 @@ def truncate_pair(ids: list[list[int]], max_tokens: int) -> list[list[int]]:
   return ids
 
 
+@functools.cache
+def _template(framing: str, pair: bool) -> tuple[tuple[str, int], ...]:
+  """The framing's template for one text or a pair as (part, token type): part $A, $B or a tokenizer role."""
+  found = models.framing(framing, "objective.framing")
+  parts = []
+  for part in (found.pair if pair else found.single).split():
+    name, _, token_type = part.partition(":")
+    parts.append((name if name.startswith("$") else name.strip("{}"), int(token_type or 0)))
+  return tuple(parts)
+
+
 def frame(ids: list[list[int]], tokenizer: Any, seq_len: int, framing: str) -> tuple[np.ndarray, ...]:
   """(input_ids, token_type_ids, attention_mask) of one text or pair, padded to seq_len."""
-  cls, sep = tokenizer.cls_id, tokenizer.sep_id
-  pair = len(ids) == 2
-  specials = {"bert": 2 + pair, "roberta": 2 + 2 * pair, "bart": 2 + pair, "xlnet": 2 + pair, "gpt2": pair}[framing]
-  parts = truncate_pair(ids, seq_len - specials)
-  if framing == "bert":
-    tokens = [cls, *parts[0], sep] + ([*parts[1], sep] if pair else [])
-    types = [0] * (len(parts[0]) + 2) + ([1] * (len(parts[1]) + 1) if pair else [])
-  elif framing == "roberta":
-    tokens = [cls, *parts[0], sep] + ([sep, *parts[1], sep] if pair else [])
-    types = [0] * len(tokens)
-  elif framing == "bart":
-    eos = tokenizer.eos_id
-    tokens = [cls, *parts[0], eos] + ([*parts[1], eos] if pair else [])
-    types = [0] * len(tokens)
-  elif framing == "gpt2":
-    tokens = [*parts[0]] + ([tokenizer.eod_id, *parts[1]] if pair else [])
-    types = [0] * len(tokens)
-  else:
-    tokens = [*parts[0], sep] + ([*parts[1], sep] if pair else []) + [cls]
-    types = [0] * (len(parts[0]) + 1) + ([1] * (len(parts[1]) + 1) if pair else []) + [2]
+  template = _template(framing, len(ids) == 2)
+  parts = dict(zip(("$A", "$B"), truncate_pair(ids, seq_len - sum(not p.startswith("$") for p, _ in template))))
+  tokens, types = [], []
+  for part, token_type in template:
+    piece_ids = parts[part] if part.startswith("$") else [getattr(tokenizer, f"{part}_id")]
+    tokens += piece_ids
+    types += [token_type] * len(piece_ids)
   padding = seq_len - len(tokens)
   return (np.array(tokens + [tokenizer.pad_id] * padding, np.int32), np.array(types + [0] * padding, np.int32),
           np.array([1] * len(tokens) + [0] * padding, np.int32))

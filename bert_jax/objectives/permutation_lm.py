@@ -34,6 +34,7 @@ def permutation_mask(perm_rank_BL: jax.Array, is_target_BL: jax.Array) -> jax.Ar
 
 
 class PermutationLM:
+  FAMILIES = ("xlnet",)
 
   def __init__(self, config: Any):
     self.config = config
@@ -46,9 +47,6 @@ class PermutationLM:
 
   def validate(self) -> None:
     o, L, R, P = self.config.objective, self.seq_len, self.reuse_len, self.num_predict
-    family = self.config.model.get("family")
-    if family != "xlnet":
-      raise UserError(f"objective permutation_lm needs model.family=xlnet, got {family!r}")
     if not 0 <= R <= L - SPECIAL_TOKENS - 2:
       raise UserError(f"model.reuse_len={R} leaves no room for two segments in data.seq_len={L}; "
                       f"use at most {L - SPECIAL_TOKENS - 2}")

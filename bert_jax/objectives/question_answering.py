@@ -25,6 +25,7 @@ POSITIONS = ("start_positions", "end_positions")
 
 
 class QuestionAnswering:
+  FAMILIES = None  # every family whose model has a span head (its validate refuses model.head otherwise)
 
   def __init__(self, config: Any):
     self.config = config

@@ -62,11 +62,10 @@ def corrupt(batch: dict, logits_BPV: jax.Array, key: jax.Array, temperature: flo
 
 
 class ReplacedTokenDetection(MaskedLM):
+  FAMILIES = ("electra",)
 
   def validate(self) -> None:
     o, model = self.config.objective, self.config.model
-    if model.get("family") != "electra":
-      raise UserError(f"objective replaced_token_detection needs model.family=electra, got {model.get('family')!r}")
     if o.sentence_task != "none":
       raise UserError("objective replaced_token_detection has no sentence task; set objective.sentence_task=none")
     if o.disc_weight < 0 or o.gen_weight < 0 or o.temperature <= 0:

@@ -41,6 +41,7 @@ SBO_FEATURES = ("sbo_left", "sbo_right", "sbo_relative")
 
 
 class SpanBoundary:
+  FAMILIES = ("spanbert",)
 
   def __init__(self, config: Any):
     self.config = config
@@ -50,8 +51,6 @@ class SpanBoundary:
 
   def validate(self) -> None:
     o, model = self.config.objective, self.config.model
-    if model.get("family") != "spanbert":
-      raise UserError(f"objective span_boundary needs model.family=spanbert, got {model.get('family')!r}")
     if not 0.0 < o.mask_rate < 1.0:
       raise UserError(f"objective.mask_rate must be in (0, 1), got {o.mask_rate}")
     if not 0 < o.max_predictions <= self.seq_len:

@@ -22,10 +22,9 @@ from bert_jax.objectives.span_corruption import SpanCorruption
 
 
 class TextToText(SpanCorruption):
+  FAMILIES = ("t5",)
 
   def __init__(self, config: Any):  # span corruption's loss, not its data arithmetic
-    if config.model.get("family", None) != "t5":
-      raise UserError("objective text_to_text needs model.family=t5")
     self.config = config
     self.task = tasks_lib.load(config.task)
     if self.task.kind not in ("classification", "regression"):

@@ -74,6 +74,7 @@ def mask_types(batch_size: int, rngs: dict | None) -> jax.Array:
 
 
 class UniLM(MaskedLM):
+  FAMILIES = ("bert",)
 
   def __init__(self, config: Any):
     self.lm_segments = config.objective.get("lm_segments", False)
