@@ -6,7 +6,6 @@ import argparse
 import contextlib
 import glob
 import importlib
-import importlib.util
 import logging
 import os
 import sys
@@ -54,7 +53,9 @@ def _cpu_only_without_accelerators() -> None:
   """With libtpu installed (the tpu and test extras: `plan --topology`) on a machine without a TPU, JAX's TPU backend
   fails to start and libtpu writes its warnings on every command: where no TPU (PCI vendor 0x1ae0) and no GPU is
   attached and JAX_PLATFORMS is unset, JAX runs on the CPU alone. The TPU compiler stays reachable for plan."""
-  if "JAX_PLATFORMS" in os.environ or importlib.util.find_spec("libtpu") is None:
+  from bert_jax import topology  # no JAX import: the platforms are set before JAX starts
+
+  if "JAX_PLATFORMS" in os.environ or not topology.libtpu_installed():
     return
   vendors = []
   for path in glob.glob("/sys/bus/pci/devices/*/vendor"):

@@ -26,11 +26,9 @@ gathers and scatters of the layers' kernels into collective-permutes overlapped 
 all-reduce where it would not scatter (see README, `bert-jax plan`).
 """
 
-import contextlib
 import math
 import time
-from typing import Any, Iterator, Sequence
-from unittest import mock
+from typing import Any, Sequence
 
 import jax
 import numpy as np
@@ -109,21 +107,9 @@ def abstract_batch(trainer: Any) -> dict:
           for name, (shape, dtype) in spec.items()}
 
 
-@contextlib.contextmanager
-def traced_for(platform: str) -> Iterator[None]:
-  """While a step for `platform`'s devices is traced, jax.default_backend() answers that platform: the models pick
-  their matrix products' forms by it (models/layers.py: CPU-only forms cast bfloat16 attention products to float32),
-  and a TPU plan runs in a process whose backend is the CPU."""
-  if platform == "cpu":
-    yield
-    return
-  with mock.patch.object(jax, "default_backend", lambda: platform):
-    yield
-
-
 def lower_train_step(trainer: Any) -> Any:
   """The jitted train step lowered with abstract state and batch for the trainer's devices."""
-  with trainer.context(), traced_for(trainer.mesh.devices.flat[0].platform):
+  with trainer.context():
     return trainer._train_step.lower(trainer.abstract_state(), abstract_batch(trainer))
 
 

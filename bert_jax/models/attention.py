@@ -87,12 +87,6 @@ def segments(q_segment_BL: jax.Array, kv_segment_BS: jax.Array, causal: bool = F
   return Mask(q_segment_BL=q_segment_BL, kv_segment_BS=kv_segment_BS, causal=causal)
 
 
-def platform() -> str:
-  """The platform of the mesh the model is traced under (jax.set_mesh), else of the default backend."""
-  device = getattr(jax.sharding.get_abstract_mesh(), "abstract_device", None)
-  return device.platform if device is not None else jax.default_backend()
-
-
 def check_name(implementation: str) -> None:
   if implementation not in IMPLEMENTATIONS:
     raise UserError(f"model.attention must be one of {', '.join(IMPLEMENTATIONS)}, got '{implementation}'")
@@ -154,7 +148,7 @@ def attend(q_BLNK: jax.Array, k_BSNK: jax.Array, v_BSNK: jax.Array, mask: Mask, 
   length, source_length, head_dim = q_BLNK.shape[1], k_BSNK.shape[1], q_BLNK.shape[-1]
   dropout = dropout_rate > 0.0 and not deterministic
   chosen = resolve(implementation, mask, bias_BNLS is not None, dropout, length, source_length, head_dim,
-                   v_BSNK.dtype, platform())
+                   v_BSNK.dtype, layers.platform())
   if chosen == "splash":
     out_BLNK = _splash(q_BLNK, k_BSNK, v_BSNK, mask, head_dim ** -0.5 if scale is None else scale)
   elif chosen == "dot_product_attention":
@@ -182,7 +176,7 @@ def _xla(q_BLNK, k_BSNK, v_BSNK, mask: Mask, bias_BNLS, scale, dropout: Callable
 def _dot_product_attention(q_BLNK, k_BSNK, v_BSNK, mask: Mask, bias_BNLS, scale):
   """jax.nn.dot_product_attention; cuDNN's wants the mask at its full [B, 1, L, S] and takes causal order itself."""
   (batch, length, _, head_dim), source_length = q_BLNK.shape, k_BSNK.shape[1]
-  cudnn = _cudnn_takes(platform(), head_dim, v_BSNK.dtype, bias_BNLS is not None, length, source_length)
+  cudnn = _cudnn_takes(layers.platform(), head_dim, v_BSNK.dtype, bias_BNLS is not None, length, source_length)
   implementation = "cudnn" if cudnn else None
   causal = implementation == "cudnn" and mask.causal and not mask.decoding and length == source_length
   mask_B1LS = (mask.replace(causal=False) if causal else mask).dense(length, source_length)
@@ -206,7 +200,7 @@ def _splash(q_BLNK, k_BSNK, v_BSNK, mask: Mask, scale: float):
       q_segment_BL, kv_segment_BS = jnp.ones(q_BLNK.shape[:2], jnp.int32), key_BS
     else:
       kv_segment_BS = kv_segment_BS * key_BS
-  interpret = platform() != "tpu"
+  interpret = layers.platform() != "tpu"
   q_block, kv_block = _block(length), _block(source_length)
   blocks = kernels.BlockSizes(block_q=q_block, block_kv=kv_block, block_kv_compute=kv_block, block_q_dkv=q_block,
                               block_kv_dkv=kv_block, block_kv_dkv_compute=kv_block, block_q_dq=q_block,

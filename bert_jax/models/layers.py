@@ -118,13 +118,20 @@ def _as_matrices(x, y, dimension_numbers):
           tuple(x_free + y_free))
 
 
+def platform() -> str:
+  """The platform of the mesh the model is traced under (jax.set_mesh: a TPU plan's compile-only devices too), else of
+  the default backend."""
+  device = getattr(jax.sharding.get_abstract_mesh(), "abstract_device", None)
+  return device.platform if device is not None else jax.default_backend()
+
+
 def _product(x, y, dimension_numbers, precision, out_dtype):
   """lax.dot_general into out_dtype. On the CPU, XLA multiplies bfloat16 matrices natively (YNNPACK: AVX512-BF16,
   AMX) only into a float32 product: a bfloat16 product is computed by first converting both operands to float32, at
   float32's rate. So low-precision products without batch dimensions are taken in float32 and cast; those with
   batch dimensions (attention) are computed in float32, as XLA would, because XLA:CPU has no bfloat16 x bfloat16 ->
   float32 kernel for the layouts YNNPACK declines."""
-  on_cpu = jax.default_backend() == "cpu"
+  on_cpu = platform() == "cpu"
   float32 = x.dtype == y.dtype == jnp.float32
   matrices = _as_matrices(x, y, dimension_numbers) if on_cpu and float32 and MATRIX_PRODUCTS_ON_CPU else None
   if matrices:
