@@ -33,7 +33,8 @@ def rate(matmul, a) -> float:
 
 def xla(n: int, dtype, product=lambda x: x @ x) -> float:
   square = jax.jit(product)
-  return rate(lambda x: square(x).block_until_ready(), jnp.asarray(np.random.default_rng(0).standard_normal((n, n)), dtype))
+  x = jnp.asarray(np.random.default_rng(0).standard_normal((n, n)), dtype)
+  return rate(lambda x: square(x).block_until_ready(), x)
 
 
 def pytorch(n: int, dtype) -> float:

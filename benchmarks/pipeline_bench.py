@@ -13,7 +13,7 @@ import math
 import tempfile
 
 from bert_jax import config as config_lib
-from bert_jax.benchmark.run import pipeline_tokens_per_second
+from bert_jax.bench.run import pipeline_tokens_per_second
 
 BERT_PREDICTIONS = {128: 20, 512: 80}
 

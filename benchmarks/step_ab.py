@@ -33,11 +33,11 @@ import jax.numpy as jnp
 import optax
 
 from bert_jax import config as config_lib
-from bert_jax.benchmark import run as bench
+from bert_jax.bench import run as bench
 from bert_jax.models import layers
 from bert_jax.objectives import token_scores
 from bert_jax.train import optimizers
-from bert_jax.train.loop import Trainer
+from bert_jax.train.trainer import Trainer
 
 NEW_ADAFACTOR = optimizers.adafactor
 NEW_SCORES = token_scores.nll_and_correct
@@ -47,8 +47,20 @@ def optax_adafactor(schedule, weight_decay=0.0):
   return optax.adafactor(schedule, weight_decay_rate=weight_decay or None, weight_decay_mask=optimizers.decay_mask)
 
 
+# The library's functions, and what "before" puts in their place; each is looked up when a step is traced.
+CUSTOM_DOT, AS_MATRICES, LOW_PRECISION_ON_CPU = layers._custom_dot, layers._as_matrices, layers._low_precision_on_cpu
+RECOMPUTED, RECOMPUTED_MODULE = layers.recomputed, layers.recomputed_module
+
+
+def low_precision_native(x, y, dimension_numbers, precision, out_dtype):
+  """Before bf16-dots: only batched products go through float32; the others are bfloat16 products."""
+  if dimension_numbers[1][0]:
+    return LOW_PRECISION_ON_CPU(x, y, dimension_numbers, precision, out_dtype)
+  return jax.lax.dot_general(x, y, dimension_numbers, precision=precision, preferred_element_type=out_dtype)
+
+
 def set_kernel_grad(after: bool) -> None:
-  layers.GRADIENTS_IN_LAYOUT = after  # read when the step is traced, at its first call
+  layers._custom_dot = CUSTOM_DOT if after else layers._compute_product
 
 
 def set_kernel_cast(after: bool) -> None:
@@ -57,15 +69,16 @@ def set_kernel_cast(after: bool) -> None:
 
 
 def set_bf16_dots(after: bool) -> None:
-  layers.FLOAT32_ACCUMULATION_ON_CPU = after  # read when the step is traced
+  layers._low_precision_on_cpu = LOW_PRECISION_ON_CPU if after else low_precision_native
 
 
 def set_matrix_dots(after: bool) -> None:
-  layers.MATRIX_PRODUCTS_ON_CPU = after  # read when the step is traced
+  layers._as_matrices = AS_MATRICES if after else (lambda *args: None)
 
 
 def set_recompute(after: bool) -> None:
-  layers.RECOMPUTE_ELEMENTWISE = after  # read when the step is traced
+  layers.recomputed = RECOMPUTED if after else (lambda fn: fn)
+  layers.recomputed_module = RECOMPUTED_MODULE if after else (lambda module_cls: module_cls)
 
 
 def set_adafactor(after: bool) -> None:

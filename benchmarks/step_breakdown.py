@@ -13,9 +13,9 @@ import time
 import jax
 
 from bert_jax import config as config_lib
-from bert_jax.benchmark import run as bench
+from bert_jax.bench import run as bench
 from bert_jax.objectives import training_loss
-from bert_jax.train.loop import Trainer
+from bert_jax.train.trainer import Trainer
 
 
 def median_seconds(fn, *args, steps: int) -> float:

@@ -10,7 +10,6 @@ import logging
 import os
 import sys
 
-
 from bert_jax.errors import UserError
 
 COMMANDS = ("train", "finetune", "evaluate", "params", "config", "tokenizer", "prepare", "convert", "plan", "bench",
@@ -52,10 +51,11 @@ def _quiet_library_logs() -> None:
 def _cpu_only_without_accelerators() -> None:
   """With libtpu installed (the tpu and test extras: `plan --topology`) on a machine without a TPU, JAX's TPU backend
   fails to start and libtpu writes its warnings on every command: where no TPU (PCI vendor 0x1ae0) and no GPU is
-  attached and JAX_PLATFORMS is unset, JAX runs on the CPU alone. The TPU compiler stays reachable for plan."""
-  from bert_jax import topology  # no JAX import: the platforms are set before JAX starts
+  attached and JAX_PLATFORMS is unset, JAX runs on the CPU alone. The TPU compiler stays reachable for plan; so does
+  the CUDA compiler, whose plugin (the cuda extra, `plan --gpu`) would likewise fail to start without a GPU."""
+  from bert_jax import gpu_targets, topology  # no JAX import: the platforms are set before JAX starts
 
-  if "JAX_PLATFORMS" in os.environ or not topology.libtpu_installed():
+  if "JAX_PLATFORMS" in os.environ or not (topology.libtpu_installed() or gpu_targets.cuda_plugin_installed()):
     return
   vendors = []
   for path in glob.glob("/sys/bus/pci/devices/*/vendor"):

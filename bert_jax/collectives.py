@@ -4,9 +4,11 @@ replica group, the op it serves and how many times a step runs it.
 A collective the compiler split into pieces (an asynchronous start, its continuations and its done, in fusions of
 their own) keeps its channel id: pieces with one channel id and shape are one collective, run as often as its
 least frequent piece (continuations of a gather before the layers' loop may sit inside the loop, each doing a
-share). One inside a while loop runs once per trip: the loop's known_trip_count where the compiler wrote one
-(XLA:CPU does), else read from its condition and body (`counter < N`, the counter starting from a constant and
-stepping by a constant); a loop whose count cannot be read is counted once (`Collective.trips_known` is False).
+share). A start is typed (operands, results) where XLA:GPU writes it: a gather's and an all-to-all's data are the
+results, a reduce-scatter's its operands. One inside a while loop runs once per trip: the loop's known_trip_count
+where the compiler wrote one (XLA:CPU and XLA:GPU do), else read from its condition and body (`counter < N`, the
+counter starting from a constant and stepping by a constant); a loop whose count cannot be read is counted once
+(`Collective.trips_known` is False).
 
 A TPU compiler turns the all-gather of a parameter before a matrix product, or the reduce-scatter of a gradient
 after one, into a loop of collective-permutes overlapped with the product (a windowed einsum, "collective matmul");
@@ -23,10 +25,10 @@ Bytes each device sends, for data of b bytes and g devices in a group (ring algo
   collective-permute                         b
 """
 
+from collections.abc import Iterable
 import dataclasses
 import math
 import re
-from typing import Iterable
 
 KINDS = ("all-gather", "reduce-scatter", "all-reduce", "all-to-all", "collective-permute")
 DTYPE_BYTES = {"pred": 1, "s8": 1, "u8": 1, "s16": 2, "u16": 2, "f16": 2, "bf16": 2, "s32": 4, "u32": 4, "f32": 4,
@@ -141,10 +143,11 @@ def _trip_count(condition: list[_Instruction], body: list[_Instruction], start: 
   if root is None or "direction=LT" not in root.rest or len(_operands(root)) != 2:
     return None
   counter, limit = (by_name.get(name) for name in _operands(root))
-  index = re.search(r"index=(\d+)", counter.rest) if counter is not None else None
-  if counter.opcode != "get-tuple-element" or not index or _constant(limit) is None:
+  found = re.search(r"index=(\d+)", counter.rest) if counter is not None else None
+  end = _constant(limit)
+  if counter is None or counter.opcode != "get-tuple-element" or not found or end is None:
     return None
-  index = int(index.group(1))
+  index = int(found.group(1))
   step = 1
   body_by_name = {i.name: i for i in body}
   root_tuple = body[-1] if body and body[-1].opcode == "tuple" else None
@@ -153,7 +156,7 @@ def _trip_count(condition: list[_Instruction], body: list[_Instruction], start: 
   if update is not None and update.opcode == "add":
     steps = [_constant(body_by_name.get(name)) for name in _operands(update)]
     step = next((s for s in steps if s is not None), 1)
-  trips = -(-(_constant(limit) - start.get(index, 0)) // step) if step > 0 else None
+  trips = -(-(end - start.get(index, 0)) // step) if step > 0 else None
   return trips
 
 
@@ -178,10 +181,12 @@ def _multiplicities(computations: dict[str, list[_Instruction]], entry: str) -> 
       called = _CALLS.findall(instruction.rest)
       for branches in _BRANCHES.findall(instruction.rest):
         called += re.findall(r"%([\w.\-]+)", branches)
-      trips = 1
+      trips: int | None = 1
       if instruction.opcode == "while":
-        body = re.search(r"\bbody=%([\w.\-]+)", instruction.rest).group(1)
-        condition = re.search(r"\bcondition=%([\w.\-]+)", instruction.rest).group(1)
+        body_match = re.search(r"\bbody=%([\w.\-]+)", instruction.rest)
+        condition_match = re.search(r"\bcondition=%([\w.\-]+)", instruction.rest)
+        assert body_match and condition_match, instruction.rest  # an HLO while names both computations
+        body, condition = body_match.group(1), condition_match.group(1)
         known = _KNOWN_TRIPS.search(instruction.rest)  # XLA:CPU and GPU write it down; a TPU compiler does not
         trips = int(known.group(1)) if known else _trip_count(computations.get(condition, []), computations.get(
             body, []), _loop_start(instructions, instruction))
@@ -247,8 +252,10 @@ def collectives(hlo_text: str) -> list[Collective]:
       if kind == "all-reduce" and name.startswith("all-reduce-scatter"):
         kind = "reduce-scatter"
       arrays = _arrays(instruction.shape)
-      if instruction.opcode == "all-gather-start":  # (operands, results)
+      if instruction.opcode in ("all-gather-start", "all-to-all-start"):  # (operands, results)
         arrays = arrays[len(arrays) // 2:]
+      elif instruction.opcode == "reduce-scatter-start":  # (operands, results) on a GPU: the operands, its input
+        arrays = arrays[:len(arrays) // 2]
       elif instruction.opcode == "collective-permute-start":  # (operand, result, contexts)
         arrays = arrays[:1]
       group = _group_size(instruction.rest, kind)

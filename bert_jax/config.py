@@ -1,16 +1,17 @@
 """Config loading: ml-collections files under configs/, `--config.a.b=value` overrides, validation."""
 
 import ast
+from collections.abc import Sequence
 import difflib
 import importlib.util
 import json
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import ml_collections
 
-from bert_jax import storage
 from bert_jax.errors import UserError
+from bert_jax.files import storage
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 
@@ -48,7 +49,7 @@ def load_config(spec: str, overrides: Sequence[str] = ()) -> ml_collections.Conf
     config.rules = tuple(tuple(rule) for rule in config.get("rules", ()))
   else:
     module_spec = importlib.util.spec_from_file_location(f"bert_jax_config_{path.stem}", path)
-    if module_spec is None or path.suffix != ".py":
+    if module_spec is None or module_spec.loader is None or path.suffix != ".py":
       raise UserError(f"config file '{path}' is neither a .py config file nor a run's config.json")
     module = importlib.util.module_from_spec(module_spec)
     module_spec.loader.exec_module(module)
@@ -90,7 +91,19 @@ def _parse_value(text: str, current: Any) -> Any:
 
 
 def apply_overrides(config: ml_collections.ConfigDict, overrides: Sequence[str]) -> None:
-  """Applies `section.key=value` (or `--config.section.key=value`) strings; unknown keys are errors."""
+  """Applies `section.key=value` (or `--config.section.key=value`) strings; unknown keys are errors. An override of
+  objective.name comes first; then the objective's settings the config leaves out are written in with their
+  defaults (as config.model holds its family's), so that each takes an override."""
+  from bert_jax.objectives import fill_defaults
+
+  names = [item for item in overrides if item.removeprefix("--config.").partition("=")[0] == "objective.name"]
+  _apply(config, names)
+  if "objective" in config:
+    fill_defaults(config.objective)
+  _apply(config, [item for item in overrides if item not in names])
+
+
+def _apply(config: ml_collections.ConfigDict, overrides: Sequence[str]) -> None:
   known = _leaf_keys(config)
   for item in overrides:
     text = item[len("--config."):] if item.startswith("--config.") else item
@@ -125,7 +138,7 @@ def _positive(config, *keys: str) -> None:
 def validate(config: ml_collections.ConfigDict) -> None:
   """Checks what would otherwise fail deep inside a compile; model families add their own checks."""
   from bert_jax.models import validate_model_config  # the model registry knows each family's rules
-  from bert_jax.objectives import check_family  # each objective names the families it serves
+  from bert_jax.objectives import check_family, check_keys  # each objective names the families it serves, its keys
 
   _positive(config, "train.steps", "train.batch_size", "train.log_every", "train.microbatches")
   if config.train.batch_size % config.train.microbatches:
@@ -137,6 +150,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
     raise UserError(f"config key 'eval.every' must be >= 0 (0: no evaluation during training), got {every!r}")
   validate_model_config(config.model)
   check_family(config)
+  check_keys(config)  # an objective key its objective does not know (a typo in a config file) stops here
   if config.model.get("attention") == "splash" and config.data.seq_len % 128:
     raise UserError(f"model.attention=splash runs on lengths that are multiples of 128, and data.seq_len is "
                     f"{config.data.seq_len}: set data.seq_len to one (e.g. {-(-config.data.seq_len // 128) * 128}) "

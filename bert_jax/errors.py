@@ -16,10 +16,11 @@ def is_disk_full(error: BaseException) -> bool:
   """Whether an error (or one that caused it) is a full disk or quota, from the OS, TensorFlow or TensorStore."""
   import errno
 
-  while error is not None:
-    if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
+  current: BaseException | None = error
+  while current is not None:
+    if isinstance(current, OSError) and current.errno in (errno.ENOSPC, errno.EDQUOT):
       return True
-    if "no space left on device" in str(error).lower():
+    if "no space left on device" in str(current).lower():
       return True
-    error = error.__cause__ or error.__context__
+    current = current.__cause__ or current.__context__
   return False

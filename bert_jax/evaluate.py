@@ -4,15 +4,16 @@ A checkpoint with a missing, truncated or corrupt file is reported and skipped (
 any other failure is an error, and evaluating nothing is an error.
 """
 
-from typing import Any, Iterator, Sequence
+from collections.abc import Iterator, Sequence
+from typing import Any
 
 from etils import epath
 
-from bert_jax import workdir as workdir_lib
 from bert_jax.checkpoint import CHECKPOINT_DIR, Checkpoints, Damaged, report
 from bert_jax.errors import UserError
+from bert_jax.files import workdir as workdir_lib
 from bert_jax.train.evaluator import Evaluator, write_results
-from bert_jax.train.loop import Trainer
+from bert_jax.train.trainer import Trainer
 
 
 class CheckpointEvaluator:

@@ -6,25 +6,27 @@ checkpoint kept, and that checkpoint's predictions on the task's test split(s) w
     pretrained = finetune.pretrained(source, step)      # a run's workdir (its newest checkpoint, or `step`), one
                                                          # checkpoint WORKDIR/checkpoints/STEP, or a directory
                                                          # `convert --from-hf` wrote
-    config = finetune.make_config(pretrained, task, overrides)   # defaults.finetune_config, steps from the task
+    config = finetune.make_config(pretrained, task, overrides)   # recipes.finetune_config, steps from the task
     record = finetune.run(config, workdir, pretrained.params)    # trains (or resumes); the best dev record
 
 A run resumes like pretraining; `init=None` fine-tunes from random parameters (the baseline a pretrained model must
 beat).
 """
 
+from collections.abc import Sequence
 import dataclasses
 import json
 import math
-from typing import Any, Sequence
+from typing import Any
 
 import jax
 import ml_collections
 
-from bert_jax import config as config_lib, defaults, storage, workdir as workdir_lib
+from bert_jax import config as config_lib, recipes
 from bert_jax.checkpoint import CHECKPOINT_DIR, Checkpoints
 from bert_jax.data import tasks as tasks_lib
 from bert_jax.errors import UserError
+from bert_jax.files import storage, workdir as workdir_lib
 from bert_jax.train import loop
 from bert_jax.train.evaluator import EVAL_DIR
 
@@ -75,7 +77,7 @@ def pretrained(source: str, step: int | None = None) -> Pretrained:
 def make_config(model: Pretrained, task: dict, overrides: Sequence[str] = ()) -> ml_collections.ConfigDict:
   """The fine-tuning config: the recipe on the pretrained model's config, `overrides` applied, then the steps,
   warm-up and evaluation interval derived from the task's training split where the recipe leaves them open."""
-  config = defaults.finetune_config(model.config, **task)
+  config = recipes.finetune_config(model.config, **task)
   config.data.tokenizer = model.tokenizer
   config_lib.apply_overrides(config, overrides)
   found = tasks_lib.load(config.task)

@@ -23,7 +23,7 @@ from jax.extend import core as jax_core
 import numpy as np
 
 from bert_jax import models, parallel, params as params_lib
-from bert_jax.objectives import forward_with_memory, get_objective, training_loss
+from bert_jax.objectives import carries_memory, forward_with_memory, get_objective, training_loss
 
 Var = jax_core.Var
 MOVES = {"concatenate", "convert_element_type", "copy", "reshape", "transpose"}  # elements moved, not computed
@@ -45,7 +45,7 @@ def _count(config: Any) -> tuple[int, int]:
   model = models.build_model(config.model, deterministic=True)
   boxed = params_lib.abstract(config.model, model, boxed=True)
   batch = {name: jax.ShapeDtypeStruct(shape, dtype) for name, (shape, dtype) in objective.feature_spec(1).items()}
-  memory = jax.ShapeDtypeStruct(*objective.memory_spec(1)) if getattr(objective, "carries_memory", False) else None
+  memory = jax.ShapeDtypeStruct(*objective.memory_spec(1)) if carries_memory(objective) else None
   loss = lambda p, b, m: training_loss(forward_with_memory(objective, model, p, b, m)[0], objective.counts(b))
   jaxpr = jax.make_jaxpr(loss)(nn.meta.unbox(boxed), batch, memory).jaxpr
   rules = parallel.logical_rules(config)

@@ -5,17 +5,32 @@ the devices). `dcn` spans slices (TPU) or processes (GPU, CPU) over the slow net
 within one. config.rules maps the models' logical axis names to mesh axes.
 """
 
+from collections.abc import Sequence
 import math
 import os
-from typing import Any, Sequence
+from typing import Any
 
 import flax.linen as nn
 import jax
-import numpy as np
 from jax.experimental import mesh_utils
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
+import numpy as np
 
 from bert_jax.errors import UserError
+
+# Logical axis -> mesh axes. Batch over data and fsdp; parameters FSDP-sharded on `embed`,
+# tensor-parallel on heads/mlp/vocab. A config may replace any rule.
+DEFAULT_RULES = (
+    ("batch", ("dcn", "data", "fsdp")),
+    ("length", None),
+    ("vocab", "tensor"),
+    ("embed", "fsdp"),
+    ("heads", "tensor"),
+    ("kv", None),
+    ("mlp", "tensor"),
+    ("layers", None),
+    ("relpos", None),
+)
 
 MESH_AXES = ("dcn", "data", "fsdp", "tensor")
 Rules = tuple[tuple[str, Any], ...]
@@ -33,10 +48,10 @@ def enable_compilation_cache() -> str | None:
   JAX_COMPILATION_CACHE_DIR when set, otherwise ~/.cache/bert_jax/xla (BERT_JAX_COMPILATION_CACHE=off: none)."""
   if os.environ.get("BERT_JAX_COMPILATION_CACHE") == "off":
     return None
-  if not jax.config.jax_compilation_cache_dir:
+  if not jax.config.jax_compilation_cache_dir:  # type: ignore[attr-defined]  # jax's options: dynamic attributes
     cache = os.path.join(os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "bert_jax", "xla")
     jax.config.update("jax_compilation_cache_dir", cache)
-  return jax.config.jax_compilation_cache_dir
+  return jax.config.jax_compilation_cache_dir  # type: ignore[attr-defined]
 
 
 def initialize_distributed(coordinator: str | None = None, num_processes: int | None = None,
@@ -157,7 +172,8 @@ def check_batch(batch_size: int, mesh: Mesh, rules: Rules, what: str) -> None:
 
 def local_rows(sharding: NamedSharding, global_rows: int) -> np.ndarray:
   """The global row indices this process holds, in the order make_array_from_process_local_data expects."""
-  rows = set()
+  rows: set[int] = set()
   for index in sharding.addressable_devices_indices_map((global_rows,)).values():
+    assert index is not None  # a NamedSharding gives each device its slice
     rows.update(range(*index[0].indices(global_rows)))
   return np.array(sorted(rows), np.int64)

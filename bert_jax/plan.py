@@ -1,15 +1,15 @@
 """Sizing a run before it costs anything: compile the real train step ahead of time (abstract state and batch:
-nothing is allocated, nothing runs) and read its memory, FLOPs and traffic. Two compilers: the TPU's own (libtpu)
-for a slice's compile-only devices (`bert_jax.topology`), which gives the chip's buffer assignment and the
-collectives it emits; or XLA:CPU for a mesh of virtual CPU devices, an estimate (a chip's compiler fuses and
-schedules differently).
+nothing is allocated, nothing runs) and read its memory, FLOPs and traffic. Three compilers: the TPU's own (libtpu)
+for a slice's compile-only devices (`bert_jax.topology`) or XLA's CUDA compiler (jax's CUDA plugin) for a GPU node's
+(`bert_jax.gpu_targets`), each giving the chip's buffer assignment and the collectives it emits; or XLA:CPU for a
+mesh of virtual CPU devices, an estimate (a chip's compiler fuses and schedules differently).
 
 Memory per device is the compiled executable's buffer assignment: arguments (parameters, optimizer state, batch) +
 outputs not aliased to donated arguments + temporaries (activations kept for the backward pass and workspace).
 FLOPs: the model FLOPs of bert_jax.flops (`model_flops_per_step`, the matrix products `train` and `bench` report)
 and, on XLA:CPU, XLA's cost analysis of the step (`flops_per_step`, all the work XLA counts; see step_flops). The
-step time is the XLA FLOPs (XLA:CPU) or the model FLOPs (TPU: its cost analysis counts a scanned loop's body once)
-at a stated fraction of the chips' peak.
+step time is the XLA FLOPs (XLA:CPU) or the model FLOPs (TPU and GPU: their cost analyses count a scanned loop's
+body once) at a stated fraction of the chips' peak.
 
 Communication per device and step, modelled from the parameter shardings as GSPMD partitions FSDP; for a
 parameter of n elements sharded over mesh axes S, with batch axes X (config.rules' `batch`, sizes > 1):
@@ -26,14 +26,15 @@ gathers and scatters of the layers' kernels into collective-permutes overlapped 
 all-reduce where it would not scatter (see README, `bert-jax plan`).
 """
 
+from collections.abc import Sequence
 import math
 import time
-from typing import Any, Sequence
+from typing import Any
 
 import jax
 import numpy as np
 
-from bert_jax import collectives as collectives_lib, flops, parallel, params as params_lib
+from bert_jax import collectives as collectives_lib, flops, gpu_targets, parallel, params as params_lib
 from bert_jax.chips import Chip
 from bert_jax.errors import UserError
 
@@ -116,7 +117,7 @@ def lower_train_step(trainer: Any) -> Any:
 def step_flops(config: Any, devices: Sequence[Any], lowered: Any) -> float:
   """XLA's cost analysis of the whole step before partitioning. A cost analysis counts a loop's body once,
   so a step with scanned layers or microbatches is lowered again with layers unrolled, batch in one piece."""
-  from bert_jax.train.loop import Trainer
+  from bert_jax.train.trainer import Trainer
 
   if config.model.get("scan_layers", False) or config.train.microbatches > 1:
     unrolled = config.copy_and_resolve_references()
@@ -149,18 +150,21 @@ def compiled_collectives(compiled: Any, top: int = 12) -> dict:
 
 def make_plan(config: Any, devices: Sequence[Any], chip: Chip | None = None, fraction: float = 0.4) -> dict:
   """Everything `bert-jax plan` reports for config.mesh over `devices`: virtual CPU devices (XLA:CPU compiles) or a
-  TPU slice's compile-only devices (the TPU compiler compiles; bert_jax.topology.devices)."""
-  from bert_jax.train.loop import Trainer
+  TPU slice's or a GPU node's compile-only devices (the chip's compiler compiles: bert_jax.topology.devices,
+  bert_jax.gpu_targets.devices)."""
+  from bert_jax.train.trainer import Trainer
 
   if not 0.0 < fraction <= 1.0:
     raise UserError(f"--fraction must be in (0, 1], got {fraction}")
-  on_tpu = devices[0].platform == "tpu"
+  compiler = {"tpu": "tpu", "gpu": "gpu", "cuda": "gpu"}.get(devices[0].platform, "cpu")
+  on_chip = compiler != "cpu"  # a chip's own compiler
+  options = {"tpu": {}, "gpu": gpu_targets.COMPILER_OPTIONS}.get(compiler, COMPILER_OPTIONS)
   start = time.perf_counter()
   trainer = Trainer(config, devices)
   lowered = lower_train_step(trainer)
-  compiled = lowered.compile() if on_tpu else lowered.compile(compiler_options=COMPILER_OPTIONS)
+  compiled = lowered.compile(compiler_options=options) if options else lowered.compile()
   compile_seconds = time.perf_counter() - start
-  flops_per_step = None if on_tpu else step_flops(config, devices, lowered)
+  flops_per_step = None if on_chip else step_flops(config, devices, lowered)
   seconds = time.perf_counter() - start
   n = len(devices)
   state = trainer.abstract_state()
@@ -172,13 +176,14 @@ def make_plan(config: Any, devices: Sequence[Any], chip: Chip | None = None, fra
   model_per_step = model_per_token * tokens
   plan = {
       "family": config.model.family, "mesh": {axis: int(s) for axis, s in trainer.mesh.shape.items()},
-      "devices": n, "compiler": "tpu" if on_tpu else "cpu", "device_kind": devices[0].device_kind,
+      "devices": n, "compiler": compiler, "device_kind": devices[0].device_kind,
       "dtype": config.model.dtype, "batch_size": config.train.batch_size,
       "seq_len": config.data.seq_len, "microbatches": config.train.microbatches, "tokens_per_step": tokens,
       "parameters": params_lib.count(trainer.abstract_params), "seconds": round(seconds, 1),
       "compile_seconds": round(compile_seconds, 1), "bytes_per_device": int(bytes_per_device),
       "memory": {"parameters": sharded_bytes(state.params), "optimizer_state": sharded_bytes(state.opt_state),
-                 "carried_memory": sharded_bytes(state.memory), "batch": sharded_bytes(abstract_batch(trainer)), "arguments": int(memory.argument_size_in_bytes),
+                 "carried_memory": sharded_bytes(state.memory), "batch": sharded_bytes(abstract_batch(trainer)),
+                 "arguments": int(memory.argument_size_in_bytes),
                  "outputs_not_aliased": int(memory.output_size_in_bytes - memory.alias_size_in_bytes),
                  "temporaries": int(memory.temp_size_in_bytes)},
       "flops_per_step": flops_per_step, "flops_per_token": flops_per_step / tokens if flops_per_step else None,

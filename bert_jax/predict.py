@@ -13,23 +13,25 @@ span_corruption, the rewritten text for text_infilling, the label of a fine-tune
 evaluate` does); the texts of one call form one batch, replicated over the mesh.
 """
 
+from collections.abc import Sequence
 import contextlib
 import importlib
-from typing import Any, Sequence
+from typing import Any
 
 import flax.linen as nn
 import jax
 import ml_collections
 
-from bert_jax import config as config_lib, storage, workdir as workdir_lib
+from bert_jax import config as config_lib
 from bert_jax.checkpoint import Damaged, report
 from bert_jax.errors import UserError
 from bert_jax.evaluate import CheckpointEvaluator
-from bert_jax.objectives import OBJECTIVES
+from bert_jax.files import storage, workdir as workdir_lib
+from bert_jax.objectives import OBJECTIVES, predicts
 from bert_jax.train import batches as batches_lib
-from bert_jax.train.loop import Trainer
+from bert_jax.train.trainer import Trainer
 
-RUN_CONFIG = "config.json"  # what `bert-jax train` writes in its workdir (train/loop.py save_config)
+RUN_CONFIG = "config.json"  # what `bert-jax train` writes in its workdir (files/workdir.py save_config)
 
 
 class Predictor:
@@ -38,9 +40,11 @@ class Predictor:
   def __init__(self, trainer: Trainer, params: Any, tokenizer: Any, origin: str):
     self.trainer, self.params, self.tokenizer, self.origin = trainer, params, tokenizer, origin
     self.config = trainer.config
-    if not callable(getattr(trainer.objective, "predict", None)):
+    objective = trainer.objective
+    if not predicts(objective):
       raise UserError(f"objective {self.config.objective.name} has no predict support; bert-jax predict runs "
                       f"models trained with {', '.join(predicting_objectives())}")
+    self.objective = objective
 
   @contextlib.contextmanager
   def _context(self):
@@ -54,7 +58,7 @@ class Predictor:
     if top_k < 1:
       raise UserError(f"--top-k must be at least 1, got {top_k}")
     with self._context():
-      return self.trainer.objective.predict(self.trainer.eval_model, self.params, self.tokenizer, list(texts), top_k)
+      return self.objective.predict(self.trainer.eval_model, self.params, self.tokenizer, list(texts), top_k)
 
 
 def predicting_objectives() -> list[str]:
@@ -104,12 +108,12 @@ def from_run(workdir: str, step: int | None = None, config: Any = None, override
     session.close()
 
 
-def from_converted(directory: str, tokenizer_path: str = "", overrides: Sequence[str] = (),
+def from_converted(directory: str | storage.Path, tokenizer_path: str = "", overrides: Sequence[str] = (),
                    devices: Sequence[Any] | None = None) -> Predictor:
   """What `bert-jax convert --from-hf` wrote (OUT/config.py, OUT/params): its parameters, and the tokenizer at
   `tokenizer_path` or the config's data.tokenizer."""
   from bert_jax import convert
-  from bert_jax.convert import files
+  from bert_jax.convert import weights
   from bert_jax.data import tokenizer as tokenizer_lib
 
   directory = storage.path(directory)
@@ -123,7 +127,7 @@ def from_converted(directory: str, tokenizer_path: str = "", overrides: Sequence
                     "(or set data.tokenizer in its config.py)")
   tokenizer = tokenizer_lib.load(path, config.data.extra_ids)
   tokenizer_lib.check_model_fit(tokenizer, config.model)
-  params = files.restore_params(directory / "params")
+  params = weights.restore_params(directory / "params")
   convert.check_params(config.model, params)
   trainer = Trainer(config, devices)
   params = jax.device_put(params, trainer.param_shardings)

@@ -7,31 +7,34 @@ has the single gold answer "", which only the prediction "" matches, in exact ma
 """
 
 import collections
+from collections.abc import Iterable, Mapping, Sequence
 import re
 import string
-import warnings
-from collections.abc import Iterable, Mapping, Sequence
 from typing import Protocol
+import warnings
 
 import numpy as np
 from scipy import stats
 
 from bert_jax.errors import UserError
 
+# labels, predictions or scores: a sequence or a 1-D array (each metric reads it through np.asarray)
+Values = Sequence | np.ndarray
 
-def accuracy(labels: Sequence, predictions: Sequence) -> float:
+
+def accuracy(labels: Values, predictions: Values) -> float:
   return float(np.mean(np.asarray(labels) == np.asarray(predictions)))
 
 
-def f1(labels: Sequence, predictions: Sequence) -> float:
+def f1(labels: Values, predictions: Values) -> float:
   """Binary F1 of the positive class 1; 0.0 when there is no positive label nor prediction (as sklearn)."""
-  labels, predictions = np.asarray(labels) == 1, np.asarray(predictions) == 1
-  true_pos = np.sum(labels & predictions)
-  wrong = np.sum(labels != predictions)
+  positive, predicted = np.asarray(labels) == 1, np.asarray(predictions) == 1
+  true_pos = np.sum(positive & predicted)
+  wrong = np.sum(positive != predicted)
   return float(2 * true_pos / (2 * true_pos + wrong)) if true_pos + wrong else 0.0
 
 
-def matthews(labels: Sequence, predictions: Sequence) -> float:
+def matthews(labels: Values, predictions: Values) -> float:
   """Matthews correlation, multiclass (Gorodkin's R_K, as sklearn); 0.0 where it is undefined (one class only)."""
   classes, codes = np.unique(np.concatenate([np.asarray(labels), np.asarray(predictions)]), return_inverse=True)
   true, pred = codes[:len(labels)], codes[len(labels):]
@@ -43,17 +46,17 @@ def matthews(labels: Sequence, predictions: Sequence) -> float:
   return float(cov_true_pred / np.sqrt(cov_true * cov_pred)) if cov_true * cov_pred else 0.0
 
 
-def _correlation(statistic, labels: Sequence, scores: Sequence) -> float:
+def _correlation(statistic, labels: Values, scores: Values) -> float:
   with warnings.catch_warnings():
     warnings.simplefilter("ignore", stats.ConstantInputWarning)  # a constant input gives nan: undefined
     return float(statistic(np.asarray(labels, np.float64), np.asarray(scores, np.float64))[0])
 
 
-def pearson(labels: Sequence, scores: Sequence) -> float:
+def pearson(labels: Values, scores: Values) -> float:
   return _correlation(stats.pearsonr, labels, scores)
 
 
-def spearman(labels: Sequence, scores: Sequence) -> float:
+def spearman(labels: Values, scores: Values) -> float:
   return _correlation(stats.spearmanr, labels, scores)
 
 
@@ -63,7 +66,7 @@ GLUE_METRICS = {"cola": ("matthews",), "sst2": ("accuracy",), "mrpc": ("f1", "ac
                 "wnli": ("accuracy",), "ax": ("matthews",)}
 
 
-def score(metric_names: Iterable[str], labels: Sequence, predictions: Sequence) -> dict[str, float]:
+def score(metric_names: Iterable[str], labels: Values, predictions: Values) -> dict[str, float]:
   unknown = [name for name in metric_names if name not in METRICS]
   if unknown:
     raise UserError(f"unknown metric '{unknown[0]}'; choose from {', '.join(METRICS)}")
@@ -98,9 +101,14 @@ def token_f1(prediction: str, gold_answers: Sequence[str]) -> float:
 
 
 class GoldQuestion(Protocol):
-  """What squad_scores reads of a question (bert_jax.data.squad.Example): its id and gold (text, char start)s."""
-  qid: str
-  answers: Sequence[tuple[str, int]]
+  """What squad_scores reads of a question (bert_jax.data.squad.Example, frozen): its id and gold (text, char
+  start)s."""
+
+  @property
+  def qid(self) -> str: ...
+
+  @property
+  def answers(self) -> Sequence[tuple[str, int]]: ...
 
 
 def gold_texts(question: GoldQuestion) -> list[str]:

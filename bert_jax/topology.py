@@ -5,6 +5,7 @@ interconnect). With libtpu installed (`pip install -e '.[tpu]'`), `devices` give
 devices (`jax.experimental.topologies`: nothing runs, nothing needs a TPU).
 """
 
+from collections.abc import Iterator
 import contextlib
 import dataclasses
 import importlib.util
@@ -12,7 +13,6 @@ import math
 import os
 import re
 import tempfile
-from typing import Iterator
 
 from bert_jax import chips as chips_lib
 from bert_jax.errors import UserError
@@ -117,7 +117,7 @@ def devices(topology: Topology) -> list:
   # libtpu takes /tmp/libtpu_lockfile so that one process owns a TPU; compile-only devices own nothing, and a second
   # plan (or a test worker) may load it beside the first
   os.environ.setdefault("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")
-  options = {"chip_config_name": "megacore"} if topology.chip.cores_per_chip > 1 else {}
+  options: dict[str, str | int] = {"chip_config_name": "megacore"} if topology.chip.cores_per_chip > 1 else {}
   if topology.slices > 1:
     options["num_slices"] = topology.slices
   with _quiet_stderr():

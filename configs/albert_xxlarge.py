@@ -1,11 +1,11 @@
 """ALBERT-xxlarge v2 (E128 H4096 L12 A64): 223,158,450 parameters.
 
-Sizes: Lan et al. 2020, Table 1. Recipe: ALBERT v2's, defaults.albert_config; its differences from the
+Sizes: Lan et al. 2020, Table 1. Recipe: ALBERT v2's, recipes.albert_config; its differences from the
 original are albert_base's (README, "Recipes", notes 2-4 and 7).
 """
 
-from bert_jax import defaults
+from bert_jax import recipes
 
 
 def get_config():
-  return defaults.albert_config(hidden_size=4096, num_layers=12, num_heads=64, intermediate_size=16384)
+  return recipes.albert_config(hidden_size=4096, num_layers=12, num_heads=64, intermediate_size=16384)

@@ -1,10 +1,10 @@
 """A tiny BERT (L2 H64 A2, V4096) for tests and quick experiments: no published model.
 
-BERT's recipe (defaults.bert_config) cut by defaults.tiny to 300 steps of 32 x 64 tokens, lr 1e-3.
+BERT's recipe (recipes.bert_config) cut by recipes.tiny to 300 steps of 32 x 64 tokens, lr 1e-3.
 """
 
-from bert_jax import defaults
+from bert_jax import recipes
 
 
 def get_config():
-  return defaults.tiny(defaults.bert_config())
+  return recipes.tiny(recipes.bert_config())

@@ -6,11 +6,11 @@ larger models): seq 512, lr 2e-4, batch 256, 766k steps, 10k warm-up, 15% masked
 (README, "Recipes", notes 2, 12 and 13): one segment per example, masks drawn without replacement.
 """
 
-from bert_jax import defaults
+from bert_jax import recipes
 
 
 def get_config():
-  c = defaults.electra_config(hidden_size=768, num_heads=12, intermediate_size=3072, embedding_size=0,
+  c = recipes.electra_config(hidden_size=768, num_heads=12, intermediate_size=3072, embedding_size=0,
                               generator_size=1 / 3)
   c.data.seq_len = 512
   c.objective.max_predictions = 79  # int((0.15 + 0.005) * 512)

@@ -7,11 +7,11 @@ larger models): seq 512, 25% masked, lr 2e-4, batch 2048, 400k steps (the releas
 without replacement.
 """
 
-from bert_jax import defaults
+from bert_jax import recipes
 
 
 def get_config():
-  c = defaults.electra_config(hidden_size=1024, num_layers=24, num_heads=16, intermediate_size=4096,
+  c = recipes.electra_config(hidden_size=1024, num_layers=24, num_heads=16, intermediate_size=4096,
                               embedding_size=0)
   c.data.seq_len = 512
   c.objective.update(mask_rate=0.25, max_predictions=130)  # int((0.25 + 0.005) * 512)

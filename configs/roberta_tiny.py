@@ -1,10 +1,10 @@
 """A tiny RoBERTa (L2 H64 A2, V4096) for tests and quick experiments: no published model.
 
-RoBERTa's recipe (defaults.roberta_config) cut by defaults.tiny to 300 steps of 32 x 64 tokens, lr 1e-3.
+RoBERTa's recipe (recipes.roberta_config) cut by recipes.tiny to 300 steps of 32 x 64 tokens, lr 1e-3.
 """
 
-from bert_jax import defaults
+from bert_jax import recipes
 
 
 def get_config():
-  return defaults.tiny(defaults.roberta_config())
+  return recipes.tiny(recipes.roberta_config())

@@ -1,7 +1,7 @@
 """The tests' oracle for bert_jax.flops: closed-form costs from a config's sizes, written per family by hand.
 
 forward(config) -> (matrix-product FLOPs of the forward pass of one sequence (2 per multiply-add), rows of
-[rows, d_model] activations all-reduced over the tensor axis per sequence and training step). A sublayer
+[rows, hidden_size] activations all-reduced over the tensor axis per sequence and training step). A sublayer
 whose output projection contracts a tensor-sharded dimension (heads or mlp) sums its partial outputs forward
 and the gradient of its input backward. Elementwise work and remat's recompute are left out.
 """
@@ -45,7 +45,7 @@ def _xlnet(config: Any) -> tuple[float, float]:
 def _t5(config: Any) -> tuple[float, float]:
   m = config.model
   Li, Lt = config.data.seq_len, config.objective.targets_length
-  D, A, F, V = m.d_model, m.num_heads * m.d_kv, m.d_ff, m.vocab_size
+  D, A, F, V = m.hidden_size, m.num_heads * m.head_dim, m.intermediate_size, m.vocab_size
   mlp_in = 2 if m.feed_forward_proj.startswith("gated") else 1
 
   def attention(q_len: int, kv_len: int) -> int:
@@ -72,6 +72,6 @@ def flops_per_token(config: Any) -> float:
 
 
 def tensor_all_reduce_elements(config: Any) -> float:
-  """Rows all-reduced over the tensor axis per sequence and training step, times d_model."""
+  """Rows all-reduced over the tensor axis per sequence and training step, times hidden_size."""
   m = config.model
-  return float(FAMILIES[m.family](config)[1] * (m.get("hidden_size", None) or m.d_model))
+  return float(FAMILIES[m.family](config)[1] * m.hidden_size)

@@ -1,12 +1,13 @@
-"""Shared by tests/test_checkpoint_resume.py and tests/test_evaluate.py: the demo corpus prepared once per session,
-`bert-jax train` runs in subprocesses on one CPU device (each checkpoint saved with its eval metrics, for keeping the
-best), and one finished reference run (checkpoints 0, 30, 60)."""
+"""Shared by tests/test_checkpoint_resume.py, test_evaluate.py, test_predict.py and test_data_stream.py: the demo
+corpus prepared once per session, `bert-jax train` runs in subprocesses on one CPU device (each checkpoint saved with
+its eval metrics, for keeping the best), one finished reference run (checkpoints 0, 30, 60), and its metrics rows
+compared without their timings."""
 
 import json
 import os
+from pathlib import Path
 import subprocess
 import sys
-from pathlib import Path
 
 from bert_jax import config as config_lib
 
@@ -59,6 +60,14 @@ def finished_reference_run(tmp_path_factory) -> Path:
   if process is not None:
     finish(process)
   return workdir
+
+
+TIMING = ("tokens_per_second", "mfu", "eta_seconds")
+
+
+def comparable(record: dict) -> dict:
+  """A metrics row without its timings, which differ from run to run."""
+  return {k: v for k, v in record.items() if k not in TIMING}
 
 
 def records(workdir: Path) -> list[dict]:

@@ -1,10 +1,32 @@
-"""Shared by the tests/test_data_*.py files: tiny configs, prepared corpora, and reading batches."""
+"""Shared by the tests/test_data_*.py files (and others that need a small corpus): tiny configs, text sources,
+corpora written to disk, prepared corpora, and reading batches."""
 
 from pathlib import Path
 
+import ml_collections
 import numpy as np
 
 from bert_jax import config as config_lib
+
+WORDS = ("alpha beta gamma delta epsilon zeta eta theta iota kappa lambda mu nu xi omicron pi rho sigma tau upsilon "
+         "phi chi psi omega one two three four five six seven eight nine ten").split()
+
+
+def write_corpus(path, documents: int, seed: int = 0):
+  """A sentence-per-line corpus of `documents` documents of 1-7 sentences of WORDS, blank lines between them."""
+  rng = np.random.default_rng(seed)
+  text = "\n\n".join("\n".join(" ".join(rng.choice(WORDS, rng.integers(3, 12))) + "."
+                               for _ in range(rng.integers(1, 8))) for _ in range(documents))
+  path.write_text(text + "\n")
+  return path
+
+
+def data_config(source: str, **overrides) -> ml_collections.ConfigDict:
+  """The `data` section a Source reads, for one source."""
+  c = ml_collections.ConfigDict({"source": source, "text_format": "sentences", "jsonl_field": "text",
+                                 "tfds_data_dir": "", "tfds_split": "train"})
+  c.update(overrides)
+  return c
 
 
 def tiny_config(name: str = "bert_tiny", *overrides: str):

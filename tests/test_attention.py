@@ -8,11 +8,11 @@ import os
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+from jax.sharding import NamedSharding, PartitionSpec
 import numpy as np
 import pytest
-from jax.sharding import NamedSharding, PartitionSpec
 
-from bert_jax import config as config_lib, defaults, models, parallel, params as params_lib
+from bert_jax import config as config_lib, models, parallel, params as params_lib
 from bert_jax.errors import UserError
 from bert_jax.models import attention, gpt2
 
@@ -86,8 +86,8 @@ def test_gradients_equal_xla(implementation):
 
 def test_dot_product_attention_takes_a_bias_a_scale_and_a_full_mask():
   q, k, v = _qkv()
-  bias = jnp.asarray(np.random.default_rng(4).normal(size=(1, N, L, L)), jnp.float32)
-  for mask, bias, scale in ((MASKS["packed_causal"](L), bias, 1.0), (attention.Mask(full_BLS=_full()), None, 0.3)):
+  bias_BNLS = jnp.asarray(np.random.default_rng(4).normal(size=(1, N, L, L)), jnp.float32)
+  for mask, bias, scale in ((MASKS["packed_causal"](L), bias_BNLS, 1.0), (attention.Mask(full_BLS=_full()), None, 0.3)):
     run = lambda impl: attention.attend(q, k, v, mask, bias_BNLS=bias, scale=scale, implementation=impl)
     np.testing.assert_allclose(run("dot_product_attention"), run("xla"), atol=1e-5, rtol=1e-5)
 
@@ -98,7 +98,7 @@ def test_sharded_splash_equals_unsharded():
   mask = MASKS["causal"](L)
   mesh = parallel.make_mesh({"dcn": 1, "data": 2, "fsdp": 1, "tensor": 2}, jax.devices()[:4])
   expected = attention.attend(q, k, v, mask, implementation="xla")
-  with jax.set_mesh(mesh), nn.logical_axis_rules(defaults.DEFAULT_RULES):
+  with jax.set_mesh(mesh), nn.logical_axis_rules(parallel.DEFAULT_RULES):
     sharding = NamedSharding(mesh, PartitionSpec(("data", "fsdp"), None, "tensor", None))
     q, k, v = (jax.device_put(x, sharding) for x in (q, k, v))
     out = jax.jit(lambda q, k, v: attention.attend(q, k, v, mask, implementation="splash"))(q, k, v)
@@ -114,7 +114,7 @@ FAMILIES = {
     "spanbert_tiny": ("model.max_position=160",),
     "unilm_tiny": ("model.max_position=160",),  # a full mask per example: splash refuses it
     "gpt2_tiny": (),
-    "bart_tiny": ("model.max_position_embeddings=128",),
+    "bart_tiny": ("model.max_position=128",),
     "t5_tiny": (),  # packed rows and the relative position bias: splash refuses it
 }
 
@@ -122,7 +122,7 @@ FAMILIES = {
 def _family_inputs(name: str, module, cfg) -> dict:
   rng = np.random.default_rng(0)
   inputs = {}
-  for key, value in module.example_inputs(cfg, B, L).items():
+  for key in module.example_inputs(cfg, B, L):
     if "segment" in key:
       inputs[key] = _packed(L)
     elif "mask" in key:
@@ -178,8 +178,10 @@ def test_cached_gpt2_decoding_is_the_same_with_dot_product_attention():
   np.testing.assert_allclose(logits["dot_product_attention"], logits["xla"], atol=1e-5, rtol=1e-5)
 
 
-def _resolve(implementation, on, dropout=False, bias=False, mask=attention.Mask(), length=L, dtype=jnp.bfloat16,
-             head_dim=64):
+NO_MASK = attention.Mask()
+
+
+def _resolve(implementation, on, dropout=False, bias=False, mask=NO_MASK, length=L, dtype=jnp.bfloat16, head_dim=64):
   return attention.resolve(implementation, mask, bias, dropout, length, length, head_dim, dtype, on)
 
 
@@ -253,6 +255,6 @@ def test_a_deviceless_tpu_compile_lowers_splash_to_a_mosaic_kernel(implementatio
                         rngs={"dropout": jax.random.key(1)})
     return jnp.mean(y_BLD.astype(jnp.float32) ** 2)
 
-  with jax.set_mesh(mesh), nn.logical_axis_rules(defaults.DEFAULT_RULES):
+  with jax.set_mesh(mesh), nn.logical_axis_rules(parallel.DEFAULT_RULES):
     compiled = jax.jit(jax.grad(loss, (0, 1))).lower(params, x_BLD, key_mask_BS).compile()
   assert ('custom_call_target="tpu_custom_call"' in compiled.as_text()) == kernel

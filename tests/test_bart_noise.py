@@ -1,28 +1,29 @@
-"""BART's noise (objectives/denoising.py, text_infilling.py) against scipy's Poisson and a port of fairseq's sampling
+"""BART's noise (objectives/text_infilling_data.py, text_infilling.py) against scipy's Poisson and a port of fairseq's
+sampling
 (tests/original_ports.py) on the same blocks: the words masked, span lengths, 0-length spans as insertions, sentence
 permutation; spans rebuilt position by position with fairseq's own deletion loop; the rows the objective makes."""
 
 import itertools
 import math
 
+from data_helpers import as_dataset
 import numpy as np
+from original_ports import fairseq_permute_sentences, fairseq_whole_word_mask
 import pytest
 import scipy.stats
 import torch
-from data_helpers import as_dataset
-from original_ports import fairseq_permute_sentences, fairseq_whole_word_mask
 
 from bert_jax import config as config_lib
 from bert_jax.data.tf_cpu import tf
-from bert_jax.objectives import denoising, text_infilling
+from bert_jax.objectives import text_infilling, text_infilling_data
 
 V, EOS, PAD, BOS, MASK = 64, 0, 1, 3, 5
 ORDINARY = np.arange(6, V, dtype=np.int32)
 WORD_START = np.arange(V) < 45  # ids 45.. continue the word before them
 
 
-def noise(**overrides) -> denoising.Noise:
-  return denoising.Noise(bos=BOS, eos=EOS, mask=MASK, word_start_V=tf.constant(WORD_START),
+def noise(**overrides) -> text_infilling_data.Noise:
+  return text_infilling_data.Noise(bos=BOS, eos=EOS, mask=MASK, word_start_V=tf.constant(WORD_START),
                          replacements=tf.constant(ORDINARY), **overrides)
 
 
@@ -36,10 +37,11 @@ def random_blocks(count: int, seed: int = 0) -> list[tuple[np.ndarray, np.ndarra
   return blocks
 
 
-def corrupted(blocks, settings: denoising.Noise, seed: int = 7) -> list[dict]:
+def corrupted(blocks, settings: text_infilling_data.Noise, seed: int = 7) -> list[dict]:
   dataset = tf.data.Dataset.from_generator(
       lambda: iter(blocks), output_signature=(tf.TensorSpec([None], tf.int32), tf.TensorSpec([None], tf.int32)))
-  corrupt = lambda i, block: denoising.corrupt(block[0], block[1], settings, tf.stack([tf.constant(seed, tf.int64), i]))
+  corrupt = lambda i, block: text_infilling_data.corrupt(block[0], block[1], settings,
+                                                         tf.stack([tf.constant(seed, tf.int64), i]))
   return list(dataset.enumerate().map(corrupt).as_numpy_iterator())
 
 
@@ -64,14 +66,14 @@ def fairseq_spans(target: np.ndarray, starts: list[int], lengths: list[int]) -> 
 
 
 def test_span_length_table_is_fairseqs_truncated_poisson():
-  probs = denoising.poisson_probs(3.0)
+  probs = text_infilling_data.poisson_probs(3.0)
   pmf = scipy.stats.poisson.pmf(np.arange(len(probs)), 3.0)
   assert pmf[-1] < 1e-7 <= pmf[-2]  # cut after the first probability below 1e-7, as fairseq's loop does
   np.testing.assert_allclose(probs, pmf / pmf.sum(), rtol=1e-5)
 
 
 def test_span_lengths_are_poisson_and_meet_the_budget_exactly():
-  lengths = denoising.span_lengths(tf.constant(30_000), 3.0, tf.constant([1, 2], tf.int64)).numpy()
+  lengths = text_infilling_data.span_lengths(tf.constant(30_000), 3.0, tf.constant([1, 2], tf.int64)).numpy()
   assert lengths.sum() == 30_000 and 0 <= lengths[-1]
   head = lengths[:6000]  # far before the budget is reached: independent draws
   observed = np.bincount(np.minimum(head, 9), minlength=10)
@@ -79,7 +81,7 @@ def test_span_lengths_are_poisson_and_meet_the_budget_exactly():
   expected = np.append(pmf, 1 - pmf.sum()) * len(head)
   assert scipy.stats.chisquare(observed, expected).pvalue > 1e-3
   assert abs(head.mean() - 3.0) < 0.1
-  assert denoising.span_lengths(tf.constant(0), 3.0, tf.constant([1, 2], tf.int64)).numpy().size == 0
+  assert text_infilling_data.span_lengths(tf.constant(0), 3.0, tf.constant([1, 2], tf.int64)).numpy().size == 0
 
 
 def test_spans_rebuilt_position_by_position_with_fairseqs_loop():
@@ -120,7 +122,7 @@ def test_share_masked_and_noise_counts_match_fairseqs_sampling():
   spans and insertions per block, source length."""
   blocks = random_blocks(1000, seed=1)
   ours = corrupted(blocks, noise(permute_sentences=False, random_ratio=0.0))
-  probs = denoising.poisson_probs(3.0)
+  probs = text_infilling_data.poisson_probs(3.0)
   torch.manual_seed(0)
   stats = {"ours": [], "fairseq": []}
   for (tokens, _), out in zip(blocks, ours):
@@ -167,7 +169,8 @@ def sentence_orders(count: int) -> list[tuple[int, ...]]:
   """The order of three sentences (ids 10.., 20.., 30..) in the permuted tokens of `count` blocks."""
   tokens = np.array([10, 11, 20, 21, 22, 30], np.int32)
   dataset = tf.data.Dataset.range(count).map(
-      lambda i: denoising.permute(tf.constant(tokens), tf.constant([2, 3, 1]), tf.stack([tf.constant(5, tf.int64), i])))
+      lambda i: text_infilling_data.permute(tf.constant(tokens), tf.constant([2, 3, 1]),
+                                            tf.stack([tf.constant(5, tf.int64), i])))
   orders = []
   for permuted in dataset.as_numpy_iterator():
     order = tuple(dict.fromkeys(permuted // 10))

@@ -3,13 +3,13 @@ machinery stays out of the library."""
 
 import json
 
+from layering_helpers import import_graph
 import numpy as np
 
 from bert_jax import cli, config as config_lib, flops
-from bert_jax.benchmark import torch_encoders, worker
+from bert_jax.bench import torch_encoders, worker
 from bert_jax.objectives import get_objective
-from bert_jax.train.loop import Trainer
-from test_layering import import_graph
+from bert_jax.train.trainer import Trainer
 
 TINY = ["train.batch_size=8", "data.seq_len=16", "objective.max_predictions=3", "data.source=synthetic"]
 
@@ -73,5 +73,5 @@ def test_bench_rejects_what_it_cannot_compare(capsys):
 
 def test_only_the_bench_command_imports_the_benchmark_package():
   importers = {source for source, targets in import_graph().items() for target in targets
-               if target.startswith("bert_jax.benchmark") and not source.startswith("bert_jax.benchmark")}
+               if target.startswith("bert_jax.bench") and not source.startswith("bert_jax.bench")}
   assert importers == {"bert_jax.commands.bench"}

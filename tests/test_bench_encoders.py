@@ -1,4 +1,4 @@
-"""The encoder references of `bench --compare-hf` (bert_jax/benchmark/torch_encoders.py): built from the export of
+"""The encoder references of `bench --compare-hf` (bert_jax/bench/torch_encoders.py): built from the export of
 our initial parameters, each one's loss on a synthetic batch equals our objective's training loss (dropout off);
 TorchStep trains one; check() refuses a config transformers computes differently."""
 
@@ -9,11 +9,10 @@ import numpy as np
 import pytest
 import torch
 
-from bert_jax import config as config_lib
-from bert_jax import models
-from bert_jax.benchmark import torch_encoders, torch_reference
+from bert_jax import config as config_lib, models
+from bert_jax.bench import torch_encoders, torch_reference
 from bert_jax.errors import UserError
-from bert_jax.objectives import get_objective, replaced_token, training_loss, unilm
+from bert_jax.objectives import get_objective, replaced_token_detection, training_loss, unilm
 
 BATCH = 4
 # Tiny graphs: XLA's expensive CPU passes would cost more than running them (as tests/test_unilm.py).
@@ -120,12 +119,12 @@ def test_replaced_token_loss_equals_ours_on_the_same_draws():
   config, objective, batch, params = _setup("electra_tiny")
   model = models.build_model(config.model, deterministic=True)
   jbatch = {k: jnp.asarray(v) for k, v in batch.items()}
-  key = replaced_token.step_keys(None)[2]
+  key = replaced_token_detection.step_keys(None)[2]
 
   def draws(params):
     logits = model.apply({"params": params}, jbatch["input_ids"], jbatch["token_type_ids"], jbatch["attention_mask"],
                          jbatch["masked_positions"], method="generate")
-    sampled, _, labels = replaced_token.corrupt(jbatch, logits, key, config.objective.temperature)
+    sampled, _, labels = replaced_token_detection.corrupt(jbatch, logits, key, config.objective.temperature)
     return sampled, labels.sum()
 
   theirs = []

@@ -1,4 +1,4 @@
-"""The transformers references of the generative objectives (bert_jax/benchmark/torch_generative.py) compute our
+"""The transformers references of the generative objectives (bert_jax/bench/torch_generative.py) compute our
 training loss: from the export of our initial parameters, on synthetic batches, without dropout."""
 
 import functools
@@ -8,12 +8,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from bert_jax import config as config_lib
-from bert_jax import models
-from bert_jax.benchmark import torch_generative, torch_reference
+from bert_jax import config as config_lib, models
+from bert_jax.bench import torch_generative, torch_reference
 from bert_jax.errors import UserError
 from bert_jax.objectives import get_objective, permutation_lm, training_loss
-from bert_jax.train.loop import Trainer
+from bert_jax.train.trainer import Trainer
 
 B = 8
 BASE = [f"train.batch_size={B}", "data.source=synthetic"]

@@ -8,8 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from bert_jax import config as config_lib
-from bert_jax import models
+from bert_jax import config as config_lib, models
 from bert_jax.objectives import get_objective, training_loss
 
 TINY = ["train.batch_size=4", "data.source=synthetic"]

@@ -12,7 +12,7 @@ import pytest
 from bert_jax import checkpoint, config as config_lib
 from bert_jax.errors import UserError
 from bert_jax.train import batches as batches_lib
-from bert_jax.train.loop import Trainer
+from bert_jax.train.trainer import Trainer
 
 # A failed Orbax restore of a damaged checkpoint leaves reads that later report to its closed event loop.
 pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")

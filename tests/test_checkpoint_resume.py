@@ -5,13 +5,7 @@ after its checkpoint of step 30, then stopped by SIGTERM, then run to the end, l
 import signal
 import time
 
-from checkpoint_helpers import demo_overrides, finish, records, reference_run, start_train
-
-TIMING = ("tokens_per_second", "mfu", "eta_seconds")
-
-
-def comparable(record: dict) -> dict:
-  return {k: v for k, v in record.items() if k not in TIMING}
+from checkpoint_helpers import comparable, demo_overrides, finish, records, reference_run, start_train
 
 
 def wait_for(condition, process, what: str, timeout: float = 600) -> None:

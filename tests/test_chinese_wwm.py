@@ -5,14 +5,13 @@ The corpus is 41 Chinese sentences (about 2.8 KB) written here, in documents of 
 import logging
 import unicodedata
 
+from data_helpers import originals, take, tiny_config
 import numpy as np
 import pytest
 
-from bert_jax.data import pipeline
-from bert_jax.data import tokenizer as tokenizer_lib
+from bert_jax.data import pipeline, tokenizer as tokenizer_lib
 from bert_jax.errors import UserError
 from bert_jax.objectives import get_objective
-from data_helpers import originals, take, tiny_config
 
 SENTENCES = [
     "自然语言处理是人工智能领域中一个重要的研究方向。",

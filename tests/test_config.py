@@ -4,11 +4,11 @@ import dataclasses
 import subprocess
 import sys
 
+from cli_helpers import error_line
 import pytest
 
 from bert_jax import cli, config as config_lib, models
 from bert_jax.errors import UserError
-from cli_helpers import error_line
 
 
 def test_overrides_are_typed():

@@ -6,19 +6,19 @@ downloaded. Inputs carry padding at the end of some rows.
 """
 
 
+from cli_helpers import snapshot
+from flax import traverse_util
 import jax
 import numpy as np
 import pytest
+from safetensors.torch import save_file as save_torch_file
 import torch
 import transformers
-from flax import traverse_util
-from safetensors.torch import save_file as save_torch_file
 
 from bert_jax import cli, config as config_lib, convert, models, params as params_lib
-from bert_jax.convert import files
+from bert_jax.convert import weights
 from bert_jax.errors import UserError
 from bert_jax.models import bert
-from cli_helpers import snapshot
 
 SIZES = dict(vocab_size=97, hidden_size=32, num_attention_heads=4, intermediate_size=37,
              hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
@@ -95,7 +95,7 @@ def case(request, tmp_path_factory):
   hf_dir = tmp_path_factory.mktemp(name)
   model.save_pretrained(hf_dir)
   inputs = _inputs(model.config)
-  state_dict, hf_config = files.read_hf_dir(hf_dir)
+  state_dict, hf_config = weights.read_hf_dir(hf_dir)
   model_config, params = convert.from_hf(state_dict, hf_config)
   return dict(name=name, model=model, hf_dir=hf_dir, inputs=inputs, hf_outputs=_hf_outputs(model, inputs),
               state_dict=state_dict, model_config=model_config, params=params)
@@ -130,7 +130,7 @@ def test_export_loads_in_transformers_with_the_same_outputs(case, tmp_path):
   assert state_dict.keys() == case["state_dict"].keys()  # exactly what save_pretrained writes
   for key, value in state_dict.items():
     np.testing.assert_array_equal(value, case["state_dict"][key], err_msg=key)
-  files.write_hf_dir(tmp_path, hf_config, state_dict)
+  weights.write_hf_dir(tmp_path, hf_config, state_dict)
   model_cls = CASES[case["name"]][0]
   reloaded, info = model_cls.from_pretrained(tmp_path, output_loading_info=True)
   assert not info["missing_keys"] and not info["unexpected_keys"] and not info["mismatched_keys"], info
@@ -167,14 +167,14 @@ def test_convert_command_round_trip(tmp_path, capsys):
   model.save_pretrained(tmp_path / "hf")
   assert cli.main(["convert", "--from-hf", str(tmp_path / "hf"), "--output", str(tmp_path / "ours")]) == 0
   config = config_lib.load_config(str(tmp_path / "ours" / "config.py"))
-  state_dict, hf_config = files.read_hf_dir(tmp_path / "hf")
+  state_dict, hf_config = weights.read_hf_dir(tmp_path / "hf")
   model_config, params = convert.from_hf(state_dict, hf_config)
   assert config.model.to_dict() == model_config.to_dict()
   assert config.data.seq_len == 24  # shortened to the imported position table
-  _assert_trees_equal(files.restore_params(tmp_path / "ours" / "params"), params)
+  _assert_trees_equal(weights.restore_params(tmp_path / "ours" / "params"), params)
   assert cli.main(["convert", "--to-hf", "--config", str(tmp_path / "ours" / "config.py"),
                    "--params", str(tmp_path / "ours" / "params"), "--output", str(tmp_path / "back")]) == 0
-  exported, _ = files.read_hf_dir(tmp_path / "back")
+  exported, _ = weights.read_hf_dir(tmp_path / "back")
   assert exported.keys() == state_dict.keys()
   for key in state_dict:
     np.testing.assert_array_equal(exported[key], state_dict[key], err_msg=key)
@@ -237,7 +237,7 @@ def test_read_hf_dir_reads_bfloat16_torch_files_and_legacy_names(tmp_path):
   (tmp_path / "bin" / "config.json").write_text('{"model_type": "bert"}')
   torch.save(state, tmp_path / "bin" / "pytorch_model.bin")
   for directory in ("st", "bin"):
-    read, hf_config = files.read_hf_dir(tmp_path / directory)
+    read, hf_config = weights.read_hf_dir(tmp_path / directory)
     assert hf_config == {"model_type": "bert"}
     assert read.keys() == {"bert.embeddings.LayerNorm.weight", "bert.embeddings.position_ids"}
     weight = read["bert.embeddings.LayerNorm.weight"]

@@ -3,13 +3,13 @@ current directory; any other path is one error line (exit status 2) that says wh
 
 from pathlib import Path
 
+from cli_helpers import error_line, snapshot
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
 from bert_jax import cli, config as config_lib, models, params as params_lib
-from bert_jax.convert import files
-from cli_helpers import error_line, snapshot
+from bert_jax.convert import weights
 
 STEP = 300
 
@@ -40,13 +40,13 @@ def test_export_from_a_training_checkpoint_with_relative_paths(tmp_path, capsys,
   export = ["convert", "--to-hf", "--config", "bert_tiny"]
   for given, output in ((f"w/checkpoints/{STEP}", "hf_step"), (f"w/checkpoints/{STEP}/params", "hf_item")):
     assert cli.main([*export, "--params", given, "--output", output]) == 0
-  exported = [files.read_hf_dir(tmp_path / name)[0] for name in ("hf_step", "hf_item")]
+  exported = [weights.read_hf_dir(tmp_path / name)[0] for name in ("hf_step", "hf_item")]
   assert exported[0].keys() == exported[1].keys()
   for key in exported[0]:
     np.testing.assert_array_equal(exported[0][key], exported[1][key])
 
   assert cli.main(["convert", "--from-hf", "hf_step", "--output", "ours"]) == 0
-  jax.tree_util.tree_map(np.testing.assert_array_equal, files.restore_params("ours/params"), params)
+  jax.tree_util.tree_map(np.testing.assert_array_equal, weights.restore_params("ours/params"), params)
 
   checkpoints = tmp_path / "w" / "checkpoints"
   damaged = tmp_path / "damaged"

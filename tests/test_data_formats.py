@@ -1,15 +1,13 @@
 """Document layouts of text files (one document per file; PDF-style double spacing) and the eval split set in
 tokens rather than documents."""
 
+from data_helpers import data_config, tiny_config
 import numpy as np
 import pytest
 
-from bert_jax.data import pipeline, prepare
-from bert_jax.data import tokenizer as tokenizer_lib
+from bert_jax.data import pipeline, prepare, tokenizer as tokenizer_lib
 from bert_jax.data.sources import Source
 from bert_jax.errors import UserError
-from data_helpers import tiny_config
-from test_data_sources import data_config
 
 ANIMALS = "cat dog fox owl bee ant elk yak emu cow pig hen ram eel bat gnu".split()
 

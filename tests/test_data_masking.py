@@ -3,13 +3,13 @@
 
 import random
 
+from data_helpers import originals, prepared_workdir, take, tiny_config
 import numpy as np
+from original_ports import ngram_lengths, pair_labels
 import pytest
 
 from bert_jax.data import pipeline, segments
-from bert_jax.objectives import get_objective, masking
-from data_helpers import originals, prepared_workdir, take, tiny_config
-from original_ports import ngram_lengths, pair_labels
+from bert_jax.objectives import get_objective, masked_lm_data
 
 BATCHES = 80  # x 32 sequences of 64 tokens
 
@@ -117,11 +117,11 @@ def test_albert_ngrams_and_sop(workdir):
   # Whole words per n-gram, read from choose_spans on the same kind of sequences, against ALBERT's sampling
   # (tests/original_ports.py) on the same sequences: p(n) ~ 1/n, shortened alike where the budget runs out.
   assert o.whole_word and o.max_ngram == 3
-  tables = masking.Tables.from_tokenizer(tokenizer)
+  tables = masked_lm_data.Tables.from_tokenizer(tokenizer)
   documents = pipeline.documents(config, workdir, "train", shuffle=True)
   ids = segments.SpecialIds(tokenizer.cls_id, tokenizer.sep_id, tokenizer.pad_id)
   sequences = segments.segment_pairs(documents, 64, "sop", 0.1, ids, seed=5)
-  chosen = sequences.batch(64).map(lambda s: (s["input_ids"], masking.choose_spans(
+  chosen = sequences.batch(64).map(lambda s: (s["input_ids"], masked_lm_data.choose_spans(
       s["input_ids"], s["seed"][0], tables, o.mask_rate, o.max_predictions, True, 3)))
   input_ids, span_ids = (np.concatenate(x) for x in zip(*chosen.take(24).as_numpy_iterator()))
   special, word_start = tokenizer.special_mask(), tokenizer.word_starts()

@@ -3,16 +3,15 @@ together cover it. Every sentence of the corpus names its document, so an exampl
 
 import json
 import os
+from pathlib import Path
 import subprocess
 import sys
-from pathlib import Path
 
+from data_helpers import WORDS, tiny_config
 import numpy as np
 import pytest
 
 from bert_jax.data import pipeline
-from data_helpers import tiny_config
-from test_data_prepare import WORDS
 
 DOCUMENTS = 40
 OVERRIDES = ["model.vocab_size=80", "data.shards=4", "data.eval_documents=4", "train.batch_size=32"]

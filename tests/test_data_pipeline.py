@@ -1,13 +1,13 @@
 """The training and eval streams: same seed same batches, exact resume from a saved iterator, a new mask for
 each reading of a document, fixed eval batches, and per-process shards."""
 
+from data_helpers import originals, prepared_workdir, tiny_config
 import numpy as np
 import pytest
 
 from bert_jax.data import pipeline
 from bert_jax.data.tf_cpu import tf
 from bert_jax.objectives import get_objective
-from data_helpers import originals, prepared_workdir, tiny_config
 
 
 @pytest.fixture(scope="module")

@@ -3,27 +3,14 @@ after an interruption or an error, and the `prepare` / `tokenizer` commands."""
 
 import threading
 
-import numpy as np
+from data_helpers import tiny_config, write_corpus
 import pytest
 
 from bert_jax import cli
-from bert_jax.data import pipeline, prepare
-from bert_jax.data import tokenizer as tokenizer_lib
+from bert_jax.data import pipeline, prepare, tokenizer as tokenizer_lib
 from bert_jax.data.sources import Source
 from bert_jax.errors import UserError
 from bert_jax.objectives import get_objective
-from data_helpers import tiny_config
-
-WORDS = ("alpha beta gamma delta epsilon zeta eta theta iota kappa lambda mu nu xi omicron pi rho sigma tau upsilon "
-         "phi chi psi omega one two three four five six seven eight nine ten").split()
-
-
-def write_corpus(path, documents: int, seed: int = 0):
-  rng = np.random.default_rng(seed)
-  text = "\n\n".join("\n".join(" ".join(rng.choice(WORDS, rng.integers(3, 12))) + "."
-                               for _ in range(rng.integers(1, 8))) for _ in range(documents))
-  path.write_text(text + "\n")
-  return path
 
 
 def corpus_config(path, *overrides):

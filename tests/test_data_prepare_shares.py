@@ -7,9 +7,8 @@ import os
 import subprocess
 import sys
 
+from data_helpers import tiny_config, write_corpus
 import pytest
-from data_helpers import tiny_config
-from test_data_prepare import write_corpus
 
 from bert_jax import cli
 from bert_jax.data import pipeline, prepare

@@ -5,27 +5,27 @@ status 2 (1 for a full disk), one `bert-jax: error:` line, no traceback, and lea
 
 import errno
 import json
+from pathlib import Path
 import shutil
 import subprocess
 import sys
-from pathlib import Path
 
+from cli_helpers import error_line, snapshot
 import jax
 import ml_collections
 import numpy as np
 import pytest
 
-from bert_jax import cli, config as config_lib, models, storage
-from bert_jax.data import pipeline, prepare
-from bert_jax.data import tokenizer as tokenizer_lib
+from bert_jax import cli, config as config_lib, models
+from bert_jax.data import pipeline, prepare, tokenizer as tokenizer_lib
 from bert_jax.data.sources import Source, absolute_spec
 from bert_jax.errors import UserError
+from bert_jax.files import storage
 from bert_jax.objectives import get_objective
-from cli_helpers import error_line, snapshot
 
 WORDS = ("alpha beta gamma delta epsilon zeta eta theta iota kappa lambda mu nu xi omicron pi rho sigma tau upsilon "
          "phi chi psi omega one two three four five six seven eight nine ten").split()
-LOCAL_PATH = type(storage.path("/"))  # the file layer's class of local paths (bert_jax/storage.py)
+LOCAL_PATH = type(storage.path("/"))  # the file layer's class of local paths (bert_jax/files/storage.py)
 SMALL = ["--config.model.vocab_size=60", "--config.data.shards=3", "--config.data.eval_documents=4"]
 
 
@@ -67,7 +67,7 @@ def test_two_prepares_at_once_publish_one_complete_directory(tmp_path):
   runs = [subprocess.Popen([sys.executable, "-c", TOGETHER, str(tmp_path / f"ready-{i}"), *argv],
                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(2)]
   outputs = [run.communicate(timeout=300) for run in runs]
-  for run, (out, err) in zip(runs, outputs):
+  for run, (_, err) in zip(runs, outputs):
     assert run.returncode == 0, err[-2000:]
   assert outputs[0][0] == outputs[1][0]  # the same counts, from the same published data
   assert sorted(p.name for p in workdir.iterdir()) == ["data", "tokenizer"] and not leftovers(workdir)
@@ -292,7 +292,8 @@ def test_a_full_disk_stops_with_one_line_and_publishes_nothing(tmp_path, capsys,
        tmp_path / "w1" / "data"),
       (prepare._ShardWriters, "write", tensorflow_full, prepare_argv(tmp_path / "w2", corpus, *with_tokenizer),
        tmp_path / "w2" / "data"),
-      (LOCAL_PATH, "write_text", full, prepare_argv(tmp_path / "w3", corpus, *with_tokenizer), tmp_path / "w3" / "data"),
+      (LOCAL_PATH, "write_text", full, prepare_argv(tmp_path / "w3", corpus, *with_tokenizer),
+       tmp_path / "w3" / "data"),
       (LOCAL_PATH, "write_bytes", full, prepare_argv(tmp_path / "w4", corpus), tmp_path / "w4" / "tokenizer"),
       (LOCAL_PATH, "write_bytes", full, [*tokenizer_command, "--output", str(tmp_path / "new.model")],
        tmp_path / "new.model"),

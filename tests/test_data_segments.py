@@ -1,12 +1,12 @@
 """Segment pairs (NSP / SOP / single) and full-sentence packing, checked exactly on synthetic documents whose
 token ids tell where each token came from: document d, position p -> id 1000 * d + p."""
 
+from data_helpers import as_dataset, synthetic_documents
 import numpy as np
 import pytest
 
 from bert_jax.data import segments
 from bert_jax.data.tf_cpu import tf
-from data_helpers import as_dataset, synthetic_documents
 
 IDS = segments.SpecialIds(cls=1, sep=2, pad=0)
 SEQ_LEN = 32

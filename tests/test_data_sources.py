@@ -3,18 +3,11 @@ TFDS (prepared locally), the built-in demo corpus, and the errors for bad input.
 
 import json
 
-import ml_collections
+from data_helpers import data_config
 import pytest
 
 from bert_jax.data.sources import Source, split_sentences
 from bert_jax.errors import UserError
-
-
-def data_config(source: str, **overrides) -> ml_collections.ConfigDict:
-  c = ml_collections.ConfigDict({"source": source, "text_format": "sentences", "jsonl_field": "text",
-                                 "tfds_data_dir": "", "tfds_split": "train"})
-  c.update(overrides)
-  return c
 
 
 def test_sentence_per_line_files(tmp_path):
@@ -46,7 +39,7 @@ def test_json_lines(tmp_path):
 
 
 def test_lines_that_are_not_utf8_are_skipped_and_counted(tmp_path):
-  (tmp_path / "mixed.txt").write_bytes("good line\n".encode() + b"caf\xe9 latin-1\n" + b"\xff\xfe\n" + b"last\n")
+  (tmp_path / "mixed.txt").write_bytes(b"good line\n" + b"caf\xe9 latin-1\n" + b"\xff\xfe\n" + b"last\n")
   source = Source(data_config(str(tmp_path / "mixed.txt")))
   assert list(source.documents()) == [["good line", "last"]]
   assert source.skipped_lines == 2

@@ -6,16 +6,13 @@ what streaming cannot serve fails clearly."""
 import collections
 import shutil
 
+from checkpoint_helpers import comparable, demo_overrides, records
+from cli_helpers import error_line
 import numpy as np
 import pytest
-from checkpoint_helpers import demo_overrides, records
-from cli_helpers import error_line
-from test_checkpoint_resume import comparable
 
-from bert_jax import cli
-from bert_jax import config as config_lib
-from bert_jax.data import pipeline, stream
-from bert_jax.data import tokenizer as tokenizer_lib
+from bert_jax import cli, config as config_lib
+from bert_jax.data import pipeline, stream, tokenizer as tokenizer_lib
 from bert_jax.data.sources import Source
 from bert_jax.data.tf_cpu import tf
 from bert_jax.errors import UserError

@@ -50,8 +50,9 @@ def test_bpe_and_t5_sentinels(tmp_path, demo_sentences):
 
 
 def test_chinese_text(tmp_path):
-  words = ["我们", "今天", "学习", "机器", "翻译", "语言", "模型", "中文", "分词", "测试", "句子", "预测", "北京", "中国",
-           "首都", "天气", "公园", "散步", "朋友", "老师", "学生", "电脑", "程序", "数据", "时间", "城市", "音乐"]
+  words = ["我们", "今天", "学习", "机器", "翻译", "语言", "模型", "中文", "分词", "测试", "句子", "预测", "北京",
+           "中国", "首都", "天气", "公园", "散步", "朋友", "老师", "学生", "电脑", "程序", "数据", "时间",
+           "城市", "音乐"]
   rng = np.random.default_rng(0)
   sentences = ["".join(rng.choice(words, rng.integers(3, 9))) + "。" for _ in range(400)]
   tok = tokenizer_lib.train(sentences, tmp_path / "zh.model", 120, character_coverage=1.0)
@@ -74,6 +75,7 @@ def test_word_starts_follow_whitespace(demo_tokenizer):
 def test_document_end_is_xlnet_eod_where_the_vocabulary_has_it(tmp_path, demo_sentences, demo_tokenizer):
   import sentencepiece as spm
   import tokenizers
+
   from bert_jax.data import hf_tokenizer
 
   assert demo_tokenizer.eod_id == demo_tokenizer.eos_id  # our own vocabularies end documents with </s>

@@ -7,15 +7,15 @@ perturbed; the generator's embeddings set to the discriminator's, as ELECTRA sha
 downloaded. Inputs carry padding at the end of some rows.
 """
 
+from flax import traverse_util
 import jax
 import numpy as np
 import pytest
 import torch
 import transformers
-from flax import traverse_util
 
 from bert_jax import cli, config as config_lib, convert, models, params as params_lib
-from bert_jax.convert import files
+from bert_jax.convert import weights
 from bert_jax.errors import UserError
 from bert_jax.models import electra
 
@@ -105,8 +105,8 @@ def test_export_loads_in_transformers_with_the_same_logits(case, tmp_path):
     assert ours.keys() == expected.keys()
     for key in expected:
       np.testing.assert_array_equal(ours[key], expected[key], err_msg=key)
-  files.write_hf_dir(tmp_path / "d", hf_config, state_dict)
-  files.write_hf_dir(tmp_path / "g", generator_config, generator_state)
+  weights.write_hf_dir(tmp_path / "d", hf_config, state_dict)
+  weights.write_hf_dir(tmp_path / "g", generator_config, generator_state)
   for directory, model_cls, reference in ((tmp_path / "d", transformers.ElectraForPreTraining, case["discriminator"]),
                                           (tmp_path / "g", transformers.ElectraForMaskedLM, case["generator"])):
     reloaded, info = model_cls.from_pretrained(directory, output_loading_info=True)
@@ -149,7 +149,8 @@ def test_mismatched_generators_are_user_errors():
   disc, gen = (_state(discriminator), discriminator.config.to_dict()), (_state(generator), generator.config.to_dict())
   with pytest.raises(UserError, match="scaled by one generator_size"):
     convert.from_hf(*disc, {"generator": (gen[0], {**gen[1], "intermediate_size": 24})})
-  other = {**gen[0], "electra.embeddings.word_embeddings.weight": gen[0]["electra.embeddings.word_embeddings.weight"] + 1}
+  word_embeddings = "electra.embeddings.word_embeddings.weight"
+  other = {**gen[0], word_embeddings: gen[0][word_embeddings] + 1}
   with pytest.raises(UserError, match="shares"):
     convert.from_hf(*disc, {"generator": (other, gen[1])})
   with pytest.raises(UserError, match="lacks discriminator_predictions"):
@@ -167,7 +168,7 @@ def test_convert_command_writes_the_discriminator_and_the_generator(tmp_path):
   assert cli.main(["convert", "--to-hf", "--config", str(tmp_path / "ours" / "config.py"),
                    "--params", str(tmp_path / "ours" / "params"), "--output", str(tmp_path / "back")]) == 0
   for directory, reference in ((tmp_path / "back", discriminator), (tmp_path / "back" / "generator", generator)):
-    exported, _ = files.read_hf_dir(directory)
+    exported, _ = weights.read_hf_dir(directory)
     expected = {k: v for k, v in _state(reference).items() if k != "generator_lm_head.weight"}
     assert exported.keys() == expected.keys()
     for key in expected:
@@ -176,7 +177,8 @@ def test_convert_command_writes_the_discriminator_and_the_generator(tmp_path):
 
 # HF's counts for the same configurations (ElectraForPreTraining, ElectraModel, ElectraForMaskedLM at the
 # paper's generator sizes); ours: the joint model counts the shared embeddings once.
-PUBLISHED = {"electra_small": (13_549_057, 13_483_008, 4_620_026), "electra_base": (109_483_009, 108_891_648, 33_740_602),
+PUBLISHED = {"electra_small": (13_549_057, 13_483_008, 4_620_026),
+             "electra_base": (109_483_009, 108_891_648, 33_740_602),
              "electra_large": (335_142_913, 334_092_288, 51_295_290)}
 
 

@@ -5,15 +5,15 @@ original (1 - replaced share), with precision above 1/2."""
 import jax
 
 from bert_jax import config as config_lib
-from bert_jax.metrics import MetricsWriter
 from bert_jax.train import evaluator as evaluator_lib
+from bert_jax.train.metrics_writer import MetricsWriter
 
 
 def test_demo_discriminator_beats_the_all_original_baseline_held_out(tmp_path):
-  from bert_jax.train import loop
+  from bert_jax.train.trainer import Trainer
 
   config = config_lib.load_config("electra_tiny:demo", ["mesh.data=1", "eval.every=0"])
-  trainer = loop.Trainer(config, devices=jax.devices()[:1])
+  trainer = Trainer(config, devices=jax.devices()[:1])
   state, _ = trainer.run(trainer.init_state(), trainer.batches(str(tmp_path)),
                          MetricsWriter(str(tmp_path), config.train.steps, enabled=False))
   held_out = evaluator_lib.Evaluator(trainer, tmp_path)(state.params)

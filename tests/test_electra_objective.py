@@ -2,6 +2,7 @@
 15% kept, none random, one segment, no sentence task), the generator's draws (softmax sampling), discriminator
 labels equal to (input != original) position by position, the share of replaced tokens, and the loss terms."""
 
+from data_helpers import originals, prepared_workdir, take, tiny_config
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -9,8 +10,7 @@ import pytest
 
 from bert_jax import models
 from bert_jax.data import pipeline
-from bert_jax.objectives import get_objective, replaced_token
-from data_helpers import originals, prepared_workdir, take, tiny_config
+from bert_jax.objectives import get_objective, replaced_token_detection
 
 BATCHES = 8  # x 32 sequences of 64 tokens
 FAST_COMPILE = {"xla_backend_optimization_level": 0, "xla_llvm_disable_expensive_passes": True}  # tiny graphs
@@ -71,7 +71,7 @@ def test_labels_and_replaced_share(setup, generator):
   boosted = jnp.where(one_hot > 0, jnp.log(config.model.vocab_size - 1.0), 0.0)
   for logits in (random_logits, boosted):
     p_original = np.asarray(jnp.take_along_axis(jax.nn.softmax(logits), ids[..., None], -1)[..., 0])
-    sampled, fake, labels = map(np.asarray, replaced_token.corrupt(batch, logits, jax.random.key(3), 1.0))
+    sampled, fake, labels = map(np.asarray, replaced_token_detection.corrupt(batch, logits, jax.random.key(3), 1.0))
     np.testing.assert_array_equal(labels, (fake != original) & (np.asarray(batch["attention_mask"]) == 1))
     rows, slots = np.nonzero(weights)
     positions = np.asarray(batch["masked_positions"])[rows, slots]
@@ -88,10 +88,10 @@ def test_labels_and_replaced_share(setup, generator):
 
 def test_sampling_follows_the_softmax():
   logits = jnp.log(jnp.array([0.1, 0.2, 0.3, 0.4]))
-  draws = replaced_token.sample_tokens(jnp.broadcast_to(logits, (4, 5000, 4)), jax.random.key(0), 1.0)
+  draws = replaced_token_detection.sample_tokens(jnp.broadcast_to(logits, (4, 5000, 4)), jax.random.key(0), 1.0)
   np.testing.assert_allclose(np.bincount(np.asarray(draws).ravel(), minlength=4) / 20000, [0.1, 0.2, 0.3, 0.4],
                              atol=0.012)
-  cold = replaced_token.sample_tokens(jnp.broadcast_to(logits, (1, 2000, 4)), jax.random.key(0), 0.01)
+  cold = replaced_token_detection.sample_tokens(jnp.broadcast_to(logits, (1, 2000, 4)), jax.random.key(0), 0.01)
   assert (np.asarray(cold) == 3).all()
 
 
@@ -102,7 +102,7 @@ def test_forward_loss_and_metrics(setup, generator):
   forward = lambda p, b, r: objective.forward(model, p, b, r)
   sums, metrics = _compiled(forward, params, batch, rngs)(params, batch, rngs)
   counts = objective.counts(batch)
-  _, fake, labels = replaced_token.corrupt(batch, logits, replaced_token.step_keys(rngs)[2], 1.0)
+  _, fake, labels = replaced_token_detection.corrupt(batch, logits, replaced_token_detection.step_keys(rngs)[2], 1.0)
   assert float(metrics["replaced"]) == float(labels.sum())
   discriminate = lambda p, ids, b: model.apply({"params": p}, ids, b["token_type_ids"], b["attention_mask"],
                                                method="discriminate")

@@ -6,6 +6,7 @@ import json
 import re
 import shutil
 
+from checkpoint_helpers import demo_config, demo_overrides, finished_reference_run
 import jax
 import pytest
 
@@ -13,8 +14,7 @@ from bert_jax import checkpoint, cli, config as config_lib, evaluate
 from bert_jax.data.tf_cpu import tf
 from bert_jax.errors import UserError
 from bert_jax.objectives.masked_lm import MaskedLM
-from bert_jax.train.loop import Trainer
-from checkpoint_helpers import demo_config, demo_overrides, finished_reference_run
+from bert_jax.train.trainer import Trainer
 
 # A failed Orbax restore of a damaged checkpoint leaves reads that later report to its closed event loop.
 pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")

@@ -3,12 +3,12 @@ nothing else in bert_jax/ switches on a family's name; each objective names the 
 
 import ast
 import importlib
-import re
 from pathlib import Path
+import re
 
 import pytest
 
-from bert_jax import config as config_lib, defaults, models, objectives
+from bert_jax import config as config_lib, models, objectives, recipes
 from bert_jax.errors import UserError
 from bert_jax.models.family import Family, Framing
 
@@ -60,7 +60,7 @@ def test_one_framing_table_the_descriptors():
   exports read them from there."""
   holders = {path for path in sources() for text in _strings(path) if "$A" in text and text.strip() != "$A"}
   assert holders <= OWN, sorted(str(p) for p in holders - OWN)
-  for module in ("bert_jax.defaults", "bert_jax.objectives.classification", "bert_jax.convert.tokenizer_export"):
+  for module in ("bert_jax.recipes", "bert_jax.objectives.classification", "bert_jax.convert.tokenizer_export"):
     assert not {"FRAMINGS", "TEMPLATES"} & set(vars(importlib.import_module(module))), module
   names = [name for f in models.descriptors() for name in f.framings]
   assert len(names) == len(set(names))  # each framing has one owner
@@ -76,7 +76,7 @@ def test_a_familys_descriptor_is_complete(name):
   converter = importlib.import_module(family.converter)
   assert callable(converter.to_hf) and (callable(getattr(converter, "from_hf", None)) or not family.hf_types)
   for hf_type, recipe in family.hf_types.items():
-    assert callable(getattr(defaults, recipe)), (hf_type, recipe)
+    assert callable(getattr(recipes, recipe)), (hf_type, recipe)
   for framing in family.framings.values():
     assert isinstance(framing, Framing) and "$A" in framing.single and "$A" in framing.pair and "$B" in framing.pair
   assert models.framing(family.framing) and all(models.framing(f) for f in family.framing_by_packing.values())

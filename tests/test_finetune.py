@@ -3,18 +3,18 @@ batch stream's epochs and exact resume, and runs through the CLI that learn (BER
 to text, BART and GPT-2 with theirs, exported and checked against transformers) and write GLUE submission files."""
 
 import json
-import re
 from pathlib import Path
+import re
 
+from cli_helpers import error_line, snapshot
 import ml_collections
 import numpy as np
 import pytest
 
-from bert_jax import cli, defaults
+from bert_jax import cli, recipes
 from bert_jax.data import tasks
 from bert_jax.errors import UserError
 from bert_jax.objectives import classification
-from cli_helpers import error_line, snapshot
 
 COLA_TRAIN = "gj04\t1\t\tOur friends won't buy this analysis.\ngj04\t0\t*\tOne more pseudo generalization.\n"
 COLA_TEST = "index\tsentence\n0\tBill whistled past the house.\n1\tThe car honked.\n"
@@ -37,7 +37,8 @@ def write_glue(root: Path) -> None:
   for name in ("train", "dev_matched", "dev_mismatched"):
     (root / "MNLI" / f"{name}.tsv").write_text("\n".join(rows) + "\n")
   for name in ("test_matched", "test_mismatched"):
-    (root / "MNLI" / f"{name}.tsv").write_text(f"{MNLI_HEADER}\n7\t1\t1e\tfic\t(a)\t(b)\t(a)\t(b)\tHe ran.\tHe moved.\n")
+    row = "7\t1\t1e\tfic\t(a)\t(b)\t(a)\t(b)\tHe ran.\tHe moved."
+    (root / "MNLI" / f"{name}.tsv").write_text(f"{MNLI_HEADER}\n{row}\n")
   (root / "diagnostic").mkdir()
   (root / "diagnostic" / "diagnostic.tsv").write_text("index\tsentence1\tsentence2\n0\tNo dog.\tA dog.\n")
   (root / "QQP").mkdir()
@@ -48,14 +49,15 @@ def write_glue(root: Path) -> None:
 
 
 def task(**values) -> tasks.Task:
-  return tasks.load(ml_collections.ConfigDict({**defaults.TASK, **values}))
+  return tasks.load(ml_collections.ConfigDict({**recipes.TASK, **values}))
 
 
 def test_glue_files_as_the_benchmark_ships_them(tmp_path):
   write_glue(tmp_path)
   cola = task(name="glue/cola", data_dir=str(tmp_path))
   train = cola.read("train")
-  assert [e.label for e in train] == [1, 0] and train[0].texts == (("sentence", "Our friends won't buy this analysis."),)
+  assert [e.label for e in train] == [1, 0]
+  assert train[0].texts == (("sentence", "Our friends won't buy this analysis."),)
   assert [e.guid for e in cola.read("test")] == ["0", "1"] and cola.read("test")[0].label is None
   assert cola.metrics == ("matthews",) and cola.submission == {"test": "CoLA"}
 
@@ -254,7 +256,8 @@ def test_finetune_resumes_and_scratch_starts_from_random_parameters(pretrained_b
   capsys.readouterr()
   assert cli.main(finetune_argv(pretrained_bert, workdir, files, "--config.task.epochs=2")) == 0
   assert "resuming from checkpoint 2" in capsys.readouterr().err
-  assert cli.main(finetune_argv(pretrained_bert, tmp_path / "scratch", files, "--scratch", "--config.task.epochs=1")) == 0
+  scratch = finetune_argv(pretrained_bert, tmp_path / "scratch", files, "--scratch", "--config.task.epochs=1")
+  assert cli.main(scratch) == 0
   assert "starting from the parameters" not in capsys.readouterr().err
   assert cli.main(finetune_argv(pretrained_bert, tmp_path / "grid", files, "--learning-rates", "3e-3,1e-5",
                                 "--seeds", "2", "--config.task.epochs=1")) == 0
@@ -318,14 +321,17 @@ def test_other_families_finetune_from_their_pretraining_runs(name, tmp_path, cap
   assert cli.main(["train", "--config", name, "--workdir", str(tmp_path / "run"), f"--config.data.source={corpus}",
                    "--config.model.vocab_size=64", "--config.data.character_coverage=1.0", "--config.train.steps=2",
                    "--config.data.eval_tokens=0", "--config.checkpoint.every=2"]) == 0
-  files = lines_task(tmp_path, 64, seed=3)
+  files = lines_task(tmp_path, 256, seed=3)
   capsys.readouterr()
-  assert cli.main(finetune_argv(tmp_path / "run", tmp_path / "ft", files, "--config.task.epochs=1")) == 0
+  assert cli.main(finetune_argv(tmp_path / "run", tmp_path / "ft", files, "--config.task.epochs=6",
+                                "--config.optimizer.learning_rate=3e-3")) == 0
   err = capsys.readouterr().err
   new, left = re.search(r"new: (.*?); left out: (.*)$", err, re.M).groups()
   assert all(group.startswith("classifier") for group in new.split(", ")), err  # only the head is new
   assert ("generator/" in left) == (name == "electra_tiny"), err  # ELECTRA fine-tunes its discriminator
-  assert json.loads((tmp_path / "ft" / "eval" / "2.json").read_text())["accuracy"] >= 0
+  records = {int(p.stem): json.loads(p.read_text())["accuracy"] for p in (tmp_path / "ft" / "eval").glob("*.json")}
+  assert sorted(records) == [0, 8, 16, 24, 32, 40, 48] and records[0] <= 0.6, records  # dev: half yes, half no
+  assert records[48] > 0.9, records  # the fine-tuned encoder learns the task (both reach ~0.97 by step 32)
   config = json.loads((tmp_path / "ft" / "config.json").read_text())
   assert config["objective"]["framing"] == ("xlnet" if name == "xlnet_tiny" else "bert")
 
@@ -350,15 +356,15 @@ def test_a_published_bert_finetunes_and_frames_pairs_as_its_tokenizer(tmp_path, 
   its own tokenizer frames it ([CLS] A [SEP] B [SEP], token types 0 then 1, the longer text cut first)."""
   torch = pytest.importorskip("torch")
   pytest.importorskip("transformers")
-  from test_hf_tokenizer_in import _bert, _corpus
+  from hf_helpers import hf_bert, hf_corpus
 
   from bert_jax.data import tokenizer as tokenizer_lib
 
-  _, documents = _corpus(tmp_path)
+  _, documents = hf_corpus(tmp_path)
   hf_dir = tmp_path / "hf"
   hf_dir.mkdir()
   torch.manual_seed(0)
-  hf, model = _bert(hf_dir, documents)
+  hf, model = hf_bert(hf_dir, documents)
   model.save_pretrained(str(hf_dir))
   assert cli.main(["convert", "--from-hf", str(hf_dir), "--output", str(tmp_path / "imported")]) == 0
   files = lines_task(tmp_path, 32, seed=4)

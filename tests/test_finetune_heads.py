@@ -9,16 +9,15 @@ config. XLNet: HF reads the summary at position -1, so it gets the batch left-pa
 reads. BART and GPT-2 have no token types: HF gets none.
 """
 
+import functools
 import json
 
-import functools
-
+from flax import traverse_util
 import jax
 import numpy as np
 import pytest
 import torch
 import transformers
-from flax import traverse_util
 
 from bert_jax import cli, config as config_lib, convert, models, params as params_lib
 from bert_jax.errors import UserError
@@ -192,8 +191,8 @@ TINY = {
                     embedding_size=8, generator_size=0.5),
     "spanbert": dict(vocab_size=50, hidden_size=16, num_layers=2, num_heads=2, intermediate_size=24, max_position=16),
     "gpt2": dict(vocab_size=50, hidden_size=16, num_layers=2, num_heads=2, intermediate_size=24, max_position=16),
-    "bart": dict(vocab_size=50, d_model=16, num_layers=2, num_decoder_layers=2, encoder_attention_heads=2,
-                 decoder_attention_heads=2, encoder_ffn_dim=24, decoder_ffn_dim=24, max_position_embeddings=16),
+    "bart": dict(vocab_size=50, hidden_size=16, num_layers=2, num_decoder_layers=2, num_heads=2, num_decoder_heads=2,
+                 intermediate_size=24, decoder_intermediate_size=24, max_position=16),
 }
 FAMILIES = {
     "bert": ("bert", {}), "roberta": ("bert", dict(position_offset=True, pooler=False, sentence_head="none",

@@ -9,13 +9,13 @@ shards through the file layer here (bert_jax/data/records.py)."""
 
 import json
 import os
+from pathlib import Path
 import re
 import socket
 import subprocess
 import sys
 import time
 import urllib.request
-from pathlib import Path
 
 import pytest
 

@@ -6,23 +6,20 @@ The reference is a transformers GPT2LMHeadModel built from a tiny config with ra
 perturbed, so LayerNorm scales and biases are not at their initial 1 and 0); nothing is downloaded.
 """
 
+from flax import traverse_util
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 import torch
 import transformers
-from flax import traverse_util
 
-from bert_jax import cli, convert, models
-from bert_jax import config as config_lib
-from bert_jax import params as params_lib
-from bert_jax.convert import files
-from bert_jax.data import hf_tokenizer
-from bert_jax.data import tokenizer as tokenizer_lib
+from bert_jax import cli, config as config_lib, convert, models, params as params_lib
+from bert_jax.convert import weights
+from bert_jax.data import hf_tokenizer, tokenizer as tokenizer_lib
 from bert_jax.errors import UserError
 from bert_jax.models import gpt2
-from bert_jax.objectives import causal_lm
+from bert_jax.objectives import causal_lm, decoding
 
 TOLERANCE = 1e-4
 HF_CONFIG = transformers.GPT2Config(vocab_size=97, n_positions=24, n_embd=32, n_layer=2, n_head=4, n_inner=37,
@@ -40,7 +37,7 @@ def reference(tmp_path_factory):
       p.add_(0.1 * torch.randn_like(p))
   hf_dir = tmp_path_factory.mktemp("gpt2")
   model.save_pretrained(hf_dir)
-  state_dict, hf_config = files.read_hf_dir(hf_dir)
+  state_dict, hf_config = weights.read_hf_dir(hf_dir)
   model_config, params = convert.from_hf(state_dict, hf_config)
   return {"model": model, "hf_dir": hf_dir, "state_dict": state_dict, "model_config": model_config, "params": params}
 
@@ -94,7 +91,7 @@ def test_export_loads_in_transformers_and_round_trips(reference, tmp_path):
   assert state_dict.keys() == reference["state_dict"].keys()  # what save_pretrained writes: lm_head left out
   for key, value in state_dict.items():
     np.testing.assert_array_equal(value, reference["state_dict"][key], err_msg=key)
-  files.write_hf_dir(tmp_path, hf_config, state_dict)
+  weights.write_hf_dir(tmp_path, hf_config, state_dict)
   reloaded, info = transformers.GPT2LMHeadModel.from_pretrained(tmp_path, output_loading_info=True)
   assert not info["missing_keys"] and not info["unexpected_keys"] and not info["mismatched_keys"], info
   ids, mask = _inputs()
@@ -111,7 +108,7 @@ def test_convert_command_imports_a_saved_model(reference, tmp_path):
   config = config_lib.load_config(str(tmp_path / "ours" / "config.py"))
   assert config.model.to_dict() == reference["model_config"].to_dict()
   assert config.objective.name == "causal_lm" and config.data.seq_len == 24  # the imported position table
-  params = traverse_util.flatten_dict(files.restore_params(tmp_path / "ours" / "params"))
+  params = traverse_util.flatten_dict(weights.restore_params(tmp_path / "ours" / "params"))
   expected = traverse_util.flatten_dict(reference["params"])
   assert params.keys() == expected.keys() and all(np.array_equal(params[k], expected[k]) for k in params)
 
@@ -135,7 +132,7 @@ def test_cached_generation_equals_full_recomputation(reference):
   model_config, params = reference["model_config"], reference["params"]
   model = models.build_model(model_config)
   steps, eos = 8, 96
-  tokens_BT, logits_BTV = causal_lm.generate(model, params, _prompts(), steps, eos)
+  tokens_BT, logits_BTV = decoding.generate(model, params, _prompts(), steps, eos)
   full = jax.jit(lambda ids, mask: model.apply({"params": params}, ids, mask))
   for prompt, tokens_T, logits_TV in zip(_prompts(), np.asarray(tokens_BT), np.asarray(logits_BTV)):
     sequence = list(prompt)
@@ -153,9 +150,9 @@ def test_cached_generation_equals_full_recomputation(reference):
 
 def test_generation_stops_at_end_of_text(reference):
   model = models.build_model(reference["model_config"])
-  free_BT, _ = causal_lm.generate(model, reference["params"], _prompts(), 8, eos_id=-1)
+  free_BT, _ = decoding.generate(model, reference["params"], _prompts(), 8, eos_id=-1)
   first = int(np.asarray(free_BT)[0, 0])
-  stopped_BT = np.asarray(causal_lm.generate(model, reference["params"], _prompts(), 8, eos_id=first, pad_id=5)[0])
+  stopped_BT = np.asarray(decoding.generate(model, reference["params"], _prompts(), 8, eos_id=first, pad_id=5)[0])
   assert stopped_BT[0, 0] == first and set(stopped_BT[0, 1:].tolist()) == {5}
   for free_T, stopped_T in zip(np.asarray(free_BT)[1:], stopped_BT[1:]):  # the other rows run on until they write it
     written = list(free_T).index(first) + 1 if first in free_T else len(free_T)
@@ -165,14 +162,14 @@ def test_generation_stops_at_end_of_text(reference):
 def test_sampling_keeps_to_top_k_and_top_p():
   logits_BV = jnp.log(jnp.array([[0.5, 0.3, 0.15, 0.05]] * 4000))
   keys = jax.random.split(jax.random.key(0), 1)[0]
-  assert (causal_lm.choose(logits_BV, keys, 0.0) == 0).all()
-  top2 = np.asarray(causal_lm.choose(logits_BV, keys, 1.0, top_k=2))
+  assert (decoding.choose(logits_BV, keys, 0.0) == 0).all()
+  top2 = np.asarray(decoding.choose(logits_BV, keys, 1.0, top_k=2))
   assert set(top2.tolist()) == {0, 1} and abs(np.mean(top2 == 0) - 0.5 / 0.8) < 0.03
-  nucleus = np.asarray(causal_lm.choose(logits_BV, keys, 1.0, top_p=0.9))  # 0.5 + 0.3 < 0.9: three tokens
+  nucleus = np.asarray(decoding.choose(logits_BV, keys, 1.0, top_p=0.9))  # 0.5 + 0.3 < 0.9: three tokens
   assert set(nucleus.tolist()) == {0, 1, 2} and abs(np.mean(nucleus == 2) - 0.15 / 0.95) < 0.03
-  everything = np.asarray(causal_lm.choose(logits_BV, keys, 1.0))
+  everything = np.asarray(decoding.choose(logits_BV, keys, 1.0))
   assert abs(np.mean(everything == 3) - 0.05) < 0.015
-  assert (causal_lm.choose(logits_BV, keys, 1.0, top_p=0.1) == 0).all()
+  assert (decoding.choose(logits_BV, keys, 1.0, top_p=0.1) == 0).all()
 
 
 def test_windows_pack_documents_with_end_of_text():

@@ -10,8 +10,7 @@ import sys
 import numpy as np
 import pytest
 
-from bert_jax import cli
-from bert_jax import config as config_lib
+from bert_jax import cli, config as config_lib
 from bert_jax.data import pipeline
 from bert_jax.objectives import get_objective
 

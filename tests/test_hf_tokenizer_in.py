@@ -12,6 +12,7 @@ from pathlib import Path
 
 os.environ["HF_HUB_OFFLINE"] = "1"  # local directories only (read when huggingface_hub is imported)
 
+from hf_helpers import TINY, hf_bert, hf_corpus, sentences
 import numpy as np
 import pytest
 import sentencepiece as spm
@@ -20,53 +21,22 @@ import torch
 import transformers
 
 from bert_jax import cli, config as config_lib
-from bert_jax.convert import files
+from bert_jax.convert import weights
 from bert_jax.data import pipeline
 from bert_jax.errors import UserError
 from bert_jax.objectives import get_objective
 
-WORDS = ("Domain adaptive pretraining keeps the checkpoint's vocabulary and ids while the model reads new text "
-         "about proteins, enzymes, kinases, ligands, receptors, assays and their measured affinities; "
-         "Reviewers asked: which residues bind? None of the 12 mutants (K48R, D52N) folded.").split()
-TINY = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=37,
-            hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
-
-
-def _corpus(directory: Path) -> tuple[Path, list[list[str]]]:
-  """30 documents of 3-5 sentences, one sentence a line, a blank line between documents."""
-  rng = np.random.default_rng(0)
-  documents = [[" ".join(rng.choice(WORDS, rng.integers(6, 14))) + "." for _ in range(rng.integers(3, 6))]
-               for _ in range(30)]
-  path = directory / "corpus.txt"
-  path.write_text("\n\n".join("\n".join(d) for d in documents) + "\n")
-  return path, documents
-
-
-def _sentences(documents) -> list[str]:
-  return [s for d in documents for s in d]
-
 
 def _sentencepiece(documents, **ids) -> bytes:
   model = io.BytesIO()
-  spm.SentencePieceTrainer.train(sentence_iterator=iter(_sentences(documents)), model_writer=model, vocab_size=80,
+  spm.SentencePieceTrainer.train(sentence_iterator=iter(sentences(documents)), model_writer=model, vocab_size=80,
                                  bos_id=-1, minloglevel=2, **ids)
   return model.getvalue()
 
 
-def _bert(hf_dir: Path, documents):
-  wordpiece = tokenizers.BertWordPieceTokenizer(lowercase=True)
-  wordpiece.train_from_iterator(_sentences(documents), vocab_size=150,
-                                special_tokens=["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"])
-  wordpiece.save_model(str(hf_dir))
-  hf = transformers.BertTokenizer(str(hf_dir / "vocab.txt"))
-  model = transformers.BertForPreTraining(transformers.BertConfig(vocab_size=len(hf), max_position_embeddings=64,
-                                                                  **TINY))
-  return hf, model
-
-
 def _roberta(hf_dir: Path, documents):
   bpe = tokenizers.ByteLevelBPETokenizer()
-  bpe.train_from_iterator(_sentences(documents), vocab_size=320, special_tokens=["<s>", "<pad>", "</s>", "<unk>",
+  bpe.train_from_iterator(sentences(documents), vocab_size=320, special_tokens=["<s>", "<pad>", "</s>", "<unk>",
                                                                                    "<mask>"])
   bpe.save_model(str(hf_dir))
   hf = transformers.RobertaTokenizer(str(hf_dir / "vocab.json"), str(hf_dir / "merges.txt"))
@@ -97,7 +67,7 @@ def _albert(hf_dir: Path, documents):
   return hf, model
 
 
-KINDS = {"vocab.txt": (_bert, "bert.", "tokenizer.json"), "vocab.json+merges.txt": (_roberta, "roberta.",
+KINDS = {"vocab.txt": (hf_bert, "bert.", "tokenizer.json"), "vocab.json+merges.txt": (_roberta, "roberta.",
                                                                                      "tokenizer.json"),
          "spiece.model": (_t5, "", "spiece.model"), "tokenizer.json": (_albert, "albert.", "tokenizer.json")}
 OVERRIDES = ["data.shards=1", "data.eval_documents=2", "data.seq_len=32", "train.steps=2", "train.batch_size=8",
@@ -108,7 +78,7 @@ OVERRIDES = ["data.shards=1", "data.eval_documents=2", "data.seq_len=32", "train
 @pytest.mark.parametrize("kind", KINDS)
 def test_continued_pretraining_keeps_the_checkpoints_ids(kind, tmp_path, capsys):
   build, prefix, imported_file = KINDS[kind]
-  corpus, documents = _corpus(tmp_path)
+  corpus, documents = hf_corpus(tmp_path)
   hf_dir = tmp_path / "hf"
   hf_dir.mkdir()
   torch.manual_seed(0)
@@ -156,11 +126,11 @@ def test_continued_pretraining_keeps_the_checkpoints_ids(kind, tmp_path, capsys)
   capsys.readouterr()
   assert cli.main(["train", "--config", config_path, *flags, "--init", str(out), "--workdir", str(workdir)]) == 0
   assert f"starting from the parameters in {out}" in capsys.readouterr().err
-  imported = files.restore_params(out / "params")
-  start = files.restore_params(workdir / "checkpoints" / "0")
+  imported = weights.restore_params(out / "params")
+  start = weights.restore_params(workdir / "checkpoints" / "0")
   for a, b in zip(*(jax_leaves(t) for t in (imported, start)), strict=True):
     np.testing.assert_array_equal(a, b)
-  trained = files.restore_params(workdir / "checkpoints" / "2")
+  trained = weights.restore_params(workdir / "checkpoints" / "2")
   assert any(not np.array_equal(a, b) for a, b in zip(jax_leaves(imported), jax_leaves(trained)))
   metrics = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
   assert all(np.isfinite(m["loss"]) for m in metrics if "loss" in m)
@@ -196,11 +166,11 @@ def test_a_file_that_is_not_a_tokenizer_is_one_clear_error(tmp_path):
 
 def test_a_published_gpt2_continues_pretraining_with_its_own_tokenizer(tmp_path, capsys):
   """GPT-2's vocab.json + merges.txt hold one special token, <|endoftext|>: it ends each document and pads."""
-  corpus, documents = _corpus(tmp_path)
+  corpus, documents = hf_corpus(tmp_path)
   hf_dir = tmp_path / "hf"
   hf_dir.mkdir()
   bpe = tokenizers.ByteLevelBPETokenizer()
-  bpe.train_from_iterator(_sentences(documents), vocab_size=300, special_tokens=["<|endoftext|>"])
+  bpe.train_from_iterator(sentences(documents), vocab_size=300, special_tokens=["<|endoftext|>"])
   bpe.save_model(str(hf_dir))
   hf = transformers.GPT2Tokenizer(str(hf_dir / "vocab.json"), str(hf_dir / "merges.txt"))
   end = hf.convert_tokens_to_ids("<|endoftext|>")

@@ -1,41 +1,17 @@
 """Imports flow one way (DESIGN.md): an ast walk over bert_jax/, imports inside functions included, finds no
 cycle and no import against the flow."""
 
-import ast
-from pathlib import Path
+from layering_helpers import import_graph
 
-PACKAGE = Path(__file__).resolve().parent.parent / "bert_jax"
 AGAINST_THE_FLOW = {
     "models": {"data", "objectives", "train", "checkpoint"},
     "data": {"models", "objectives", "train"},
     "objectives": {"train"},
     "checkpoint": {"train"},
     "parallel": {"train"},
+    "files": {"models", "data", "objectives", "train", "checkpoint", "convert", "recipes", "parallel"},
+    "recipes": {"data", "train", "checkpoint"},
 }
-
-
-def module_name(path: Path) -> str:
-  parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
-  return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
-
-
-def import_graph() -> dict[str, set[str]]:
-  modules = {module_name(p): p for p in PACKAGE.rglob("*.py")}
-  graph = {name: set() for name in modules}
-  for name, path in modules.items():
-    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
-    for node in ast.walk(ast.parse(path.read_text())):
-      if isinstance(node, ast.Import):
-        targets = [alias.name for alias in node.names]
-      elif isinstance(node, ast.ImportFrom):
-        base = node.module or ""
-        if node.level:
-          base = ".".join(package.split(".")[:len(package.split(".")) - node.level + 1] + ([base] if base else []))
-        targets = [f"{base}.{alias.name}" if f"{base}.{alias.name}" in modules else base for alias in node.names]
-      else:
-        continue
-      graph[name] |= {target for target in targets if target in modules and target != name}
-  return graph
 
 
 def layer(name: str) -> str:

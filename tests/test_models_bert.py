@@ -1,10 +1,10 @@
 """BERT-family model invariants: scanned == looped layers, remat changes nothing, gathered MLM logits."""
 
+from flax import traverse_util
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from flax import traverse_util
 
 from bert_jax import config as config_lib, models, params as params_lib
 from bert_jax.models import bert

@@ -2,6 +2,7 @@
 checks, the layer stack scanned or looped, rematerialised or not, and the layout conversion between them."""
 
 import dataclasses
+import json
 import re
 
 import flax
@@ -103,6 +104,55 @@ def test_settings_from_config_refuse_unknown_keys():
     shared.from_config(ToyConfig, {"depth": 3}, "toy")
 
 
+@dataclasses.dataclass(frozen=True)
+class RenamedToyConfig(ToyConfig):
+  FORMER_NAMES = {"d_model": "width"}
+
+
+def test_settings_from_config_read_former_names_as_todays():
+  assert shared.from_config(RenamedToyConfig, {"d_model": 8}, "toy") == RenamedToyConfig(width=8)
+  with pytest.raises(UserError, match=r"^model.d_model and model.width are one setting .*keep only model.width$"):
+    shared.from_config(RenamedToyConfig, {"d_model": 8, "width": 8}, "toy")
+
+
+# The sizes every family has, under one name each (BERT's; so are max_position, hidden_act, initializer_range where a
+# family has them: T5 has a feed_forward_proj and initializes from its sizes), and the names families used before
+# (issue 35), Hugging Face's among them: those stay in the converters' hf_config dicts.
+SHARED_NAMES = {"hidden_size", "num_layers", "num_heads", "intermediate_size"}
+FORMER_NAMES = {"d_model", "d_ff", "d_kv", "d_inner", "d_head", "n_embd", "n_layer", "n_head", "n_inner",
+                "n_positions", "num_hidden_layers", "num_attention_heads", "encoder_attention_heads",
+                "decoder_attention_heads", "encoder_ffn_dim", "decoder_ffn_dim", "max_position_embeddings",
+                "activation_function", "init_std", "layer_norm_epsilon", "dropout_rate", "hidden_dropout_prob",
+                "attention_probs_dropout_prob"}
+
+
+@pytest.mark.parametrize("name", sorted(models.FAMILIES))
+def test_every_familys_settings_use_the_shared_names(name):
+  cls = type(models.family({"family": name}).make_config({}))
+  fields = {f.name for f in dataclasses.fields(cls)}
+  assert not fields & FORMER_NAMES, sorted(fields & FORMER_NAMES)
+  assert SHARED_NAMES <= fields
+  assert set(cls.FORMER_NAMES.values()) <= fields and not set(cls.FORMER_NAMES) & fields
+
+
+@pytest.mark.parametrize("config_name", ["t5_tiny", "bart_tiny"])
+def test_a_run_saved_with_former_names_loads_to_the_same_settings(config_name, tmp_path):
+  """A W/config.json written before issue 35 (T5's d_model, d_kv, d_ff; BART's transformers names) loads as today's
+  config does, for evaluate, predict and finetune (config_lib.load_config of the run's config.json)."""
+  from bert_jax import config as config_lib
+
+  config = config_lib.load_config(config_name)
+  former = {today: name for name, today in models.family(config.model).make_config({}).FORMER_NAMES.items()}
+  saved = config.to_dict()
+  saved["model"] = {former.get(key, key): value for key, value in saved["model"].items()}
+  assert set(former.values()) <= set(saved["model"]) and not set(former) & set(saved["model"])
+  path = tmp_path / "config.json"
+  path.write_text(json.dumps(saved, default=list))
+  loaded = config_lib.load_config(str(path))
+  assert models.make_config(loaded.model) == models.make_config(config.model)
+  assert models.make_config(dict(saved["model"])) == models.make_config(config.model)
+
+
 @pytest.mark.parametrize("name", sorted(models.FAMILIES))
 def test_a_familys_default_config_is_its_dataclass(name):
   model = models.default_config(name, num_layers=3)
@@ -175,11 +225,9 @@ def test_a_kernel_gradient_over_batch_and_length_copies_no_activations_on_the_cp
     return re.findall(r"= (\S+) (?:transpose|copy)\(", hlo)
 
   assert transposing_copies() == []  # the product of x as a [128, 32] matrix with dy as [128, 64]
-  try:  # over the two axes, XLA:CPU lays x out as [32, 8, 16] first
-    layers.MATRIX_PRODUCTS_ON_CPU = False
+  with pytest.MonkeyPatch.context() as patch:  # over the two axes, XLA:CPU lays x out as [32, 8, 16] first
+    patch.setattr(layers, "_as_matrices", lambda *args: None)
     assert "f32[32,8,16]{2,1,0}" in transposing_copies()
-  finally:
-    layers.MATRIX_PRODUCTS_ON_CPU = True
 
 
 def _with_parameters(module: nn.Module, x):
@@ -207,11 +255,10 @@ def test_gelu_and_the_norms_keep_only_their_input_for_the_backward_pass(name):
 
   y, dx, kept = run()
   assert kept == [x.shape]  # the input: the backward pass recomputes the rest from it
-  try:
-    layers.RECOMPUTE_ELEMENTWISE = False
+  with pytest.MonkeyPatch.context() as patch:  # what JAX's autodiff keeps without `recomputed`
+    patch.setattr(layers, "recomputed", lambda fn: fn)
+    patch.setattr(layers, "recomputed_module", lambda module_cls: module_cls)
     y_kept, dx_kept, kept = run()
-  finally:
-    layers.RECOMPUTE_ELEMENTWISE = True
   assert len(kept) > 1  # what JAX keeps itself: intermediates of the input's size besides (or instead of) it
   np.testing.assert_allclose(y, y_kept, rtol=1e-6, atol=1e-6)
   np.testing.assert_allclose(dx, dx_kept, rtol=1e-5, atol=1e-6)

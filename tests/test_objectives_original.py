@@ -4,16 +4,17 @@ them. Synthetic documents tell where every token came from: document d, position
 
 import random
 
+from data_helpers import as_dataset, synthetic_documents
 import numpy as np
+from objective_helpers import SPECIAL, WORD_START, word_sequences
+from original_ports import ngram_lengths, pair_labels, xlnet_local_perm, xlnet_perm_mask
 import pytest
 
 from bert_jax import config as config_lib
 from bert_jax.data import segments
 from bert_jax.data.tf_cpu import tf
-from bert_jax.objectives import get_objective, masking
+from bert_jax.objectives import get_objective, masked_lm_data
 from bert_jax.objectives.permutation_lm import permutation_mask
-from data_helpers import as_dataset, synthetic_documents
-from original_ports import ngram_lengths, pair_labels, xlnet_local_perm, xlnet_perm_mask
 
 IDS = segments.SpecialIds(cls=1, sep=2, pad=0)
 SEQ_LEN = 32
@@ -76,33 +77,16 @@ def test_a_random_b_never_comes_from_its_own_document():
 
 # --- ALBERT: whole-word n-grams --------------------------------------------------------------------------
 
-VOCAB, LENGTH = 1000, 128
-SPECIAL = np.arange(VOCAB) < 5  # [PAD] 0, [CLS] 1, [SEP] 2, [MASK] 3, [UNK] 4
-WORD_START = np.arange(VOCAB) < 600  # ids 600.. continue the word before them
-
-
-def word_sequences(count: int, seed: int = 0) -> np.ndarray:
-  """[CLS] A [SEP] B [SEP] [PAD]... of words of one to three pieces."""
-  rng = np.random.default_rng(seed)
-  rows = np.zeros((count, LENGTH), np.int32)
-  for r in range(count):
-    length = LENGTH if rng.random() < 0.8 else int(rng.integers(20, LENGTH))
-    sizes = rng.choice([1, 2, 3], LENGTH, p=[0.6, 0.25, 0.15])
-    pieces = rng.integers(600, VOCAB, sizes.sum())
-    starts = np.cumsum(sizes) - sizes
-    pieces[starts] = rng.integers(5, 600, LENGTH)
-    a = int(starts[rng.integers(1, np.searchsorted(starts, length - 4))])  # A ends where a word does
-    rows[r, :length] = [IDS.cls, *pieces[:a], IDS.sep, *pieces[a:length - 3], IDS.sep]
-  return rows
+# Rows of words (tests/objective_helpers.py): [PAD] 0, [CLS] 1, [SEP] 2, [MASK] 3, [UNK] 4; ids 600.. continue a word.
 
 
 def test_albert_recipe_masks_ngrams_of_whole_words():
   objective = config_lib.load_config("albert_base").objective
   assert objective.whole_word and objective.max_ngram == 3
   rows = word_sequences(1500)
-  tables = masking.Tables(tf.constant(SPECIAL), tf.constant(WORD_START),
+  tables = masked_lm_data.Tables(tf.constant(SPECIAL), tf.constant(WORD_START),
                           tf.constant(np.flatnonzero(~SPECIAL).astype(np.int32)), 3)
-  span_ids = masking.choose_spans(tf.constant(rows), tf.constant([0, 1], tf.int64), tables, objective.mask_rate,
+  span_ids = masked_lm_data.choose_spans(tf.constant(rows), tf.constant([0, 1], tf.int64), tables, objective.mask_rate,
                                   objective.max_predictions, objective.whole_word, objective.max_ngram).numpy()
   word = np.cumsum(~SPECIAL[rows] & WORD_START[rows], axis=1)
   continuing = ~SPECIAL[rows][:, 1:] & ~WORD_START[rows][:, 1:]

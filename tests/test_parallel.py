@@ -1,13 +1,13 @@
 """Mesh construction, logical rules and the input checks that stop a run before anything compiles."""
 
 import jax
+from jax.sharding import AxisType, PartitionSpec as P
 import numpy as np
 import pytest
-from jax.sharding import AxisType, PartitionSpec as P
 
 from bert_jax import cli, config as config_lib, parallel
 from bert_jax.errors import UserError
-from bert_jax.train import loop
+from bert_jax.train.trainer import Trainer
 
 TINY = ["data.source=synthetic", "train.batch_size=16", "data.seq_len=32"]
 
@@ -67,7 +67,7 @@ def test_bad_inputs_stop_before_compiling(overrides, message):
   jax.monitoring.register_event_duration_secs_listener(listener)
   try:
     with pytest.raises(UserError, match=message):
-      loop.Trainer(config)
+      Trainer(config)
   finally:
     jax.monitoring.unregister_event_duration_listener(listener)
   assert not compiles

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from bert_jax import chips, cli, config as config_lib, plan
-from bert_jax.train.loop import Trainer
+from bert_jax.train.trainer import Trainer
 
 TINY = ("bert_tiny", "albert_tiny", "xlnet_tiny", "t5_tiny")
 # Dropout's random bits are integer hashing that the cost analysis counts as FLOPs: about 5% at H=64, where

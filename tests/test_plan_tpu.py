@@ -4,15 +4,15 @@ collectives it emits against the plan's model; TPU slice names; the reader of op
 import contextlib
 import io
 import json
+from pathlib import Path
 import re
 import shlex
-from pathlib import Path
 
 import jax
 import numpy as np
 import pytest
 
-from bert_jax import cli, collectives, config as config_lib, parallel, topology
+from bert_jax import cli, collectives, parallel, topology
 from bert_jax.commands import plan as plan_command
 
 GiB = 2 ** 30
@@ -182,7 +182,8 @@ def test_hlo_reader_counts_loop_trips_and_names_what_the_tpu_rewrote():
 
 def test_the_readmes_topology_lines_at_tiny_size(capsys):
   """Each `bert-jax plan --topology` line of the README, as written but for the tiny config of its family and a
-  recipe batch cut to 128 sequences (one a chip on the largest) of 32 tokens: compiled by the TPU compiler for the README's slices."""
+  recipe batch cut to 128 sequences (one a chip on the largest) of 32 tokens: compiled by the TPU compiler for the
+  README's slices."""
   readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
   lines = [line for block in re.findall(r"```bash\n(.*?)```", readme, re.S) for line in block.splitlines()
            if line.startswith("bert-jax plan") and "--topology" in line]

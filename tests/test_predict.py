@@ -5,21 +5,22 @@ span infilling equals a step-by-step greedy decode; bad input is one clear line.
 
 import json
 
+from checkpoint_helpers import demo_overrides
+from cli_helpers import error_line
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from bert_jax import checkpoint, cli, config as config_lib, convert
-from bert_jax.convert import files
+from bert_jax.convert import weights
 from bert_jax.data import tokenizer as tokenizer_lib
 from bert_jax.errors import UserError
+from bert_jax.files.workdir import save_config
 from bert_jax.objectives import blanks
 from bert_jax.objectives.masked_lm import MaskedLM
 from bert_jax.predict import Predictor
-from bert_jax.train.loop import Trainer, save_config
-from checkpoint_helpers import demo_overrides
-from cli_helpers import error_line
+from bert_jax.train.trainer import Trainer
 
 TEXTS = ["the [MASK] of the city", "[MASK] was a [MASK] man ."]
 
@@ -112,7 +113,7 @@ def test_cli_from_a_converted_directory_gives_what_the_workdir_gives(run_with_a_
   """Our parameters exported to Hugging Face files, imported with `bert-jax convert --from-hf`, then predicted."""
   workdir, piece, params = run_with_a_favoured_piece
   config, _, tokenizer, _, _ = bert
-  files.write_hf_dir(tmp_path / "hf", *convert.to_hf(config.model, jax.device_get(params)))
+  weights.write_hf_dir(tmp_path / "hf", *convert.to_hf(config.model, jax.device_get(params)))
   assert cli.main(["convert", "--from-hf", str(tmp_path / "hf"), "--output", str(tmp_path / "converted")]) == 0
   capsys.readouterr()
   argv = ["--text", TEXTS[1], "--json"]
@@ -249,6 +250,7 @@ def test_bart_rewrites_masked_text_as_transformers_greedy_generate(bert, tmp_pat
   same (perturbed) weights, and the record aligns each blank with what the rewrite put there."""
   import torch
   import transformers
+
   from bert_jax.data.sources import Source
 
   config, *_ = bert
@@ -282,7 +284,7 @@ def test_bart_rewrites_masked_text_as_transformers_greedy_generate(bert, tmp_pat
 def test_greedy_decode_feeds_each_token_back_from_the_start_token():
   """A stand-in encoder-decoder whose next token is 3 x its input token + the encoder's first token (mod 11): the decode
   is that recurrence from the start token, and a row's tokens after its EOS are 0."""
-  from bert_jax.objectives import greedy_decode
+  from bert_jax.objectives.decoding import greedy_decode
 
   class Recurrence:
     def apply(self, variables, *args, method):

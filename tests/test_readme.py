@@ -2,7 +2,8 @@
 current directory that holds what a fresh clone's root holds (configs/), with the README's relative paths:
 
 - the quickstart `bert-jax train` with only the step count and checkpoint interval appended: a committed checkpoint,
-  each step once in metrics.jsonl; then the README's first `bert-jax evaluate` line for that workdir (eval/<step>.json); then the
+  each step once in metrics.jsonl; then the README's first `bert-jax evaluate` line for that workdir
+  (eval/<step>.json); then the
   same train command with more steps resumes where the first stopped;
 - every `bert-jax params` line;
 - the `bert-jax convert` lines, on a tiny Hugging Face BERT written where the README's path points.
@@ -10,12 +11,12 @@ current directory that holds what a fresh clone's root holds (configs/), with th
 
 import json
 import os
+from pathlib import Path
 import re
 import shlex
 import shutil
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest

@@ -15,8 +15,9 @@ import time
 import orbax.checkpoint as ocp
 import pytest
 
-from bert_jax import checkpoint, cli, config as config_lib, metrics, workdir as workdir_lib
-from bert_jax.train import loop
+from bert_jax import checkpoint, cli, config as config_lib
+from bert_jax.files import workdir as workdir_lib
+from bert_jax.train import loop, metrics_writer
 
 pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 
@@ -136,7 +137,7 @@ def test_eval_every_evaluates_during_training(tmp_path):
 def test_resume_drops_the_rows_an_interrupted_run_logged_after_its_checkpoint(tmp_path):
   path = tmp_path / "metrics.jsonl"
   path.write_text("".join(json.dumps({"step": s, "loss": 1.0}) + "\n" for s in range(1, 8)) + '{"step": 8, "lo')
-  writer = metrics.MetricsWriter(str(tmp_path), 10, start_step=5)
+  writer = metrics_writer.MetricsWriter(str(tmp_path), 10, start_step=5)
   writer.write({"step": 6, "loss": 2.0, "learning_rate": 0.1})
   writer.close()
   assert [(r["step"], r["loss"]) for r in rows(tmp_path)] == [(s, 1.0) for s in range(1, 6)] + [(6, 2.0)]

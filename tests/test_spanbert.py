@@ -4,24 +4,24 @@ by hand, the export to Hugging Face BERT, and learning through the CLI."""
 import json
 import math
 
+from flax import traverse_util
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+from objective_helpers import LENGTH, SPECIAL, WORD_START, word_sequences
 import pytest
-import flax.linen as nn
 import torch
 import transformers
-from flax import traverse_util
 
 from bert_jax import cli, config as config_lib, models, objectives
-from bert_jax.convert import files
+from bert_jax.convert import weights
 from bert_jax.data.tf_cpu import tf
 from bert_jax.errors import UserError
-from bert_jax.objectives import masking, span_masking
-from test_objectives_original import LENGTH, SPECIAL, WORD_START, word_sequences
+from bert_jax.objectives import masked_lm_data, span_boundary_data
 
 PAD, CLS, SEP, MASK = 0, 1, 2, 3
-TABLES = masking.Tables(tf.constant(SPECIAL), tf.constant(WORD_START),
+TABLES = masked_lm_data.Tables(tf.constant(SPECIAL), tf.constant(WORD_START),
                         tf.constant(np.flatnonzero(~SPECIAL).astype(np.int32)), MASK)
 
 
@@ -87,14 +87,14 @@ def histogram(lengths, upper=10) -> np.ndarray:
 @pytest.fixture(scope="module")
 def masked_rows():
   rows = word_rows(1200)
-  out = span_masking.mask_spans(tf.constant(rows), tf.constant((rows != PAD).astype(np.int32)),
+  out = span_boundary_data.mask_spans(tf.constant(rows), tf.constant((rows != PAD).astype(np.int32)),
                                 tf.constant([0, 7], tf.int64), TABLES, 0.15, 80, 0.2, 10, 15, 0.8, 0.1)
   return rows, {k: v.numpy() for k, v in out.items()}
 
 
 def test_span_lengths_follow_the_clipped_geometric_and_the_release(masked_rows):
   rows, out = masked_rows
-  probs = span_masking.span_length_probs(0.2, 10)
+  probs = span_boundary_data.span_length_probs(0.2, 10)
   mean = float(np.arange(1, 11) @ probs)
   assert abs(mean - 3.8) < 0.05  # the paper's mean span length
   drawn = out["drawn"][out["drawn"] > 0]
@@ -152,7 +152,7 @@ def test_sbo_targets_by_hand():
   """Short hand-made texts masked densely, so spans touch [CLS] and [SEP] and run past sbo_max_targets."""
   row = np.array([CLS, 10, 600, 11, 12, 601, 602, 13, 14, 15, 603, 16, SEP, PAD, PAD, PAD], np.int32)
   rows = np.tile(row, (200, 1))
-  out = span_masking.mask_spans(tf.constant(rows), tf.constant((rows != PAD).astype(np.int32)),
+  out = span_boundary_data.mask_spans(tf.constant(rows), tf.constant((rows != PAD).astype(np.int32)),
                                 tf.constant([3, 4], tf.int64), TABLES, 0.5, 8, 0.2, 10, 2, 0.8, 0.1)
   out = {k: v.numpy() for k, v in out.items()}
   seen = set()
@@ -222,7 +222,7 @@ def test_sbo_head_equals_a_hand_computation():
 def test_export_loads_as_hf_bert_and_matches(tmp_path, capsys):
   model_config = tiny_model_config()
   params = perturbed_params(model_config, seed=2)
-  files.save_params(tmp_path / "params", params)
+  weights.save_params(tmp_path / "params", params)
   overrides = [f"--config.model.{k}={v}" for k, v in model_config.items() if k != "family"]
   assert cli.main(["convert", "--to-hf", "--config", "spanbert_tiny", *overrides, "--params",
                    str(tmp_path / "params"), "--output", str(tmp_path / "hf")]) == 0

@@ -13,8 +13,7 @@ import tokenizers
 from tokenizers import models, normalizers, pre_tokenizers
 
 from bert_jax import scores
-from bert_jax.data import squad
-from bert_jax.data import tokenizer as tokenizer_lib
+from bert_jax.data import squad, tokenizer as tokenizer_lib
 from bert_jax.data.hf_tokenizer import HFTokenizer
 from bert_jax.data.sources import Source
 from bert_jax.errors import UserError

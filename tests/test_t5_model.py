@@ -2,6 +2,7 @@
 
 import functools
 
+from flax import traverse_util
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -9,10 +10,9 @@ import numpy as np
 import pytest
 import torch
 import transformers
-from flax import traverse_util
 
 from bert_jax import config as config_lib, convert, params as params_lib
-from bert_jax.convert import files
+from bert_jax.convert import weights
 from bert_jax.models import t5
 from bert_jax.objectives import span_corruption
 from bert_jax.objectives.span_corruption import decoder_inputs
@@ -22,8 +22,8 @@ VERSIONS = {
     "v1_1": dict(feed_forward_proj="gated-gelu", tie_word_embeddings=False),
 }
 # Small sizes; max_distance 20 puts the 40-token inputs in the logarithmic and the last buckets.
-SMALL = dict(vocab_size=96, d_model=32, d_kv=8, d_ff=48, num_layers=2, num_decoder_layers=3, num_heads=4,
-             relative_attention_num_buckets=16, relative_attention_max_distance=20, dropout=0.0)
+SMALL = dict(vocab_size=96, hidden_size=32, head_dim=8, intermediate_size=48, num_layers=2, num_decoder_layers=3,
+             num_heads=4, relative_attention_num_buckets=16, relative_attention_max_distance=20, dropout=0.0)
 
 
 def hf_model(version: str) -> transformers.T5ForConditionalGeneration:
@@ -54,7 +54,7 @@ def hf_logits(model, enc, enc_mask, dec, dec_mask) -> np.ndarray:
                  decoder_attention_mask=tensor(dec_mask)).logits.numpy()
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def jitted_apply(cfg: t5.T5Config):
   return jax.jit(t5.build(cfg).apply)
 
@@ -120,7 +120,7 @@ def test_v1_1_float32_error_is_the_rounding_of_its_logits_scale():
 def test_export_reloads_in_transformers(version, tmp_path):
   model_config, params = random_params(version)
   hf_config, state_dict = convert.to_hf(model_config, params)
-  files.write_hf_dir(tmp_path, hf_config, state_dict)
+  weights.write_hf_dir(tmp_path, hf_config, state_dict)
   reloaded = transformers.T5ForConditionalGeneration.from_pretrained(tmp_path).eval()
   assert (reloaded.lm_head.weight is reloaded.shared.weight) == VERSIONS[version]["tie_word_embeddings"]
   batch = padded_batch(np.random.default_rng(2))
@@ -142,7 +142,7 @@ def test_unscaled_output_through_the_shared_embedding_imports(tmp_path):
       decoder_start_token_id=0, feed_forward_proj="gated-gelu", tie_word_embeddings=False)).eval()
   assert model.lm_head.weight is model.shared.weight and not model.config.scale_decoder_outputs
   model.save_pretrained(tmp_path)
-  state_dict, hf_config = files.read_hf_dir(tmp_path)
+  state_dict, hf_config = weights.read_hf_dir(tmp_path)
   assert "lm_head.weight" not in state_dict
   model_config, params = convert.from_hf(state_dict, hf_config)
   assert not model_config.tie_word_embeddings

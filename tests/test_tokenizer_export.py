@@ -13,7 +13,7 @@ import torch
 import transformers
 
 from bert_jax import cli, config as config_lib, models
-from bert_jax.convert import files, tokenizer_export
+from bert_jax.convert import tokenizer_export, weights
 from bert_jax.data import pipeline, tokenizer as tokenizer_lib
 from bert_jax.data.sources import Source
 from bert_jax.errors import UserError
@@ -109,7 +109,8 @@ def test_a_vocabulary_that_does_not_match_the_model_is_an_error(tmp_path, capsys
   tok = _train(tmp_path, "char")
   ids = tok.vocab_size
   for rows in (4096, ids + 1, -(-ids // 128) * 128, ids - 1):  # the issue's 4,096; rounded up without sentinels
-    with pytest.raises(UserError, match=f"has {ids} ids but model.vocab_size={rows}.*set --config.model.vocab_size={ids}"):
+    expected = f"has {ids} ids but model.vocab_size={rows}.*set --config.model.vocab_size={ids}"
+    with pytest.raises(UserError, match=expected):
       tokenizer_lib.check_model_fit(tok, ml_collections.ConfigDict({"vocab_size": rows}))
   tokenizer_lib.check_model_fit(tok, ml_collections.ConfigDict({"vocab_size": ids}))
   t5 = tokenizer_lib.load(tok.path, extra_ids=100)  # T5's padding, explicit: ids with sentinels rounded up to 128
@@ -201,7 +202,7 @@ def test_chinese_text_from_tokenizer_to_fill_mask_pipeline(tmp_path, capsys):
 
   batch = hf_tokenizer(texts, padding=True, return_tensors="np")
   model = models.build_model(config.model)
-  params = files.restore_params(workdir / "checkpoints" / "3")
+  params = weights.restore_params(workdir / "checkpoints" / "3")
   our_logits = np.asarray(jax.jit(model.apply)({"params": params}, batch["input_ids"], batch["token_type_ids"],
                                                batch["attention_mask"])["mlm_logits"])
   hf_model = transformers.AutoModelForMaskedLM.from_pretrained(export).eval()
@@ -216,8 +217,9 @@ def test_chinese_text_from_tokenizer_to_fill_mask_pipeline(tmp_path, capsys):
   encoded = hf_tokenizer(masked)["input_ids"]
   before, after = masked.split("[MASK]")
   assert encoded == [ours.cls_id, *ours.encode([before])[0], ours.mask_id, *ours.encode([after])[0], ours.sep_id]
-  our_mask_logits = np.asarray(model.apply({"params": params}, np.array([encoded]), np.zeros((1, len(encoded)), int),
-                                           np.ones((1, len(encoded)), int))["mlm_logits"])[0, encoded.index(ours.mask_id)]
+  outputs = model.apply({"params": params}, np.array([encoded]), np.zeros((1, len(encoded)), int),
+                        np.ones((1, len(encoded)), int))
+  our_mask_logits = np.asarray(outputs["mlm_logits"])[0, encoded.index(ours.mask_id)]
   assert [p["token"] for p in predictions] == list(np.argsort(-our_mask_logits)[:5])
   special = ours.special_mask()
   pieces = [p for p in predictions if not special[p["token"]]]  # a 3-step model may still rank [PAD] high

@@ -2,9 +2,8 @@
 
 import json
 
-
 from bert_jax import config as config_lib, flops, params
-from bert_jax.metrics import MetricsWriter, console_line
+from bert_jax.train.metrics_writer import MetricsWriter, console_line
 
 
 def test_flops_per_token_of_tiny_bert_match_the_hand_count():

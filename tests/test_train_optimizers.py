@@ -145,7 +145,8 @@ def test_adafactor_is_optax_adafactor_on_each_kernels_matrix_view():
   Mesh TensorFlow's [d_model, heads * d_kv] variables get; the updates are optax.adafactor's on those views."""
   rng = np.random.default_rng(0)
   params = {"query": {"kernel": rng.standard_normal((256, 4, 64))},
-            "out": {"kernel": rng.standard_normal((4, 64, 256))}, "layers": {"key": {"kernel": rng.standard_normal((3, 256, 4, 64))}},
+            "out": {"kernel": rng.standard_normal((4, 64, 256))},
+            "layers": {"key": {"kernel": rng.standard_normal((3, 256, 4, 64))}},
             "wi": {"kernel": rng.standard_normal((256, 384))}, "norm": {"scale": rng.standard_normal(256) * 1e-4}}
   params = jax.tree_util.tree_map(lambda x: jnp.asarray(x, jnp.float32), params)
   grads = jax.tree_util.tree_map(lambda p: jnp.asarray(rng.standard_normal(p.shape), jnp.float32), params)

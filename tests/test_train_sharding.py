@@ -3,20 +3,20 @@ the rules say, gradient accumulation equal to one large batch, two processes equ
 
 import json
 import os
+from pathlib import Path
 import socket
 import subprocess
 import sys
-from pathlib import Path
 
 import jax
+from jax.sharding import PartitionSpec as P
 import numpy as np
 import pytest
-from jax.sharding import PartitionSpec as P
 
 from bert_jax import cli, config as config_lib
 from bert_jax.errors import UserError
-from bert_jax.metrics import MetricsWriter
-from bert_jax.train import loop
+from bert_jax.train.metrics_writer import MetricsWriter
+from bert_jax.train.trainer import Hook, Trainer
 
 REPO = Path(__file__).resolve().parent.parent
 STEPS = 20
@@ -46,12 +46,12 @@ def runs(tmp_path_factory):
   assert cli.main(["train", "--config", "bert_tiny", "--workdir", str(workdir),
                    *[f"--config.{o}" for o in COMMON]]) == 0
   result = {"data8": read_jsonl(workdir / "metrics.jsonl"), "workdir": workdir}
-  tensor_trainer = loop.Trainer(tiny_config(*MESHES["tensor"]))
+  tensor_trainer = Trainer(tiny_config(*MESHES["tensor"]))
   initial = tensor_trainer.init_state()
   initial_on_host = jax.device_get(initial)
   for name, overrides in MESHES.items():
     devices = jax.devices()[:1] if name == "one_device" else None
-    trainer = tensor_trainer if name == "tensor" else loop.Trainer(tiny_config(*overrides), devices)
+    trainer = tensor_trainer if name == "tensor" else Trainer(tiny_config(*overrides), devices)
     state = initial if name == "tensor" else jax.device_put(initial_on_host, trainer.state_shardings)
     writer = MetricsWriter(str(workdir), STEPS, enabled=False)
     state, records = trainer.run(state, trainer.batches(str(workdir)), writer)
@@ -108,7 +108,7 @@ def test_parameters_and_optimizer_state_are_sharded_as_the_rules_say(runs):
 
 def test_gradient_accumulation_equals_one_large_batch_eval_and_a_bad_loss_stops_the_run(tmp_path):
   deterministic = ["model.dropout=0.0", "model.attention_dropout=0.0", "train.batch_size=32", "train.steps=2"]
-  trainers = [loop.Trainer(tiny_config(*deterministic, f"train.microbatches={m}")) for m in (4, 1)]
+  trainers = [Trainer(tiny_config(*deterministic, f"train.microbatches={m}")) for m in (4, 1)]
   initial = jax.device_get(trainers[0].init_state())
   results = []
   for trainer in trainers:
@@ -135,7 +135,7 @@ def test_gradient_accumulation_equals_one_large_batch_eval_and_a_bad_loss_stops_
   seen = []
   with pytest.raises(UserError, match="at step 2"):
     trainer.run(jax.device_put(initial, trainer.state_shardings), batches(),
-                MetricsWriter(str(tmp_path), 2, enabled=False), [loop.Hook(1, lambda step, state: seen.append(step))])
+                MetricsWriter(str(tmp_path), 2, enabled=False), [Hook(1, lambda step, state: seen.append(step))])
   assert seen == [1]  # the hook (a checkpoint, say) never saw the broken step
 
 

@@ -8,13 +8,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from scipy import stats
 import torch
 import transformers
-from scipy import stats
 
-from bert_jax import cli, convert, models
-from bert_jax import config as config_lib
-from bert_jax.convert import files
+from bert_jax import cli, config as config_lib, convert, models
+from bert_jax.convert import weights
 from bert_jax.objectives import get_objective, unilm
 
 # Tiny graphs: XLA's expensive CPU passes would cost more than running them.
@@ -176,7 +175,8 @@ def test_config_checks(tmp_path):
 # Characters (94 ids on the demo corpus), 40% of them masked: context a tiny model picks up in 150 steps (word pieces
 # at 15% take about 1000 to leave the most frequent piece behind).
 LEARNING = ["--config.data.tokenizer_type=character", "--config.model.vocab_size=94", "--config.data.seq_len=32",
-            "--config.objective.mask_rate=0.4", "--config.objective.max_predictions=12", "--config.model.dropout=0", "--config.model.attention_dropout=0",
+            "--config.objective.mask_rate=0.4", "--config.objective.max_predictions=12", "--config.model.dropout=0",
+            "--config.model.attention_dropout=0",
             "--config.train.steps=150", "--config.train.batch_size=32", "--config.optimizer.warmup_steps=15",
             "--config.optimizer.learning_rate=5e-3", "--config.checkpoint.every=150", "--config.eval.every=150",
             "--config.train.log_every=50"]
@@ -203,7 +203,7 @@ def test_tiny_unilm_learns_through_the_cli_and_exports_as_bert(tmp_path):
   for model_cls in (transformers.BertForMaskedLM, transformers.BertForPreTraining):
     _, info = model_cls.from_pretrained(out, output_loading_info=True)
     assert not info["missing_keys"] and not info["mismatched_keys"], info
-  state_dict, _ = files.read_hf_dir(out)
+  state_dict, _ = weights.read_hf_dir(out)
   assert state_dict["bert.embeddings.token_type_embeddings.weight"].shape == (6, 64)
   assert {"unilm", "lm_segments"} <= {config.objective.name, *config.objective} and config.model.family == "bert"
 
@@ -212,7 +212,7 @@ def test_recipe_masks_bigrams_and_trigrams_a_fifth_of_the_time():
   """unilm_large's cloze spans: 15% of the tokens, 80% of the spans one token, 20% a bigram or trigram (0.1 each,
   assumed), where p(n) ~ 1/n would give 0.55 / 0.27 / 0.18."""
   from bert_jax.data.tf_cpu import tf
-  from bert_jax.objectives import masking
+  from bert_jax.objectives import masked_lm_data
 
   o = config_lib.load_config("unilm_large").objective
   assert (o.name, o.mask_rate, o.mask_token_fraction, o.random_token_fraction) == ("unilm", 0.15, 0.8, 0.1)
@@ -221,9 +221,9 @@ def test_recipe_masks_bigrams_and_trigrams_a_fifth_of_the_time():
   special[:4] = True  # pad, [CLS], [SEP], [MASK]
   ids = np.random.default_rng(0).integers(4, 64, (rows, length)).astype(np.int32)
   ids[:, 0], ids[:, -1] = 1, 2
-  tables = masking.Tables(tf.constant(special), tf.constant(~special), tf.constant(np.arange(4, 64, dtype=np.int32)),
-                          3)
-  span_ids = masking.choose_spans(tf.constant(ids), tf.constant([0, 1], tf.int64), tables, o.mask_rate,
+  tables = masked_lm_data.Tables(tf.constant(special), tf.constant(~special),
+                                 tf.constant(np.arange(4, 64, dtype=np.int32)), 3)
+  span_ids = masked_lm_data.choose_spans(tf.constant(ids), tf.constant([0, 1], tf.int64), tables, o.mask_rate,
                                   o.max_predictions, o.whole_word, o.max_ngram, ngram_weights=o.ngram_weights).numpy()
   assert ((span_ids > 0).sum(axis=1) == round(0.15 * (length - 2))).all()
   lengths = np.concatenate([np.bincount(row)[1:] for row in span_ids])

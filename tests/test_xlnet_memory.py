@@ -3,6 +3,7 @@ two consecutive segments against XLNetLMHeadModel with `mems` passed by hand, an
 
 import jax
 import numpy as np
+from objective_helpers import EOD, FakeTokenizer, stream_documents
 import pytest
 import torch
 import transformers
@@ -12,7 +13,7 @@ from bert_jax.errors import UserError
 from bert_jax.objectives import get_objective
 from bert_jax.objectives.permutation_lm import permutation_mask
 from bert_jax.train import loop
-from test_xlnet_objective import EOD, FakeTokenizer, stream_documents
+from bert_jax.train.trainer import Trainer
 
 R, L, K, ROWS = 32, 64, 4, 6  # xlnet_tiny's reuse_len and seq_len; stream steps; rows of a batch
 
@@ -55,7 +56,8 @@ def test_memory_needs_a_reuse_part_and_even_rows_with_bi_data():
 
 
 MEMORY_CONFIG = ["data.source=synthetic", "model.vocab_size=100", "model.hidden_size=32", "model.num_heads=4",
-                 "model.intermediate_size=64", "model.num_layers=2", "model.dropout=0.0", "model.initializer_range=0.5", "data.seq_len=16",
+                 "model.intermediate_size=64", "model.num_layers=2", "model.dropout=0.0", "model.initializer_range=0.5",
+                 "data.seq_len=16",
                  "model.reuse_len=8", "model.mem_len=12", "objective.perm_size=8", "objective.num_predict=4",
                  "objective.bi_data=False", "train.batch_size=4", "optimizer.learning_rate=0.01",
                  "optimizer.warmup_steps=1", "mesh.data=2", "mesh.fsdp=2", "mesh.tensor=2"]
@@ -76,15 +78,15 @@ def hf_loss(model_config, params, batch, mems):
     out = model(input_ids=torch.tensor(batch["input_ids"], dtype=torch.long),
                 token_type_ids=torch.tensor(batch["token_type_ids"], dtype=torch.long),
                 perm_mask=torch.tensor(perm_mask), target_mapping=torch.tensor(mapping), mems=mems, use_mems=True)
-  nll = torch.nn.functional.cross_entropy(out.logits.reshape(b * p, -1), torch.tensor(batch["target_ids"], dtype=torch.long).reshape(-1),
-                                          reduction="none").numpy()
+  targets = torch.tensor(batch["target_ids"], dtype=torch.long).reshape(-1)
+  nll = torch.nn.functional.cross_entropy(out.logits.reshape(b * p, -1), targets, reduction="none").numpy()
   weights = batch["target_weights"].reshape(-1)
   return float((nll * weights).sum() / weights.sum()), out.mems
 
 
 def test_two_consecutive_segments_train_with_the_losses_xlnet_gives_with_mems_passed_by_hand(tmp_path):
   config = config_lib.load_config("xlnet_tiny", MEMORY_CONFIG)
-  trainer = loop.Trainer(config)  # 8 devices: the memory is sharded with the batch's rows
+  trainer = Trainer(config)  # 8 devices: the memory is sharded with the batch's rows
   batches = trainer.batches(str(tmp_path))
   first, second = jax.device_get(next(batches)), jax.device_get(next(batches))
   state = trainer.init_state()
@@ -111,5 +113,6 @@ def test_resume_restores_the_memory_exactly(tmp_path):
   loop.train(config_lib.load_config("xlnet_tiny", overrides + ["train.steps=2"]), str(tmp_path / "b"))
   resumed, _ = loop.train(config_lib.load_config("xlnet_tiny", overrides + ["train.steps=4"]), str(tmp_path / "b"))
   assert int(resumed.step) == 4 and np.asarray(resumed.memory).any()
-  for a, b in zip(jax.tree_util.tree_leaves(jax.device_get(straight)), jax.tree_util.tree_leaves(jax.device_get(resumed))):
+  leaves = [jax.tree_util.tree_leaves(jax.device_get(state)) for state in (straight, resumed)]
+  for a, b in zip(*leaves):
     np.testing.assert_array_equal(a, b)

@@ -1,6 +1,7 @@
 """XLNet against Hugging Face's XLNetLMHeadModel (random weights, float32), layouts, conversion."""
 
 import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -64,7 +65,7 @@ def run_ours(model_config, params, inputs, positions, mems=None, reversed_B=None
                jnp.asarray(inputs["perm_mask"]), jnp.asarray(positions) if targets else None, mems, reversed_B)
 
 
-def hf_mems_NBMD(mems):
+def hf_mems_YBMD(mems):
   return np.stack([m.numpy().transpose(1, 0, 2) for m in mems])
 
 
@@ -83,13 +84,13 @@ def test_matches_hf_with_targets_and_memory(converted):
   out = run_ours(model_config, params, first, positions)
   assert out["logits"].shape == (B, P, V)
   np.testing.assert_allclose(out["logits"], hf_logits, atol=1e-4, rtol=0)
-  assert hf_mems_NBMD(hf_mems).shape == (2, B, 4, 32)  # reuse_len states of the first segment
-  np.testing.assert_allclose(out["mems"], hf_mems_NBMD(hf_mems), atol=1e-5, rtol=0)
+  assert hf_mems_YBMD(hf_mems).shape == (2, B, 4, 32)  # reuse_len states of the first segment
+  np.testing.assert_allclose(out["mems"], hf_mems_YBMD(hf_mems), atol=1e-5, rtol=0)
   hf_logits2, hf_mems2 = run_hf(hf, second, mems=hf_mems)
   out2 = run_ours(model_config, params, second, positions2, mems=out["mems"])
   np.testing.assert_allclose(out2["logits"], hf_logits2, atol=1e-4, rtol=0)
   assert out2["mems"].shape == (2, B, 5, 32)  # cut to mem_len
-  np.testing.assert_allclose(out2["mems"], hf_mems_NBMD(hf_mems2), atol=1e-5, rtol=0)
+  np.testing.assert_allclose(out2["mems"], hf_mems_YBMD(hf_mems2), atol=1e-5, rtol=0)
   without_memory = run_hf(hf, second)[0]
   assert np.abs(without_memory - hf_logits2).max() > 0.1  # the memory matters
 
@@ -100,7 +101,7 @@ def test_matches_hf_content_stream_with_memory(converted):
   second, _ = random_inputs(2)
   hf_mems = run_hf(hf, first, targets=False)[1]
   hf_logits, _ = run_hf(hf, second, mems=hf_mems, targets=False)
-  out = run_ours(model_config, params, second, None, mems=jnp.asarray(hf_mems_NBMD(hf_mems)), targets=False)
+  out = run_ours(model_config, params, second, None, mems=jnp.asarray(hf_mems_YBMD(hf_mems)), targets=False)
   assert out["logits"].shape == (B, L, V)
   np.testing.assert_allclose(out["logits"], hf_logits, atol=1e-4, rtol=0)
 

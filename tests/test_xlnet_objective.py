@@ -6,6 +6,7 @@ import flax
 import jax
 import jax.numpy as jnp
 import numpy as np
+from objective_helpers import CLS, EOD, SEP, FakeTokenizer, stream_documents
 import pytest
 
 from bert_jax import config as config_lib, models, params as params_lib
@@ -13,15 +14,6 @@ from bert_jax.errors import UserError
 from bert_jax.models import xlnet
 from bert_jax.objectives import get_objective, training_loss
 from bert_jax.objectives.permutation_lm import permutation_mask
-
-SEP, CLS, EOD = 4, 3, 2
-
-
-class FakeTokenizer:
-  sep_id, cls_id, eod_id = SEP, CLS, EOD
-
-  def special_mask(self):
-    return np.arange(4096) < 10
 
 
 def test_mask_by_hand():
@@ -124,13 +116,6 @@ def test_two_stream_model_respects_the_order():
     assert moved(p).all()
   np.testing.assert_array_equal(moved(15), [order[q] > 3 for q in positions])  # the [SEP]: those after it only
   assert objective.feature_spec(2)["perm_rank"] == ((2, 16), np.int32)
-
-
-def stream_documents(count=120, seed=0):
-  from bert_jax.data.tf_cpu import tf
-  rng = np.random.default_rng(seed)
-  docs = [rng.integers(10, 4096, rng.integers(30, 200)).astype(np.int32) for _ in range(count)]
-  return docs, tf.data.Dataset.from_tensor_slices({"token_ids": tf.ragged.constant(docs)})
 
 
 def make_examples(overrides=(), seed=7, count=300):

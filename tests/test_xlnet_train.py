@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 
 from bert_jax import config as config_lib
-from bert_jax.metrics import MetricsWriter
-from bert_jax.train import loop
+from bert_jax.train.metrics_writer import MetricsWriter
+from bert_jax.train.trainer import Trainer
 
 STEPS = 4
 COMMON = ["data.source=synthetic", "train.batch_size=8", "data.seq_len=32", "objective.perm_size=8",
@@ -16,7 +16,7 @@ COMMON = ["data.source=synthetic", "train.batch_size=8", "data.seq_len=32", "obj
 
 
 def trainer(mesh_overrides, devices=None):
-  return loop.Trainer(config_lib.load_config("xlnet_tiny", COMMON + mesh_overrides), devices)
+  return Trainer(config_lib.load_config("xlnet_tiny", COMMON + mesh_overrides), devices)
 
 
 def run(tmp_path, trainer, state):

@@ -6,7 +6,7 @@ import sys
 import tempfile
 
 from bert_jax import cli, config as config_lib
-from bert_jax.benchmark import run as bench, torch_reference
+from bert_jax.bench import run as bench, torch_reference
 from bert_jax.errors import UserError
 
 HELP = ("time the real train step (median after warm-up), its compile time, peak host memory and MFU against "

@@ -5,7 +5,7 @@ import argparse
 
 import ml_collections
 
-from bert_jax import cli, config as config_lib, defaults, models
+from bert_jax import cli, config as config_lib, models, recipes
 
 HELP = ("print a config after overrides, one key per line (every key --config.KEY=VALUE accepts), or with --diff "
         "only what it changes against the shared base or another config")
@@ -32,8 +32,8 @@ def flat(config: ml_collections.ConfigDict | dict, prefix: str = "") -> dict:
 
 
 def base_of(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
-  """What every recipe starts from: defaults.base_config with the family's model defaults."""
-  base = defaults.base_config()
+  """What every recipe starts from: recipes.base_config with the family's model defaults."""
+  base = recipes.base_config()
   base.model = models.default_config(config.model.family)
   return base
 

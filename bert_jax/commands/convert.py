@@ -3,10 +3,11 @@
 import argparse
 import sys
 
-from bert_jax import cli, config as config_lib, convert, defaults, models, storage, workdir as workdir_lib
-from bert_jax.convert import files, tokenizer_export
+from bert_jax import cli, config as config_lib, convert, models, recipes
+from bert_jax.convert import tokenizer_export, weights
 from bert_jax.data import hf_tokenizer, pipeline, prepare as prepare_lib, tokenizer as tokenizer_lib
 from bert_jax.errors import UserError
+from bert_jax.files import storage, workdir as workdir_lib
 
 HELP = ("convert weights: --from-hf DIR --output OUT writes OUT/config.py and OUT/params; "
         "--to-hf --config C --params P --output DIR writes config.json, model.safetensors and the tokenizer")
@@ -30,10 +31,10 @@ def write_config_file(path: storage.Path, recipe: str, model_config, source: str
                       tokenizer: tuple[storage.Path, int] | None = None) -> None:
   """A config file that trains or evaluates the imported model: the family's recipe with its sizes, and the
   imported tokenizer (a file beside the config: (its path, its T5 sentinels)) when there is one."""
-  recipe_config = getattr(defaults, recipe)()
+  recipe_config = getattr(recipes, recipe)()
   lines = [f'"""Imported from the Hugging Face model in {source}; pass this file as --config."""', "",
-           "import os", "", "from bert_jax import defaults", "", "", "def get_config():",
-           f"  c = defaults.{recipe}()", "  c.model.update({"]
+           "import os", "", "from bert_jax import recipes", "", "", "def get_config():",
+           f"  c = recipes.{recipe}()", "  c.model.update({"]
   lines += [f"      {key!r}: {value!r}," for key, value in model_config.items()]
   lines.append("  })")
   if tokenizer:
@@ -51,14 +52,14 @@ def import_hf(source: str, output: str) -> storage.Path:
   out = storage.path(output)
   if (out / "config.py").exists() or (out / "params").exists():
     raise UserError(f"{out} already holds a converted model; choose a new --output directory")
-  state_dict, hf_config = files.read_hf_dir(source)
+  state_dict, hf_config = weights.read_hf_dir(source)
   _, recipe = convert.family_and_recipe(hf_config)
-  companions = {name: files.read_hf_dir(storage.path(source) / name) for name in convert.companions(hf_config)
+  companions = {name: weights.read_hf_dir(storage.path(source) / name) for name in convert.companions(hf_config)
                 if (storage.path(source) / name / "config.json").is_file()}  # ELECTRA: SOURCE/generator
   model_config, params = convert.from_hf(state_dict, hf_config, companions)
   out.mkdir(parents=True, exist_ok=True)
   tokenizer = import_tokenizer(source, out, hf_config, model_config)
-  files.save_params(out / "params", params)
+  weights.save_params(out / "params", params)
   write_config_file(out / "config.py", recipe, model_config, source, tokenizer)
   return out
 
@@ -90,7 +91,7 @@ def find_tokenizer(config, params_path: str, given: str | None) -> tokenizer_lib
     tokenizer = tokenizer_lib.load(workdir_lib.resolve(path), config.data.extra_ids)
     tokenizer_lib.check_model_fit(tokenizer, config.model)
     return tokenizer
-  item = files.params_item(params_path)  # WORKDIR/checkpoints/STEP/params for a training checkpoint
+  item = weights.params_item(params_path)  # WORKDIR/checkpoints/STEP/params for a training checkpoint
   workdir = item.parent.parent.parent
   if item.parent.parent.name == "checkpoints" and prepare_lib.read_metadata(pipeline.prepared_dir(config, workdir)):
     return pipeline.load_tokenizer(config, workdir)
@@ -116,7 +117,7 @@ def export_hf(config_spec: str, overrides: list[str], params_path: str, output: 
   """Writes the export; returns its directory and whether it holds a tokenizer."""
   config = config_lib.load_config(config_spec, overrides)
   tokenizer = find_tokenizer(config, params_path, tokenizer_path)
-  params = files.restore_params(params_path)
+  params = weights.restore_params(params_path)
   hf_config, state_dict = convert.to_hf(config.model, params)
   labels = task_labels(config)
   if labels:  # a fine-tuned classifier: its labels by name, as the transformers pipelines print them
@@ -132,9 +133,9 @@ def export_hf(config_spec: str, overrides: list[str], params_path: str, output: 
   taken = [str(t) for t in targets + [out / name for name in tokenizer_export.FILES if tokenizer] if t.exists()]
   if taken:
     raise UserError(f"{taken[0]} already exists; choose a new --output directory")
-  files.write_hf_dir(output, hf_config, state_dict)
+  weights.write_hf_dir(output, hf_config, state_dict)
   for name, (companion_config, companion_state) in companions.items():
-    files.write_hf_dir(storage.path(output) / name, companion_config, companion_state)  # ELECTRA: OUTPUT/generator
+    weights.write_hf_dir(storage.path(output) / name, companion_config, companion_state)  # ELECTRA: OUTPUT/generator
     print(f"wrote the {name} ({companion_config['architectures'][0]}) to {storage.path(output) / name}")
   if tokenizer:
     tokenizer_export.write(fast, tokenizer, output)

@@ -3,7 +3,8 @@
 import argparse
 import json
 
-from bert_jax import cli, config as config_lib, parallel, workdir as workdir_lib
+from bert_jax import cli, config as config_lib, parallel
+from bert_jax.files import workdir as workdir_lib
 
 HELP = "evaluate checkpoints of a workdir on fixed held-out batches (writes W/eval/<step>.json and TensorBoard)"
 

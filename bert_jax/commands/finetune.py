@@ -5,8 +5,9 @@ import argparse
 import itertools
 import statistics
 
-from bert_jax import parallel, workdir as workdir_lib
+from bert_jax import parallel
 from bert_jax.errors import UserError
+from bert_jax.files import workdir as workdir_lib
 
 HELP = ("fine-tune a pretrained model (a run's workdir or checkpoint, or a `convert --from-hf` directory) on a task: "
         "glue/NAME, squad, demo, or files; evaluates every epoch and writes test predictions")
@@ -14,21 +15,24 @@ BERT_GRID = ("5e-5,3e-5,2e-5", "16,32")  # the BERT paper's fine-tuning grid (ap
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-  parser.add_argument("--init", required=True, help="the pretrained model: a training run's WORKDIR (its newest "
-                                                    "checkpoint), WORKDIR/checkpoints/STEP, or OUT of convert --from-hf")
+  parser.add_argument("--init", required=True,
+                      help="the pretrained model: a training run's WORKDIR (its newest checkpoint), "
+                           "WORKDIR/checkpoints/STEP, or OUT of convert --from-hf")
   parser.add_argument("--step", type=int, help="with a run's workdir: the checkpoint of this step")
   parser.add_argument("--scratch", action="store_true", help="the same model and tokenizer from random parameters "
                                                              "(the baseline pretraining must beat)")
-  parser.add_argument("--task", required=True, help="glue/cola, glue/sst2, glue/mrpc, glue/qqp, glue/stsb, glue/mnli, "
-                                                    "glue/qnli, glue/rte, glue/wnli (tfds:glue/NAME: from TFDS), squad, "
-                                                    "demo, or files (set --config.task.train=... and the columns)")
+  parser.add_argument("--task", required=True,
+                      help="glue/cola, glue/sst2, glue/mrpc, glue/qqp, glue/stsb, glue/mnli, glue/qnli, glue/rte, "
+                           "glue/wnli (tfds:glue/NAME: from TFDS), squad, demo, or files (set "
+                           "--config.task.train=... and the columns)")
   parser.add_argument("--task-dir", default="", help="glue/NAME: the GLUE data directory (CoLA/, SST-2/, ...); "
                                                      "tfds:glue/NAME: the TFDS data directory; squad: the "
                                                      "directory of train-v1.1.json and dev-v1.1.json")
   parser.add_argument("--workdir", required=True, help="directory for the fine-tuning run")
   parser.add_argument("--seeds", type=int, default=1, help="fine-tune with seeds 0..N-1 (WORKDIR/seed_K) and report "
                                                            "the median of each metric, as the papers report")
-  parser.add_argument("--learning-rates", default="", help="comma-separated learning rates to try (WORKDIR/lr_X-batch_Y)")
+  parser.add_argument("--learning-rates", default="",
+                      help="comma-separated learning rates to try (WORKDIR/lr_X-batch_Y)")
   parser.add_argument("--batch-sizes", default="", help="comma-separated batch sizes to try")
   parser.add_argument("--grid", action="store_true", help="BERT's grid: learning rates 5e-5, 3e-5, 2e-5 x batch "
                                                           "sizes 16, 32; the best by the task's metric")

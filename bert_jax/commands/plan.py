@@ -1,17 +1,17 @@
 """`bert-jax plan`: per-device memory, FLOPs, communication, fit and step time of a config on a mesh, from the train
-step compiled ahead of time: by the TPU's own compiler for a TPU slice (--topology, with libtpu installed), else by
-XLA:CPU on virtual CPU devices."""
+step compiled ahead of time: by the TPU's own compiler for a TPU slice (--topology, with libtpu installed), by XLA's
+CUDA compiler for a GPU node (--gpu, with jax's CUDA plugin installed), else by XLA:CPU on virtual CPU devices."""
 
 import argparse
 import json
 import math
 
-from bert_jax import chips, cli, config as config_lib, plan as plan_lib, topology as topology_lib
+from bert_jax import chips, cli, config as config_lib, gpu_targets, plan as plan_lib, topology as topology_lib
 from bert_jax.errors import UserError
 
-HELP = ("size a run before it costs anything: compile the train step for a TPU slice (its own compiler, no TPU "
-        "needed) or a mesh of virtual CPU devices and report memory per device, FLOPs, communication, whether it "
-        "fits the chip and the expected step time")
+HELP = ("size a run before it costs anything: compile the train step for a TPU slice or a GPU node (their own "
+        "compilers, no TPU or GPU needed) or a mesh of virtual CPU devices and report memory per device, FLOPs, "
+        "communication, whether it fits the chip and the expected step time")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -20,15 +20,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                       help="a TPU slice: a Cloud TPU type (v4-32, v5e-64, v5p-128, v6e-8; v4 and v5p count "
                            "TensorCores, two per chip) or a topology (v4:2x2x4, v5e:8x8); the chip follows. With "
                            f"libtpu ({topology_lib.INSTALL}) the TPU compiler compiles the step")
+  parser.add_argument("--gpu", choices=tuple(gpu_targets.TARGETS), default=None,
+                      help="a node of NVIDIA GPUs (--gpus of them); the chip follows. With jax's CUDA plugin "
+                           f"({gpu_targets.INSTALL}) XLA's CUDA compiler compiles the step, no GPU needed")
+  parser.add_argument("--gpus", type=int, default=None,
+                      help=f"GPUs of --gpu: 1 to {gpu_targets.GPUS_PER_NODE} in one node, or whole nodes of "
+                           f"{gpu_targets.GPUS_PER_NODE} (16: two nodes) (default {gpu_targets.GPUS_PER_NODE})")
   parser.add_argument("--slices", type=int, default=1,
                       help="slices of --topology joined over the data-center network; the mesh's dcn axis spans them")
   parser.add_argument("--mesh", action="append", default=None,
                       help="mesh axis sizes, e.g. data=4,fsdp=8,tensor=1 (unnamed axes 1, one may be -1: the rest "
-                           "of the devices); repeat --mesh to compare meshes (default with --topology: the config's "
-                           "mesh)")
+                           "of the devices); repeat --mesh to compare meshes (default with --topology or --gpu: the "
+                           "config's mesh)")
   parser.add_argument("--devices", type=int, default=None,
                       help="the device count the mesh must cover (default: the product of the mesh sizes, or the "
-                           "chips of --topology)")
+                           "chips of --topology, or --gpus)")
   parser.add_argument("--chip", default=None, help=f"check the fit and time a step on: {', '.join(chips.CHIPS)}")
   parser.add_argument("--batch", type=int, default=None, help="global batch size (train.batch_size)")
   parser.add_argument("--dtype", choices=("bfloat16", "float32"), default=None,
@@ -62,7 +68,26 @@ def cpu_devices(count: int) -> list:
   return devices[:count]
 
 
-def _chip(args, topology: topology_lib.Topology | None) -> chips.Chip | None:
+def _gpu_nodes(args) -> gpu_targets.GpuNodes | None:
+  if args.gpu is None:
+    if args.gpus is not None:
+      raise UserError("--gpus needs --gpu (the kind of GPU), e.g. --gpu h100 --gpus 8")
+    return None
+  if args.topology is not None:
+    raise UserError("--gpu and --topology both name the chips: give one of them")
+  if args.slices != 1:
+    raise UserError("--slices joins TPU slices; GPU nodes are --gpus (16: two nodes of 8)")
+  nodes = gpu_targets.parse(args.gpu, args.gpus if args.gpus is not None else gpu_targets.GPUS_PER_NODE)
+  if args.chip is not None and args.chip != nodes.chip.name:
+    raise UserError(f"--chip {args.chip} differs from --gpu {args.gpu}; leave --chip out: --gpu names the chip")
+  if args.devices is not None and args.devices != nodes.gpus:
+    raise UserError(f"--devices {args.devices} differs from --gpus {nodes.gpus}; leave --devices out")
+  return nodes
+
+
+def _chip(args, topology: topology_lib.Topology | None, nodes: gpu_targets.GpuNodes | None = None) -> chips.Chip | None:
+  if nodes is not None:
+    return nodes.chip
   if topology is None:
     if args.slices != 1:
       raise UserError("--slices needs --topology (the slice each of them is), e.g. --topology v5e-64 --slices 2")
@@ -76,9 +101,10 @@ def _chip(args, topology: topology_lib.Topology | None) -> chips.Chip | None:
   return topology.chip
 
 
-def _meshes(args, config, topology: topology_lib.Topology | None) -> list[dict[str, int]]:
-  if not args.mesh and topology is None:
-    raise UserError("give --mesh (e.g. --mesh fsdp=8) or --topology (e.g. --topology v4-32)")
+def _meshes(args, config, topology: topology_lib.Topology | None,
+            nodes: gpu_targets.GpuNodes | None = None) -> list[dict[str, int]]:
+  if not args.mesh and topology is None and nodes is None:
+    raise UserError("give --mesh (e.g. --mesh fsdp=8), --topology (e.g. --topology v4-32) or --gpu (e.g. --gpu h100)")
   given = [plan_lib.parse_mesh(text) for text in args.mesh] if args.mesh else [config.mesh.to_dict()]
   meshes = []
   for sizes in given:
@@ -88,37 +114,49 @@ def _meshes(args, config, topology: topology_lib.Topology | None) -> list[dict[s
       elif sizes["dcn"] != topology.slices:
         raise UserError(f"mesh dcn={sizes['dcn']} differs from --slices {topology.slices}; the dcn axis spans the "
                         "slices: leave it out of --mesh")
-    meshes.append(plan_lib.resolve_mesh(sizes, topology.chips if topology else args.devices))
+    meshes.append(plan_lib.resolve_mesh(sizes, topology.chips if topology else nodes.gpus if nodes else args.devices))
   return meshes
 
 
 def run(args) -> int:
+  nodes = _gpu_nodes(args)
   topology = topology_lib.parse(args.topology, args.slices) if args.topology else None
-  chip = _chip(args, topology)
+  chip = _chip(args, topology, nodes)
   overrides = list(args.overrides)
   if args.batch is not None:
     overrides.append(f"train.batch_size={args.batch}")
   if args.dtype is not None:
     overrides.append(f"model.dtype={args.dtype}")
   config = config_lib.load_config(args.config, overrides)
-  meshes = _meshes(args, config, topology)
+  meshes = _meshes(args, config, topology, nodes)
   on_tpu = topology is not None and topology_lib.libtpu_installed()
+  on_gpu = nodes is not None and gpu_targets.cuda_plugin_installed()
   if on_tpu:
+    assert topology is not None  # on_tpu
     cpu_backend()
     devices = topology_lib.devices(topology)
+  elif on_gpu:
+    assert nodes is not None  # on_gpu
+    cpu_backend()  # the plugin registers with JAX on the CPU and, there, skips looking for a GPU
+    devices = gpu_targets.devices(nodes)
   else:
     devices = cpu_devices(max(math.prod(m.values()) for m in meshes))
   if topology is not None and not on_tpu and not args.json:
     print(f"libtpu is not installed: XLA:CPU's estimate on {topology.chips} virtual CPU devices follows, not the "
           f"TPU compiler's; for it: {topology_lib.INSTALL}", flush=True)
+  if nodes is not None and not on_gpu and not args.json:
+    print(f"jax's CUDA plugin is not installed: XLA:CPU's estimate on {nodes.gpus} virtual CPU devices follows, not "
+          f"the CUDA compiler's; for it: {gpu_targets.INSTALL}", flush=True)
   for i, mesh in enumerate(meshes):
-    if not on_tpu and mesh["dcn"] > 1:  # one process of virtual devices has no slices: the same shardings
+    if not (on_tpu or on_gpu) and mesh["dcn"] > 1:  # one process of virtual devices has no slices: the same shardings
       mesh = {**mesh, "dcn": 1, "data": mesh["data"] * mesh["dcn"]}
     config.mesh.update(mesh)
     count = math.prod(mesh.values())
     result = plan_lib.make_plan(config, devices[:count], chip, args.fraction)
     if topology is not None:
       result.update(topology=topology.name, accelerator_type=topology.accelerator_type, slices=topology.slices)
+    if nodes is not None:
+      result.update(topology=nodes.name, nodes=nodes.nodes, gpus_per_node=nodes.per_node)
     if args.json:
       print(json.dumps({"config": args.config, **result}), flush=True)
     else:
@@ -134,7 +172,11 @@ def _size(n: float) -> str:
 
 
 def _op(name: str) -> str:
-  """A JAX op name shortened: jit(train_step)/transpose(jvp(M))/encoder/... -> backward: encoder/..."""
+  """A JAX op name shortened: jit(train_step)/transpose(jvp(M))/encoder/... -> backward: encoder/... A collective
+  that XLA:GPU combined from several carries their names joined by ':': the first stands for them."""
+  if ":" in name:
+    first = _op(name.split(":")[0])
+    return f"{first[:100]}{'...' if len(first) > 100 else ''} and {name.count(':')} more (combined)"
   name = name.removeprefix("jit(train_step)/")
   for prefix, label in (("transpose(jvp(", "backward: "), ("jvp(", "forward: ")):
     if name.startswith(prefix):
@@ -145,13 +187,18 @@ def _op(name: str) -> str:
 
 def describe(name: str, p: dict) -> str:
   mesh = " x ".join(f"{axis}={size}" for axis, size in p["mesh"].items())
-  m, c = p["memory"], p["communication_bytes_per_device"]
+  m = p["memory"]
   tpu = p["compiler"] == "tpu"
-  unit = "chip" if tpu else "device"
+  unit = {"tpu": "chip", "gpu": "GPU"}.get(p["compiler"], "device")
   if tpu:
     where = (f"{p['devices']} {p['device_kind']} chips ({p['topology']}"
              + (f" x {p['slices']} slices" if p.get("slices", 1) > 1 else "") + f", {p['accelerator_type']})")
     how = f"compiled by the TPU compiler (libtpu) in {p['compile_seconds']} s; memory is its buffer assignment"
+  elif p["compiler"] == "gpu":
+    where = (f"{p['devices']} {p['device_kind']} GPUs ({p['nodes']} node{'s' if p['nodes'] > 1 else ''} of "
+             f"{p['gpus_per_node']}, topology {p['topology']})")
+    how = (f"compiled by the CUDA compiler (XLA:GPU, jax's CUDA plugin, no GPU) in {p['compile_seconds']} s; memory "
+           "is its buffer assignment")
   else:
     where = f"{p['devices']} virtual CPU devices"
     how = (f"planned in {p['seconds']} s; compiled by XLA:CPU; memory is its buffer assignment (a chip's compiler "
@@ -180,7 +227,7 @@ def describe(name: str, p: dict) -> str:
   ]
   lines += _communication(p, unit)
   if p["chip"] is None:
-    lines.append("give --chip (or --topology) to check the fit and estimate the step time")
+    lines.append("give --chip (or --topology, --gpu) to check the fit and estimate the step time")
   else:
     used = p["bytes_per_device"] / p["hbm_bytes"]
     basis = "the model FLOPs" if p["flops_per_step"] is None else "XLA's FLOPs"

@@ -3,8 +3,9 @@
 import argparse
 import json
 
-from bert_jax import config as config_lib, parallel, storage
+from bert_jax import config as config_lib, parallel
 from bert_jax.errors import UserError
+from bert_jax.files import storage
 
 HELP = ("run a trained model on text: fill-mask at [MASK] (BERT, RoBERTa, ALBERT, XLNet), a fine-tuned classifier's "
         "label (a pair as two texts joined by a tab), span infilling at "

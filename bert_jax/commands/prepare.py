@@ -2,10 +2,9 @@
 
 import argparse
 
-from bert_jax import cli
-from bert_jax import config as config_lib
-from bert_jax import workdir as workdir_lib
+from bert_jax import cli, config as config_lib
 from bert_jax.errors import UserError
+from bert_jax.files import workdir as workdir_lib
 
 HELP = "tokenize data.source into sharded TFRecords under <workdir>/data (training tokenizer first if needed)"
 

@@ -2,10 +2,11 @@
 
 import argparse
 
-from bert_jax import cli, config as config_lib, storage
+from bert_jax import cli, config as config_lib
 from bert_jax.data import tokenizer as tokenizer_lib
 from bert_jax.data.sources import Source, absolute_spec
 from bert_jax.errors import UserError
+from bert_jax.files import storage
 
 HELP = ("train a SentencePiece tokenizer (unigram, BPE or character) with [PAD] [CLS] [SEP] [MASK] and optional T5 "
         "sentinels")
@@ -28,7 +29,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
   parser.add_argument("--dummy-prefix", choices=tokenizer_lib.DUMMY_PREFIX,
                       help="a \u2581 before each sentence; auto: on, off for character (default: data.dummy_prefix)")
   parser.add_argument("--byte-fallback", action=argparse.BooleanOptionalAction,
-                      help="characters without a piece become UTF-8 byte pieces, not [UNK] (default: data.byte_fallback)")
+                      help="characters without a piece become UTF-8 byte pieces, not [UNK] "
+                           "(default: data.byte_fallback)")
   parser.add_argument("--extra-ids", type=int,
                       help="T5 sentinels <extra_id_N> on the top ids (default: data.extra_ids)")
   parser.add_argument("--max-sentences", type=int,

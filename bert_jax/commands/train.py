@@ -2,7 +2,8 @@
 
 import argparse
 
-from bert_jax import cli, config as config_lib, parallel, workdir as workdir_lib
+from bert_jax import cli, config as config_lib, parallel
+from bert_jax.files import workdir as workdir_lib
 
 HELP = "train a model (one process per host; multi-host runs join via cluster detection or --coordinator)"
 

@@ -1,7 +1,7 @@
 """Hugging Face <-> bert_jax weight conversion: one converter module per model family.
 
 Each family's descriptor (bert_jax.models.family.Family) names the Hugging Face `model_type`s it reads, with the
-bert_jax.defaults builder of the recipe an imported model trains with (`hf_types`), and its converter module
+bert_jax.recipes builder of the recipe an imported model trains with (`hf_types`), and its converter module
 (`converter`: bert_jax/convert/F.py for family F), which defines two pure functions on numpy arrays (no torch, no
 transformers):
 
@@ -22,19 +22,20 @@ transformers):
 
 `from_hf` and `to_hf` here dispatch to the right converter and check the parameter tree against the
 model the config builds, so a converter only maps names and shapes. Reading and writing the files
-lives in bert_jax.convert.files.
+lives in bert_jax.convert.weights.
 """
 
 import importlib
 from types import ModuleType
 from typing import Any
 
+from flax import traverse_util
 import jax
 import numpy as np
-from flax import traverse_util
 
 from bert_jax import models, params as params_lib
 from bert_jax.errors import UserError
+
 
 def converter(family: str) -> ModuleType:
   """The converter module of the family named `family`."""

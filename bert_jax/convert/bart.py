@@ -11,20 +11,23 @@ classifier/dense and out_proj) or BartForQuestionAnswering (qa_outputs), both wa
 
 from typing import Any
 
+from flax import traverse_util
 import ml_collections
 import numpy as np
-from flax import traverse_util
 
 from bert_jax import models
 from bert_jax.convert.bert import linear_entries, norm_entries, task_config, task_head, to_hf_kernel
 from bert_jax.errors import UserError
 from bert_jax.models import bart
 
-_CONFIG_KEYS = {"num_layers": "encoder_layers", "num_decoder_layers": "decoder_layers"}  # ours: HF's
+_CONFIG_KEYS = {  # ours: HF's
+    "hidden_size": "d_model", "num_layers": "encoder_layers", "num_decoder_layers": "decoder_layers",
+    "num_heads": "encoder_attention_heads", "num_decoder_heads": "decoder_attention_heads",
+    "intermediate_size": "encoder_ffn_dim", "decoder_intermediate_size": "decoder_ffn_dim",
+    "max_position": "max_position_embeddings", "hidden_act": "activation_function", "initializer_range": "init_std"}
 _CONFIG_KEYS.update({key: key for key in (
-    "vocab_size", "d_model", "encoder_attention_heads", "decoder_attention_heads", "encoder_ffn_dim", "decoder_ffn_dim",
-    "max_position_embeddings", "activation_function", "dropout", "attention_dropout", "activation_dropout", "init_std",
-    "scale_embedding", "pad_token_id", "bos_token_id", "eos_token_id", "classifier_dropout")})
+    "vocab_size", "dropout", "attention_dropout", "activation_dropout", "scale_embedding", "pad_token_id",
+    "bos_token_id", "eos_token_id", "classifier_dropout")})
 _HEAD_PREFIXES = ("classification_head.", "qa_outputs.")
 _ARCHITECTURES = {"pretraining": "BartForConditionalGeneration", "classification": "BartForSequenceClassification",
                   "span": "BartForQuestionAnswering"}
@@ -61,7 +64,7 @@ def _table(cfg: bart.BartConfig) -> list[tuple[str, str, str]]:
 
 
 def _to_ours(kind: str, x: np.ndarray, cfg: bart.BartConfig, hf: str) -> np.ndarray:
-  heads = cfg.decoder_attention_heads if ".decoder." in hf else cfg.encoder_attention_heads
+  heads = cfg.num_decoder_heads if ".decoder." in hf else cfg.num_heads
   if kind == "dense":
     return x.T
   if kind == "qkv":

@@ -12,9 +12,9 @@ read from the checkpoint's weights (qa_outputs or classifier present), num_label
 
 from typing import Any
 
+from flax import traverse_util
 import ml_collections
 import numpy as np
-from flax import traverse_util
 
 from bert_jax import models
 from bert_jax.errors import UserError

@@ -14,11 +14,11 @@ pretraining-only, so a task export writes none and a task import reads none.
 
 from typing import Any
 
+from flax import traverse_util
 import flax.linen as nn
 import jax
 import ml_collections
 import numpy as np
-from flax import traverse_util
 
 from bert_jax import models
 from bert_jax.convert import bert as bert_convert
@@ -180,6 +180,7 @@ def from_hf(state_dict: dict, hf_config: dict, companions: dict | None = None) -
   if generator is None and not task:
     flat.update(_fresh_generator(model_config))
   elif generator is not None:
+    assert generator_state is not None and generator_hf is not None  # unpacked from generator
     _check_gelu(cfg)
     _check_generator_config(cfg, generator_hf)
     generated = _read(generator_state, _tower_table("generator", towers["generator"]), towers["generator"], "generator")

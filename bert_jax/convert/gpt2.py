@@ -12,9 +12,9 @@ pad_token_id; ours reads the last real token, the same where pad_token_id is not
 
 from typing import Any
 
+from flax import traverse_util
 import ml_collections
 import numpy as np
-from flax import traverse_util
 
 from bert_jax import models
 from bert_jax.convert.bert import hf_activation, task_config, task_head

@@ -2,7 +2,7 @@
 
 HF Linear weights are [out, in]; our kernels are [in, out], attention q/k/v as [embed, heads, kv] and
 the attention output as [heads, kv, embed]. The relative position tables are [buckets, heads] in both.
-Our tie_word_embeddings=True is v1.0: logits from the shared embedding scaled by d_model**-0.5; False is an
+Our tie_word_embeddings=True is v1.0: logits from the shared embedding scaled by hidden_size**-0.5; False is an
 unscaled output through its own `logits_dense`. HF's `tie_word_embeddings=False` (saved as
 `scale_decoder_outputs=False` by transformers 5) turns the scaling off: v1.1 brings its own lm_head.weight,
 and a head tied to the shared embedding (what transformers 5 builds from such a config) imports as a
@@ -11,17 +11,17 @@ logits_dense that starts as a copy of the embedding: the same logits, untied fro
 
 from typing import Any
 
+from flax import traverse_util
 import ml_collections
 import numpy as np
-from flax import traverse_util
 
 from bert_jax import models
-from bert_jax.errors import UserError
 from bert_jax.convert.bert import to_hf_kernel
+from bert_jax.errors import UserError
 from bert_jax.models import t5
 
 _CONFIG_KEYS = {  # ours: HF's
-    "vocab_size": "vocab_size", "d_model": "d_model", "d_kv": "d_kv", "d_ff": "d_ff",
+    "vocab_size": "vocab_size", "hidden_size": "d_model", "head_dim": "d_kv", "intermediate_size": "d_ff",
     "num_layers": "num_layers", "num_decoder_layers": "num_decoder_layers", "num_heads": "num_heads",
     "relative_attention_num_buckets": "relative_attention_num_buckets",
     "relative_attention_max_distance": "relative_attention_max_distance",
@@ -73,17 +73,17 @@ def _to_ours(kind: str, x: np.ndarray, cfg: t5.T5Config) -> np.ndarray:
   if kind == "dense":
     return x.T
   if kind == "qkv":
-    return x.T.reshape(x.shape[1], cfg.num_heads, cfg.d_kv)
+    return x.T.reshape(x.shape[1], cfg.num_heads, cfg.head_dim)
   if kind == "out":
-    return x.T.reshape(cfg.num_heads, cfg.d_kv, x.shape[0])
+    return x.T.reshape(cfg.num_heads, cfg.head_dim, x.shape[0])
   return x
 
 
 def _is_tied(state_dict: dict, hf_config: dict) -> bool:
-  """Whether the model is v1.0 style: logits from the shared embedding, scaled by d_model**-0.5."""
+  """Whether the model is v1.0 style: logits from the shared embedding, scaled by hidden_size**-0.5."""
   scaled = hf_config.get("scale_decoder_outputs", hf_config.get("tie_word_embeddings", True))
-  head = state_dict.get("lm_head.weight")
-  separate_head = head is not None and not np.array_equal(head, state_dict.get("shared.weight"))
+  head, shared = state_dict.get("lm_head.weight"), state_dict.get("shared.weight")
+  separate_head = head is not None and (shared is None or not np.array_equal(head, shared))
   if scaled and separate_head:
     raise UserError("this T5 checkpoint scales the decoder output like v1.0 but has its own lm_head.weight; "
                     "such a model has no equivalent here")

@@ -33,9 +33,10 @@ import tempfile
 from sentencepiece import sentencepiece_model_pb2
 from tokenizers import Regex, Tokenizer as FastTokenizer, decoders, models, normalizers, pre_tokenizers
 
-from bert_jax import models as models_lib, storage
+from bert_jax import models as models_lib
 from bert_jax.data.tokenizer import Tokenizer
 from bert_jax.errors import UserError
+from bert_jax.files import storage
 
 FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
 ROLES = ("unk", "pad", "cls", "sep", "mask", "eos")  # transformers' special tokens: ROLE_token
@@ -66,7 +67,7 @@ def _piece(tokenizer, piece_id: int) -> str:
 
 def _from_sentencepiece(tokenizer: Tokenizer):
   """The fast tokenizer of a SentencePiece model (see the module docstring)."""
-  proto = sentencepiece_model_pb2.ModelProto()
+  proto = sentencepiece_model_pb2.ModelProto()  # type: ignore[attr-defined]  # protobuf builds it at import
   proto.ParseFromString(tokenizer.processor.serialized_model_proto())
   spec, trainer = proto.normalizer_spec, proto.trainer_spec
   if trainer.model_type == trainer.WORD or not spec.escape_whitespaces or trainer.treat_whitespace_as_suffix:
@@ -151,7 +152,8 @@ def _pre_tokenizer(spec, user_defined: list[str], split_bytes: bool):
 
 
 def _decoder(spec, byte_fallback: bool):
-  steps = [decoders.Replace("\u2581", " ")] + ([decoders.ByteFallback()] if byte_fallback else [])
+  steps: list[decoders.Decoder] = [decoders.Replace("\u2581", " ")]
+  steps += [decoders.ByteFallback()] if byte_fallback else []
   if spec.add_dummy_prefix:
     steps += [decoders.Fuse(), decoders.Strip(content=" ", left=1)]
   elif byte_fallback:
@@ -163,8 +165,8 @@ def fast_tokenizer(tokenizer, model_type: str, model_max_length: int | None = No
   """A transformers PreTrainedTokenizerFast that encodes as `tokenizer` (ours, or an imported HFTokenizer) does,
   framed for `model_type`."""
   try:
-    import transformers
     from tokenizers import AddedToken, processors
+    import transformers
   except ImportError:
     raise UserError("exporting the tokenizer needs transformers: pip install 'transformers>=5'") from None
   sentinels = [f"<extra_id_{k}>" for k in reversed(range(tokenizer.extra_ids))]  # ids piece_count, ...
@@ -186,12 +188,13 @@ def fast_tokenizer(tokenizer, model_type: str, model_max_length: int | None = No
   specials = {part.split(":")[0] for part in f"{single} {pair}".split() if not part.startswith("$")}
   fast.post_processor = processors.TemplateProcessing(
       single=single, pair=pair, special_tokens=[(piece, fast.token_to_id(piece)) for piece in sorted(specials)])
+  tokens: dict[str, str | AddedToken] = dict(pieces)
   if "mask_token" in pieces:
-    pieces["mask_token"] = AddedToken(pieces["mask_token"], lstrip=True, rstrip=False, normalized=False, special=True)
+    tokens["mask_token"] = AddedToken(pieces["mask_token"], lstrip=True, rstrip=False, normalized=False, special=True)
   inputs = ["input_ids", "token_type_ids", "attention_mask"] if framing.token_types else ["input_ids", "attention_mask"]
   return transformers.PreTrainedTokenizerFast(
       tokenizer_object=fast, additional_special_tokens=sentinels, padding_side=framing.padding_side,
-      model_input_names=inputs, **pieces,
+      model_input_names=inputs, **tokens,
       **({"model_max_length": model_max_length} if model_max_length else {}))
 
 
@@ -209,7 +212,7 @@ def write(fast, tokenizer: Tokenizer, directory: str | storage.Path) -> None:
   config = json.loads(config_path.read_text())
   config["tokenizer_class"] = "PreTrainedTokenizerFast"  # the class name both transformers 4 and 5 know
   config_path.write_text(json.dumps(config, indent=2, sort_keys=True, ensure_ascii=False) + "\n")
-  special = special_pieces(tokenizer)
+  special: dict[str, str | list[str]] = dict(special_pieces(tokenizer))
   if tokenizer.extra_ids:
     special["additional_special_tokens"] = [f"<extra_id_{k}>" for k in range(tokenizer.extra_ids)]
   (directory / "special_tokens_map.json").write_text(json.dumps(special, indent=2, ensure_ascii=False) + "\n")

@@ -11,9 +11,9 @@ projection: sequence_summary.summary, then logits_proj) or XLNetForQuestionAnswe
 
 from typing import Any
 
+from flax import traverse_util
 import ml_collections
 import numpy as np
-from flax import traverse_util
 
 from bert_jax import models
 from bert_jax.convert.bert import classifier_dropout, linear_entries, norm_entries, task_config, task_head

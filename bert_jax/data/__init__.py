@@ -5,5 +5,5 @@
   prepare.py    a source tokenized once into sharded TFRecords that keep sentence and document boundaries
   segments.py   documents -> token sequences in graph ops (BERT's segment pairs, RoBERTa's full sentences)
   pipeline.py   what training and evaluation call: prepare_if_needed, train_dataset, eval_dataset
-  files.py      directories and files written under a private name and published whole; a full disk as one line
+  atomic.py      directories and files written under a private name and published whole; a full disk as one line
 """

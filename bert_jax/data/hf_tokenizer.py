@@ -14,17 +14,17 @@ checkpoint's own special tokens: the objectives place [CLS]/<s>, [SEP]/</s>, [MA
 themselves, with the ids found here by name (the first of each role's names the vocabulary has).
 """
 
+from collections.abc import Iterable
 import hashlib
 import json
 import re
-from typing import Iterable
 
 import numpy as np
 import tokenizers
 from tokenizers import decoders, models, normalizers, pre_tokenizers
 
-from bert_jax import storage
 from bert_jax.errors import UserError
+from bert_jax.files import storage
 
 ROLES = {"pad": ("[PAD]", "<pad>", "<|endoftext|>"), "eos": ("</s>", "[SEP]", "<|endoftext|>"),
          "eod": ("<|endoftext|>", "<eod>", "</s>", "[SEP]"), "cls": ("[CLS]", "<s>", "<cls>"),

@@ -13,7 +13,8 @@ A training stream: this process's files (files[i::n]; every n-th document when t
 processes) -> interleaved reads -> documents shuffled (data.shuffle_buffer) anew each epoch, epochs repeated
 forever -> the objective's transform (new masks each epoch) -> examples shuffled over 16 batches -> batches
 -> prefetch (an objective that carries memory between batches lays its batches out itself, unshuffled, so that
-each row continues one stretch of text: objectives/permutation_lm.py). Everything is a seeded tf.data op, so the same config gives the same batches, and the
+each row continues one stretch of text: objectives/permutation_lm.py). Everything is a seeded tf.data op, so the same
+config gives the same batches, and the
 iterator's position can be saved and restored exactly with tf.train.Checkpoint(iterator=iterator).
 With data.stream, nothing is prepared but the tokenizer: the same documents are tokenized inside the pipeline
 (bert_jax/data/stream.py), and shuffled, transformed and batched as above.
@@ -26,14 +27,11 @@ from typing import Any
 import jax
 import numpy as np
 
-from bert_jax import storage
-from bert_jax.data import files, records, words
-from bert_jax.data import prepare as prepare_lib
-from bert_jax.data import stream as stream_lib
-from bert_jax.data import tokenizer as tokenizer_lib
+from bert_jax.data import prepare as prepare_lib, records, stream as stream_lib, tokenizer as tokenizer_lib, words
 from bert_jax.data.sources import Source
 from bert_jax.data.tf_cpu import tf
 from bert_jax.errors import UserError
+from bert_jax.files import atomic, storage
 
 TOKENIZER_MODEL = "spm.model"
 TOKENIZER_SETTINGS = "tokenizer.json"
@@ -69,11 +67,12 @@ def _workdir_tokenizer(config: Any, directory: storage.Path, source: Source) -> 
     print(f"training a {config.data.tokenizer_type} tokenizer of {config.model.vocab_size} ids on {source.spec}",
           file=sys.stderr)
     model = tokenizer_lib.train_serialized_for_config(config, source)
-    with files.private_directory(directory) as private:
+    with atomic.private_directory(directory) as private:
       (private / TOKENIZER_MODEL).write_bytes(model)
       (private / TOKENIZER_SETTINGS).write_text(json.dumps(wanted, indent=1))
-      files.publish(private, directory)  # or another run published first: its settings are checked below
+      atomic.publish(private, directory)  # or another run published first: its settings are checked below
     found = _trained_settings(directory)
+    assert found is not None, directory  # published whole, settings included
   if found != wanted:
     changed = sorted(k for k in wanted if found.get(k) != wanted[k])
     raise UserError(f"{directory} holds a tokenizer trained with other settings ({', '.join(changed)} differ); "

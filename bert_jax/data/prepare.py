@@ -23,20 +23,21 @@ share-0000i-of-0000P.json; process 0 waits for every manifest, writes metadata.j
 byte for byte those one process writes.
 """
 
+from collections.abc import Callable, Iterable, Iterator, Sequence
+import functools
 import itertools
 import json
 import sys
 import time
-from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from tqdm import tqdm
 
-from bert_jax import storage
-from bert_jax.data import files, words
+from bert_jax.data import words
 from bert_jax.data.sources import Source
 from bert_jax.data.tokenizer import Tokenizer
 from bert_jax.errors import UserError
+from bert_jax.files import atomic, storage
 
 METADATA = "metadata.json"
 FORMAT_VERSION = 1
@@ -95,10 +96,10 @@ def prepare(config: Any, source: Source, tokenizer: Tokenizer, directory: str | 
   if directory.is_dir() and any(directory.iterdir()):
     raise _not_prepared_data(directory)
   directory.mkdir(parents=True, exist_ok=True)
-  with files.private_directory(directory) as private:
+  with atomic.private_directory(directory) as private:
     metadata = _merged(wanted, tokenizer, [_write_share(config, source, tokenizer, private, wanted, 0, 1)])
     (private / METADATA).write_text(json.dumps(metadata, indent=1))
-    if files.publish(private, directory):
+    if atomic.publish(private, directory):
       return metadata
   found = read_metadata(directory)  # another run published first
   if found is None:
@@ -138,9 +139,9 @@ def _prepare_share(config: Any, source: Source, tokenizer: Tokenizer, directory:
   staging.mkdir(parents=True, exist_ok=True)
   if _share(staging, index, count, wanted) is None:
     share = _write_share(config, source, tokenizer, staging, wanted, index, count)
-    files.write_bytes(staging / share_name(index, count), json.dumps(share).encode())
+    atomic.write_bytes(staging / share_name(index, count), json.dumps(share).encode())
   if index == 0:
-    shares = [wait_for(lambda p=p: _share(staging, p, count, wanted),
+    shares = [wait_for(functools.partial(_share, staging, p, count, wanted),
                        f"process 0: waiting for process {p} of {count} to write its share of {directory}")
               for p in range(count)]
     metadata = _merged(wanted, tokenizer, shares)
@@ -148,8 +149,8 @@ def _prepare_share(config: Any, source: Source, tokenizer: Tokenizer, directory:
     for path in staging.iterdir():  # the manifests, and what an earlier attempt with other settings left
       if path.name not in kept:
         path.unlink()
-    files.write_bytes(staging / METADATA, json.dumps(metadata, indent=1).encode())
-    if staging == directory or files.publish(staging, directory):
+    atomic.write_bytes(staging / METADATA, json.dumps(metadata, indent=1).encode())
+    if staging == directory or atomic.publish(staging, directory):
       return metadata
   if not wait:
     return None
@@ -180,7 +181,8 @@ def _merged(wanted: dict, tokenizer: Tokenizer, shares: list[dict]) -> dict:
   """The metadata of every process's shards (each process counts the skipped lines of the files it read alone, or
   every process those of the whole source)."""
   splits = {split: [{k: v for k, v in entry.items() if k != "index"}
-                    for entry in sorted((e for share in shares for e in share["splits"][split]), key=lambda e: e["index"])]
+                    for entry in sorted((e for share in shares for e in share["splits"][split]),
+                                        key=lambda e: e["index"])]
             for split in ("train", "eval")}
   if not any(shard["documents"] for shard in splits["train"]):
     held = sum(shard["documents"] for shard in splits["eval"])
@@ -262,7 +264,7 @@ def _placed(source: Source, tokenizer: Tokenizer, segmenter: str, eval_documents
   Either way the shards are the same whatever the process count. Documents whose sentences tokenize to nothing
   are dropped (after the head, they keep their place in the round)."""
   train_shards, eval_shards = shards
-  head = {"tokens": 0, "documents": 0, "end": None}  # end: (file, document in it, sentences held of it)
+  head: dict[str, Any] = {"tokens": 0, "documents": 0, "end": None}  # end: (file, document in it, sentences held of it)
 
   def hold(sentences: list, at: tuple[int, int]) -> Iterator[tuple[str, int, list]]:
     held = len(sentences)
@@ -283,13 +285,15 @@ def _placed(source: Source, tokenizer: Tokenizer, segmenter: str, eval_documents
   if not by_file(source, train_shards):
     documents, start, first = source.documents(), 0, 0 if head["end"] else None  # first: training document 0
     while batch := list(itertools.islice(documents, ENCODE_BATCH)):
+      batch_sentences: Sequence[list[tuple[list[int], Any]] | None]
       if first is None:
         batch_sentences = encoded(tokenizer, segmenter, batch)
       else:
         mine = [i for i in range(len(batch)) if (start + i - first) % train_shards % count == index]
-        batch_sentences = [None] * len(batch)
-        for i, sentences in zip(mine, encoded(tokenizer, segmenter, [batch[i] for i in mine])):
-          batch_sentences[i] = sentences
+        placed: list[list[tuple[list[int], Any]] | None] = [None] * len(batch)
+        for i, found in zip(mine, encoded(tokenizer, segmenter, [batch[i] for i in mine])):
+          placed[i] = found
+        batch_sentences = placed
       for number, sentences in enumerate(batch_sentences, start):
         if first is None:
           if not sentences:
@@ -318,10 +322,10 @@ def _placed(source: Source, tokenizer: Tokenizer, segmenter: str, eval_documents
     shard = file % train_shards
     if shard % count != index:
       continue
-    documents = enumerate(source.file_documents(file))
+    numbered: Iterator[tuple[int, list[str]]] = enumerate(source.file_documents(file))
     if file == end[0]:
-      documents = itertools.islice(documents, end[1], None)
-    for number, sentences in _encoded_numbered(documents, tokenizer, segmenter):
+      numbered = itertools.islice(numbered, end[1], None)
+    for number, sentences in _encoded_numbered(numbered, tokenizer, segmenter):
       if (file, number) == end[:2]:
         sentences = sentences[end[2]:]
       if sentences:
@@ -345,7 +349,7 @@ def encoded(tokenizer: Tokenizer, segmenter: str, documents: list[list[str]]) ->
   if not texts:
     return [[] for _ in documents]
   if segmenter == "jieba":
-    encoded = iter(zip(*words.encode(tokenizer, texts)))
+    encoded: Iterator[tuple[list[int], Any]] = iter(zip(*words.encode(tokenizer, texts)))
   else:
     encoded = ((ids, None) for ids in tokenizer.encode(texts))
   return [[sentence for sentence in (next(encoded) for _ in document) if sentence[0]] for document in documents]

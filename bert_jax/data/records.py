@@ -1,4 +1,4 @@
-"""TFRecord files through the file layer (bert_jax/storage.py).
+"""TFRecord files through the file layer (bert_jax/files/storage.py).
 
 Where TensorFlow's filesystem serves the path (local disk, and gs:// on a pod: its C++ GCS client reads shards in
 parallel without the GIL), tf.data reads and writes it itself. Where the layer speaks to object storage through fsspec
@@ -11,9 +11,9 @@ restores with tf.train.Checkpoint.
 import struct
 import uuid
 
-from bert_jax import storage
 from bert_jax.data.tf_cpu import tf
 from bert_jax.errors import UserError
+from bert_jax.files import storage
 
 CRC_MASK_DELTA = 0xA282EAD8
 
@@ -54,13 +54,13 @@ class Writer:
       self.tf_writer, self.file = None, self.path.open("wb")
 
   def write(self, record: bytes) -> None:
-    if self.tf_writer is not None:
+    if self.file is None:
       self.tf_writer.write(record)
     else:
       self.file.write(frame(record))
 
   def close(self) -> None:
-    if self.tf_writer is not None:
+    if self.file is None:
       self.tf_writer.close()
     else:
       self.file.close()

@@ -75,7 +75,7 @@ def _with_partners(documents: tf.data.Dataset) -> tf.data.Dataset:
   marked = documents.enumerate().concatenate(tf.data.Dataset.from_tensors((tf.constant(-1, tf.int64), empty)))
 
   def pick(condition, a: dict, b: dict) -> dict:
-    return {k: tf.cond(condition, lambda: a[k], lambda: b[k]) for k in a}
+    return {k: tf.cond(condition, lambda k=k: a[k], lambda k=k: b[k]) for k in a}
 
   @tf.autograph.experimental.do_not_convert
   def step(state, indexed):

@@ -20,14 +20,15 @@ names how many the last pass skipped and where the first one was (prepare and th
 Malformed JSON fails naming the file and line.
 """
 
+from collections.abc import Iterator
 import json
 import re
 import sys
-from typing import Any, Iterator
+from typing import Any
 
-from bert_jax import storage
 from bert_jax.errors import UserError
-from bert_jax.workdir import resolve
+from bert_jax.files import storage
+from bert_jax.files.workdir import resolve
 
 TEXT_FORMATS = ("sentences", "double_spaced", "documents", "files")
 SENTENCE_BREAK = re.compile(r"(?<=[.!?])\s+|(?<=[。！？])")
@@ -62,6 +63,7 @@ class Source:
       raise UserError(f"data.text_format must be one of {', '.join(TEXT_FORMATS)}, got '{self.text_format}'")
     if self.spec == "synthetic":
       raise UserError("data.source=synthetic generates random batches and has no text to read")
+    self.files: list[storage.Path]
     if self.spec == "demo":
       self.kind, self.files = "demo", []
     elif self.spec.startswith("tfds:"):
@@ -105,7 +107,7 @@ class Source:
     if self.kind == "tfds":
       found.update(split=self.split, version=str(self.builder.version), data_dir=str(self.builder.data_dir))
     if self.kind == "demo":
-      found["python"] = "%d.%d" % sys.version_info[:2]
+      found["python"] = "{}.{}".format(*sys.version_info[:2])
     found["files"] = [storage.fingerprint(p) for p in self.files]
     return found
 
@@ -254,7 +256,8 @@ def demo_topics() -> dict[str, list[str]]:
 
 def _demo_topic_documents(text: str) -> Iterator[list[str]]:
   """A topic's sections cut into documents of about DEMO_DOCUMENT_CHARS; code blocks give one sentence a line."""
-  document, size = [], 0
+  document: list[str] = []
+  size = 0
   for paragraph in re.split(r"\n\s*\n", text):
     lines = [line for line in paragraph.splitlines() if line.strip()]
     heading = any(HEADING_RULE.match(line) for line in lines)

@@ -12,11 +12,12 @@ has most context (the most tokens on its shorter side): only there may an answer
 import collections
 import dataclasses
 import json
+from typing import Any
 
 import numpy as np
 
-from bert_jax import storage
 from bert_jax.errors import UserError
+from bert_jax.files import storage
 
 
 @dataclasses.dataclass(frozen=True)
@@ -109,7 +110,7 @@ def features(examples: list[Example], tokenizer, max_seq_len: int = 384, doc_str
   if doc_stride <= 0:
     raise UserError(f"doc_stride must be positive, got {doc_stride}")
   cls, sep, pad = tokenizer.cls_id, tokenizer.sep_id, tokenizer.pad_id
-  rows = collections.defaultdict(list)
+  rows: dict[str, list[Any]] = collections.defaultdict(list)
   for index, (example, query) in enumerate(zip(examples, tokenizer.encode([e.question for e in examples]))):
     query = query[:max_query_len]
     ids, spans = tokenizer.encode_with_offsets(example.context)
@@ -122,7 +123,8 @@ def features(examples: list[Example], tokenizer, max_seq_len: int = 384, doc_str
       rows["input_ids"].append([cls, *query, sep, *ids[context], sep])
       rows["token_type_ids"].append([0] * first + [1] * (length + 1))
       inside = answer is not None and start <= answer[0] and answer[1] < start + length
-      rows["positions"].append((answer[0] - start + first, answer[1] - start + first) if inside else (0, 0))
+      rows["positions"].append((answer[0] - start + first, answer[1] - start + first)
+                               if answer is not None and inside else (0, 0))
       rows["example_index"].append(index)
       rows["offsets"].append((first, spans[context]))
       rows["max_context"].append((first, best[context] == w))
@@ -160,10 +162,12 @@ def best_answers(features: Features, start_logits: np.ndarray, end_logits: np.nd
   difference (inf without any span), for scores.squad_scores' na_probs. An n-best entry is {"text", "probability"
   (softmax over the entries), "start_logit", "end_logit"}; "" is the null answer (v2.0) or no valid span at all."""
   start_logits, end_logits = np.asarray(start_logits, np.float64), np.asarray(end_logits, np.float64)
-  windows_of = collections.defaultdict(list)
+  windows_of: dict[int, list[int]] = collections.defaultdict(list)
   for n, index in enumerate(features.example_index):
     windows_of[int(index)].append(n)
-  answers, null_odds, nbest = {}, {}, {}
+  answers: dict[str, str] = {}
+  null_odds: dict[str, float] = {}
+  nbest: dict[str, list[dict]] = {}
   for index, example in enumerate(features.examples):
     candidates = []  # (start logit, end logit, text)
     null = (np.inf, 0.0, 0.0)  # the lowest null score and its logits
@@ -179,7 +183,8 @@ def best_answers(features: Features, start_logits: np.ndarray, end_logits: np.nd
           candidates.append((start_L[starts[s]], end_L[ends[e]], text))
     if version_2:
       candidates.append((null[1], null[2], ""))
-    entries, seen = [], set()
+    entries: list[dict[str, Any]] = []
+    seen: set[str] = set()
     for start_logit, end_logit, text in sorted(candidates, key=lambda c: c[0] + c[1], reverse=True):
       if len(entries) >= n_best:
         break

@@ -13,9 +13,9 @@ reader behind the function keeps its place in the source for the block each cons
 block (after a restore) skips to it by reading, not tokenizing, the documents before it (at most one pass).
 """
 
+from collections.abc import Iterator
 import itertools
 import threading
-from collections.abc import Iterator
 from typing import Any
 
 import numpy as np

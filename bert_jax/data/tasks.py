@@ -15,15 +15,16 @@ config.task.name names one of:
 An example's texts keep their field names (GLUE's as TFDS names them), which T5's text-to-text format writes.
 """
 
+from collections.abc import Callable
 import csv
 import dataclasses
 import json
 import random
 import sys
-from typing import Any, Callable
+from typing import Any, Literal
 
-from bert_jax import storage
 from bert_jax.errors import UserError
+from bert_jax.files import storage
 
 KINDS = ("classification", "regression")
 DEMO_PASSAGE_CHARS = 250  # the demo task's passages: consecutive sentences of a topic, about this long
@@ -44,7 +45,7 @@ class Task:
   metrics: tuple[str, ...]  # bert_jax.scores names; the first is the one checkpoint.best_metric follows
   eval_splits: tuple[str, ...]  # the first is "the" dev split; the others' metrics are prefixed with their name
   test_splits: tuple[str, ...]
-  read: Callable[[str], list[Example]]  # split name -> examples
+  read: Callable[[str], list[Any]]  # split name -> examples (Example; squad.Example for the span task)
   words: tuple[str, ...] = ()  # T5's label words, one per label
   submission: dict = dataclasses.field(default_factory=dict)  # test split -> the GLUE submission file's name
 
@@ -135,7 +136,8 @@ def _glue_task(name: str, data_dir: str) -> Task:
     raise UserError(f"{directory / 'train.tsv'} not found; task.data_dir must hold {spec.directory}/train.tsv")
   paths = {split: directory / file for split, file in files.items()}
   if name == "mnli":
-    candidates = [d / "diagnostic" / "diagnostic.tsv" for d in (root, directory.parent)] + [directory / "diagnostic.tsv"]
+    candidates = [d / "diagnostic" / "diagnostic.tsv" for d in (root, directory.parent)]
+    candidates.append(directory / "diagnostic.tsv")
     paths["ax"] = next((p for p in candidates if p.is_file()), candidates[0])
   tests = tuple(s for s in paths if s.startswith("test") or s == "ax")
   present = tuple(s for s in tests if paths[s].is_file())
@@ -152,10 +154,11 @@ def _glue_task(name: str, data_dir: str) -> Task:
     examples = []
     for number, row in enumerate(rows):
       columns = ("sentence1", "sentence2") if split == "ax" else text_columns
-      texts = tuple(zip(spec.fields, (_cell(row, c) for c in columns)))
+      cells = tuple(zip(spec.fields, (_cell(row, c) for c in columns)))
       label = None if test else _label(_cell(row, spec.label_column), spec.labels, path)
-      if any(t is None for _, t in texts) or (not test and label is None):
+      if any(t is None for _, t in cells) or (not test and label is None):
         continue  # QQP's train file has a few broken lines, as the benchmark ships it
+      texts = tuple((field, text) for field, text in cells if text is not None)  # all of them, here
       guid = str(row.get(spec.id_column, number)) if isinstance(row, dict) else str(number)
       examples.append(Example(guid, texts, label))
     return examples
@@ -206,7 +209,7 @@ def _tfds_glue_task(name: str, data_dir: str) -> Task:
 def _read_table(path: storage.Path, delimiter: str, header: bool) -> list:
   csv.field_size_limit(sys.maxsize)
   with storage.open_file(path, "r") as f:
-    quoting = csv.QUOTE_NONE if delimiter == "\t" else csv.QUOTE_MINIMAL
+    quoting: Literal[0, 3] = csv.QUOTE_NONE if delimiter == "\t" else csv.QUOTE_MINIMAL  # typeshed's Literal type
     if header:
       return list(csv.DictReader(f, delimiter=delimiter, quoting=quoting))
     return list(csv.reader(f, delimiter=delimiter, quoting=quoting))

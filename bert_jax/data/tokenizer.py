@@ -24,21 +24,22 @@ objective asks for; model.vocab_size must be its number of ids (with T5 sentinel
 multiple of VOCAB_ROUNDING) and its pad id must equal model.pad_token_id.
 """
 
+from collections.abc import Iterable
 import hashlib
 import io
 import os
 import re
 import sys
+from typing import Any
 import unicodedata
-from typing import Any, Iterable
 
 import numpy as np
 import sentencepiece as spm
 import tokenizers
 
-from bert_jax import storage
-from bert_jax.data import files, hf_tokenizer
+from bert_jax.data import hf_tokenizer
 from bert_jax.errors import UserError
+from bert_jax.files import atomic, storage
 
 SPECIAL_PIECES = ("</s>", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 WORD_BOUNDARY = "\u2581"  # SentencePiece's marker for a piece that begins after whitespace
@@ -270,7 +271,7 @@ def _id_count(model: bytes) -> int:
 def _write(output: str | storage.Path, model: bytes, extra_ids: int) -> Tokenizer:
   output = storage.path(output)
   output.parent.mkdir(parents=True, exist_ok=True)
-  files.write_bytes(output, model)
+  atomic.write_bytes(output, model)
   return load(output, extra_ids)
 
 
@@ -310,7 +311,8 @@ def load(path: str | storage.Path, extra_ids: int = 0) -> Tokenizer:
                     "tokenizer.json, or leave data.tokenizer empty to train one")
   data = path.read_bytes()  # once: a bucket's file is a fetch
   if path.suffix == ".json" or _is_json(data):  # byte_bpe trained into <workdir>/tokenizer
-    return hf_tokenizer.load(path, extra_ids, data)
+    # HFTokenizer has Tokenizer's interface without subclassing it; callers take either as a Tokenizer.
+    return hf_tokenizer.load(path, extra_ids, data)  # type: ignore[return-value]
   processor = spm.SentencePieceProcessor()
   try:
     processor.load(model_proto=data)

@@ -15,21 +15,51 @@
   max_sequence_length(cfg)  -> the longest input its position table holds (optional: absent when positions
                                are relative and any length works)
 
-The steps these share (settings, validation, remat/scan of a layer stack, layouts) live in
+bert_jax/models/protocol.py writes this interface as typing.Protocol classes (FamilyModule, PositionTable), which
+`family` returns. The steps these share (settings, validation, remat/scan of a layer stack, layouts) live in
 `bert_jax.models.shared`. A new family is its module (with its FAMILY), its converter and configs, and one line in
 FAMILIES; an objective names the families it serves (bert_jax.objectives). Nothing else in the codebase switches on
 a family's name: it asks the family's descriptor (tests/test_family_descriptor.py holds this).
+
+Shape letters: an array's name ends in its shape, one capital letter per axis (x_BLD: [batch, length, width]),
+and a letter means the same everywhere:
+
+  B batch
+  L sequence length: the query positions
+  S key/value positions: the keys a query attends (the encoder's in cross-attention; XLNet: memory plus current)
+  T decoder (target) length
+  M memory length (XLNet)
+  P predicted positions (masked tokens, targets)
+  R relative positions or distance buckets
+  D model width (hidden_size)
+  E embedding width where it differs from D (ALBERT, ELECTRA)
+  F feed-forward width
+  N attention heads
+  K width of one head (key/value features)
+  V vocabulary
+  C labels
+  Y layers (XLNet's memory: one per layer)
+  X concatenated features (SpanBERT's SBO input: two states and a position embedding)
+  1, 2 an axis of that size (1: broadcast; 2: start/end logits, same/other segment)
+
+Self-attention within one sequence may name its keys L too (bias_1NLL, perm_mask_BLL). A lowercase suffix is an
+index, not a shape (layers_k: layer k's parameters).
 """
 
 import dataclasses
 import importlib
-from types import ModuleType
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import ml_collections
 
 from bert_jax.errors import UserError
 from bert_jax.models.family import Family, Framing
+
+if TYPE_CHECKING:  # flax and the layers: imported where a family module is
+  import flax.linen as nn
+
+  from bert_jax.models.protocol import FamilyModule
+  from bert_jax.models.shared import Settings
 
 FAMILIES = {
     "bert": "bert_jax.models.bert",
@@ -42,11 +72,13 @@ FAMILIES = {
 }
 
 
-def family(model_config: Any) -> ModuleType:
+def family(model_config: Any) -> "FamilyModule":
+  """The module of config.model's family (the interface: bert_jax.models.protocol.FamilyModule)."""
   name = model_config.get("family", None)
   if name not in FAMILIES:
     raise UserError(f"model.family must be one of {', '.join(FAMILIES)}, got {name!r}")
-  return importlib.import_module(FAMILIES[name])
+  # each module in FAMILIES is one (mypy checks them in models/protocol.py, tests/test_protocols.py at run time)
+  return cast("FamilyModule", importlib.import_module(FAMILIES[name]))
 
 
 def descriptor(model_config: Any) -> Family:
@@ -68,7 +100,7 @@ def framing(name: str, key: str = "the framing") -> Framing:
   return framings[name]
 
 
-def make_config(model_config: Any):
+def make_config(model_config: Any) -> "Settings":
   return family(model_config).make_config(model_config)
 
 
@@ -84,7 +116,7 @@ def max_sequence_length(model_config: Any) -> int | None:
   return limit(module.make_config(model_config)) if limit else None
 
 
-def build_model(model_config: Any, deterministic: bool = True):
+def build_model(model_config: Any, deterministic: bool = True) -> "nn.Module":
   module = family(model_config)
   return module.build(module.make_config(model_config), deterministic)
 

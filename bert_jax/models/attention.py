@@ -20,7 +20,9 @@ causal order, packed examples (segment ids). `SelfAttention` is the BERT-layout 
 RoBERTa, ALBERT, ELECTRA, SpanBERT, UniLM, BART); GPT-2 and T5 keep their own projections.
 """
 
-from typing import Any, Callable
+from collections.abc import Callable
+import dataclasses
+from typing import Any, Literal
 
 import flax.linen as nn
 import flax.struct
@@ -66,6 +68,7 @@ class Mask:
       first = 0 if self.query_offset is None else self.query_offset
       mask = mask & (jnp.arange(source_length)[None, :] <= first + jnp.arange(length)[:, None])[None, None]
     if self.q_segment_BL is not None:
+      assert self.kv_segment_BS is not None  # segments() gives both
       q_BL1, kv_B1S = self.q_segment_BL[:, :, None], self.kv_segment_BS[:, None, :]
       mask = mask & ((q_BL1 == kv_B1S) & (kv_B1S > 0))[:, None]
     return mask
@@ -177,9 +180,9 @@ def _dot_product_attention(q_BLNK, k_BSNK, v_BSNK, mask: Mask, bias_BNLS, scale)
   """jax.nn.dot_product_attention; cuDNN's wants the mask at its full [B, 1, L, S] and takes causal order itself."""
   (batch, length, _, head_dim), source_length = q_BLNK.shape, k_BSNK.shape[1]
   cudnn = _cudnn_takes(layers.platform(), head_dim, v_BSNK.dtype, bias_BNLS is not None, length, source_length)
-  implementation = "cudnn" if cudnn else None
+  implementation: Literal["cudnn"] | None = "cudnn" if cudnn else None
   causal = implementation == "cudnn" and mask.causal and not mask.decoding and length == source_length
-  mask_B1LS = (mask.replace(causal=False) if causal else mask).dense(length, source_length)
+  mask_B1LS = (dataclasses.replace(mask, causal=False) if causal else mask).dense(length, source_length)
   if implementation == "cudnn":
     mask_B1LS = jnp.broadcast_to(mask_B1LS, (batch, 1, length, source_length))
   return jax.nn.dot_product_attention(q_BLNK, k_BSNK, v_BSNK, bias=bias_BNLS, mask=mask_B1LS, scale=scale,
@@ -189,8 +192,10 @@ def _dot_product_attention(q_BLNK, k_BSNK, v_BSNK, mask: Mask, bias_BNLS, scale)
 def _splash(q_BLNK, k_BSNK, v_BSNK, mask: Mask, scale: float):
   """The splash kernel per example (vmap) over [N, L, K], in shard_map over the mesh axes of `batch` and `heads`
   when the model runs on a mesh. Padding is segment ids (every query in 1, real keys in 1, padding keys in 0)."""
-  from jax.experimental.pallas.ops.tpu.splash_attention import splash_attention_kernel as kernels
-  from jax.experimental.pallas.ops.tpu.splash_attention import splash_attention_mask as masks
+  from jax.experimental.pallas.ops.tpu.splash_attention import (
+    splash_attention_kernel as kernels,
+    splash_attention_mask as masks,
+  )
 
   length, source_length = q_BLNK.shape[1], k_BSNK.shape[1]
   q_segment_BL, kv_segment_BS = mask.q_segment_BL, mask.kv_segment_BS
@@ -199,6 +204,7 @@ def _splash(q_BLNK, k_BSNK, v_BSNK, mask: Mask, scale: float):
     if q_segment_BL is None:
       q_segment_BL, kv_segment_BS = jnp.ones(q_BLNK.shape[:2], jnp.int32), key_BS
     else:
+      assert kv_segment_BS is not None  # segments() gives both
       kv_segment_BS = kv_segment_BS * key_BS
   interpret = layers.platform() != "tpu"
   q_block, kv_block = _block(length), _block(source_length)

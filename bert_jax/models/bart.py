@@ -1,7 +1,7 @@
 """BART (Lewis et al. 2020): a post-LN encoder-decoder with learned positions, as transformers'
 BartForConditionalGeneration computes it.
 
-Both stacks: token embeddings (shared by encoder, decoder and the output layer; times sqrt(d_model) with
+Both stacks: token embeddings (shared by encoder, decoder and the output layer; times sqrt(hidden_size) with
 scale_embedding, off for bart-base/large) plus learned positions read at index position + 2 (fairseq kept the
 first two rows for padding), LayerNorm (`embedding_norm`), dropout, then layers of attention -> dropout ->
 residual -> LayerNorm and fc1 -> activation -> activation_dropout -> fc2 -> dropout -> residual -> LayerNorm
@@ -13,10 +13,10 @@ Padding: rows are padded on the right; `attention_mask` [B, L] and `decoder_atte
 tokens. Positions are 0, 1, ... whatever the padding, as in transformers.
 
 Parameter layout (unscanned): token_embedder/embedding, encoder/{position_embedder/embedding, embedding_norm,
-layers_K/{self_attention, self_attention_norm, fc1, fc2, final_norm}}, decoder/{position_embedder/embedding,
-embedding_norm, layers_K/{self_attention, self_attention_norm, cross_attention, cross_attention_norm, fc1, fc2,
+layers_k/{self_attention, self_attention_norm, fc1, fc2, final_norm}}, decoder/{position_embedder/embedding,
+embedding_norm, layers_k/{self_attention, self_attention_norm, cross_attention, cross_attention_norm, fc1, fc2,
 final_norm}}. Attention (attention.SelfAttention): query/key/value kernels [embed, heads, kv], out [heads, kv, embed].
-With scan_layers the layers_K subtrees stack on a leading `layers` axis under `layers`; `to_layout` converts.
+With scan_layers the layers_k subtrees stack on a leading `layers` axis under `layers`; `to_layout` converts.
 
 A task model (model.head classification or span, `BartForTask`) keeps these names and reads the text through both
 stacks as BartForSequenceClassification / BartForQuestionAnswering do (fairseq's sentence_prediction with
@@ -34,8 +34,8 @@ import jax.numpy as jnp
 
 from bert_jax.errors import UserError
 from bert_jax.models import attention, heads, layers, shared
-from bert_jax.models.family import Family, Framing
 from bert_jax.models.dropout import Dropout
+from bert_jax.models.family import Family, Framing
 
 POSITION_OFFSET = 2  # fairseq's learned positions start after two rows kept for padding
 
@@ -44,33 +44,29 @@ POSITION_OFFSET = 2  # fairseq's learned positions start after two rows kept for
 class BartConfig(shared.Settings):
   """bart-large (transformers' BartConfig defaults); bart-base and tiny override it (configs/)."""
   vocab_size: int = 50265
-  d_model: int = 1024
+  hidden_size: int = 1024
   num_layers: int = 12
   num_decoder_layers: int = 12
-  encoder_attention_heads: int = 16
-  decoder_attention_heads: int = 16
-  encoder_ffn_dim: int = 4096
-  decoder_ffn_dim: int = 4096
-  max_position_embeddings: int = 1024
-  activation_function: str = "gelu"  # exact erf GELU
+  num_heads: int = 16
+  num_decoder_heads: int = 16
+  intermediate_size: int = 4096
+  decoder_intermediate_size: int = 4096
+  max_position: int = 1024
+  hidden_act: str = "gelu"  # exact erf GELU
   dropout: float = 0.1
   attention_dropout: float = 0.0
   activation_dropout: float = 0.0
-  init_std: float = 0.02
-  scale_embedding: bool = False  # token embeddings times sqrt(d_model)
+  initializer_range: float = 0.02
+  scale_embedding: bool = False  # token embeddings times sqrt(hidden_size)
   layer_norm_eps: float = 1e-5
   pad_token_id: int = 1
   bos_token_id: int = 0  # <s>, first token of every target
   eos_token_id: int = 2  # </s>, last token of every target and the decoder's start token
   classifier_dropout: float = 0.0  # fairseq's pooler_dropout and transformers' classifier_dropout
-
-  @property
-  def hidden_size(self) -> int:  # the names the task heads read
-    return self.d_model
-
-  @property
-  def initializer_range(self) -> float:
-    return self.init_std
+  FORMER_NAMES = {  # before issue 35 (transformers' names, which config.json of an older run holds)
+      "d_model": "hidden_size", "encoder_attention_heads": "num_heads", "decoder_attention_heads": "num_decoder_heads",
+      "encoder_ffn_dim": "intermediate_size", "decoder_ffn_dim": "decoder_intermediate_size",
+      "max_position_embeddings": "max_position", "activation_function": "hidden_act", "init_std": "initializer_range"}
 
 
 def make_config(model_cfg: Any) -> BartConfig:
@@ -78,18 +74,18 @@ def make_config(model_cfg: Any) -> BartConfig:
 
 
 def validate(cfg: BartConfig) -> None:
-  shared.check(cfg, ("vocab_size", "d_model", "num_layers", "num_decoder_layers", "encoder_attention_heads",
-                     "decoder_attention_heads", "encoder_ffn_dim", "decoder_ffn_dim", "max_position_embeddings"),
-               divisible=(("d_model", "encoder_attention_heads"), ("d_model", "decoder_attention_heads")),
+  shared.check(cfg, ("vocab_size", "hidden_size", "num_layers", "num_decoder_layers", "num_heads",
+                     "num_decoder_heads", "intermediate_size", "decoder_intermediate_size", "max_position"),
+               divisible=(("hidden_size", "num_heads"), ("hidden_size", "num_decoder_heads")),
                rates=("dropout", "attention_dropout", "activation_dropout"),
-               choices={"activation_function": layers.ACTIVATIONS})
+               choices={"hidden_act": layers.ACTIVATIONS})
   for name in ("pad_token_id", "bos_token_id", "eos_token_id"):
     if not 0 <= getattr(cfg, name) < cfg.vocab_size:
       raise UserError(f"model.{name}={getattr(cfg, name)} must be an id below model.vocab_size={cfg.vocab_size}")
 
 
 def max_sequence_length(cfg: BartConfig) -> int:
-  return cfg.max_position_embeddings
+  return cfg.max_position
 
 
 class Layer(nn.Module):
@@ -101,23 +97,24 @@ class Layer(nn.Module):
   @nn.compact
   def __call__(self, x_BLD, self_mask: attention.Mask, encoded_BSD=None, cross_mask: attention.Mask | None = None):
     cfg = self.cfg
-    heads = cfg.decoder_attention_heads if self.decoder else cfg.encoder_attention_heads
-    ffn_dim = cfg.decoder_ffn_dim if self.decoder else cfg.encoder_ffn_dim
+    heads = cfg.num_decoder_heads if self.decoder else cfg.num_heads
+    ffn_dim = cfg.decoder_intermediate_size if self.decoder else cfg.intermediate_size
     dropout = lambda y, rate=cfg.dropout: Dropout(rate)(y, deterministic=self.deterministic)
     norm = lambda name: layers.layer_norm(cfg.layer_norm_eps, cfg.compute_dtype, name)
 
     def attend(name, x_BLD, mask, memory_BSD=None):
-      block = attention.SelfAttention(heads, cfg.d_model // heads, cfg.attention_dropout, cfg.init_std,
+      block = attention.SelfAttention(heads, cfg.hidden_size // heads, cfg.attention_dropout, cfg.initializer_range,
                                       cfg.compute_dtype, cfg.attention, name=name)
       return norm(f"{name}_norm")(x_BLD + dropout(block(x_BLD, mask, self.deterministic, memory_BSD)))
 
     x_BLD = attend("self_attention", x_BLD, self_mask)
     if self.decoder:
       x_BLD = attend("cross_attention", x_BLD, cross_mask, encoded_BSD)
-    h_BLF = layers.dense(ffn_dim, ("embed", "mlp"), cfg.init_std, cfg.compute_dtype, "fc1")(x_BLD)
-    h_BLF = layers.constrain(layers.activation(cfg.activation_function)(h_BLF), ("batch", "length", "mlp"))
+    h_BLF = layers.dense(ffn_dim, ("embed", "mlp"), cfg.initializer_range, cfg.compute_dtype, "fc1")(x_BLD)
+    h_BLF = layers.constrain(layers.activation(cfg.hidden_act)(h_BLF), ("batch", "length", "mlp"))
     h_BLF = dropout(h_BLF, cfg.activation_dropout)
-    h_BLD = dropout(layers.dense(cfg.d_model, ("mlp", "embed"), cfg.init_std, cfg.compute_dtype, "fc2")(h_BLF))
+    h_BLD = dropout(layers.dense(cfg.hidden_size, ("mlp", "embed"), cfg.initializer_range, cfg.compute_dtype,
+                                 "fc2")(h_BLF))
     return layers.constrain(norm("final_norm")(x_BLD + h_BLD), ("batch", "length", "embed")), None
 
 
@@ -140,16 +137,16 @@ class Stack(nn.Module):
                cross_mask: attention.Mask | None = None):
     cfg = self.cfg
     length = tokens_BL.shape[1]
-    positions = layers.Embed(cfg.max_position_embeddings + POSITION_OFFSET, cfg.d_model, (None, "embed"),
-                             cfg.init_std, cfg.compute_dtype, name="position_embedder")
-    scale = cfg.d_model ** 0.5 if cfg.scale_embedding else 1.0
+    positions = layers.Embed(cfg.max_position + POSITION_OFFSET, cfg.hidden_size, (None, "embed"),
+                             cfg.initializer_range, cfg.compute_dtype, name="position_embedder")
+    scale = cfg.hidden_size ** 0.5 if cfg.scale_embedding else 1.0
     x_BLD = token_embedder(tokens_BL) * scale + positions(jnp.arange(length) + POSITION_OFFSET)[None]
     x_BLD = layers.layer_norm(cfg.layer_norm_eps, cfg.compute_dtype, "embedding_norm")(x_BLD)
     x_BLD = Dropout(cfg.dropout)(layers.constrain(x_BLD, ("batch", "length", "embed")),
                                  deterministic=self.deterministic)
     if self.decoder:
       stack = shared.layer_stack(DecoderLayer, cfg, self.deterministic, cfg.num_decoder_layers, (nn.broadcast,) * 3)
-      extra = (encoded_BSD, cross_mask)
+      extra: tuple[Any, ...] = (encoded_BSD, cross_mask)
     else:
       stack = shared.layer_stack(EncoderLayer, cfg, self.deterministic, cfg.num_layers, (nn.broadcast,))
       extra = ()
@@ -189,7 +186,7 @@ class BartForTask(nn.Module):
     cfg = self.cfg
     self.token_embedder, self.encoder, self.decoder = _modules(cfg, self.deterministic)
     if cfg.head == "span":
-      self.qa_outputs = layers.dense(2, ("embed", None), cfg.init_std, cfg.compute_dtype, None)
+      self.qa_outputs = layers.dense(2, ("embed", None), cfg.initializer_range, cfg.compute_dtype, None)
     else:
       self.classifier = heads.ClassificationHead(cfg, "tanh", self.deterministic)
 
@@ -207,7 +204,7 @@ class BartForTask(nn.Module):
 
 def _modules(cfg: BartConfig, deterministic: bool) -> tuple[layers.Embed, "Stack", "Stack"]:
   """The shared token table, the encoder and the decoder, for a module's setup to name."""
-  return (layers.Embed(cfg.vocab_size, cfg.d_model, ("vocab", "embed"), cfg.init_std, cfg.compute_dtype),
+  return (layers.Embed(cfg.vocab_size, cfg.hidden_size, ("vocab", "embed"), cfg.initializer_range, cfg.compute_dtype),
           Stack(cfg, deterministic, decoder=False), Stack(cfg, deterministic, decoder=True))
 
 
@@ -244,7 +241,7 @@ def example_inputs(cfg: BartConfig, batch: int = 1, length: int = 8) -> dict:
 
 
 def to_layout(params: dict, cfg: BartConfig, scanned: bool) -> dict:
-  """Converts a parameter tree between the unscanned (layers_K) and scanned (layers) layouts."""
+  """Converts a parameter tree between the unscanned (layers_k) and scanned (layers) layouts."""
   stacks = {f"{stack}/layers": [f"{stack}/layers_{k}" for k in range(n)]
             for stack, n in (("encoder", cfg.num_layers), ("decoder", cfg.num_decoder_layers))}
   return shared.to_layout(params, stacks, scanned)
@@ -272,4 +269,4 @@ FAMILY = Family(
     # <s> A </s> (text_infilling's blocks); a pair as fairseq's GLUE preprocessing and BARTHubInterface.encode, one
     # </s> between (transformers' tokenizer puts </s></s>), token type 0
     framings={"bart": Framing("{cls} $A {eos}", "{cls} $A {eos} $B {eos}")}, framing="bart", finetune=finetune,
-    bench_references={"text_infilling": "bert_jax.benchmark.torch_generative:TextInfilling"})
+    bench_references={"text_infilling": "bert_jax.bench.torch_generative:TextInfilling"})

@@ -1,15 +1,15 @@
 """BERT, RoBERTa and ALBERT: one post-LN encoder with factorized embeddings and cross-layer sharing.
 
-BERT is the case E == H without projection and nothing shared; RoBERTa changes the embedding
+BERT is the case E == D without projection and nothing shared; RoBERTa changes the embedding
 conventions (positions offset past the padding id, one segment type) and drops NSP; ALBERT
-factorizes the embeddings (E -> H projection) and shares layers within `num_hidden_groups` groups
+factorizes the embeddings (E -> D projection) and shares layers within `num_hidden_groups` groups
 (`share`: all, attention, ffn or none, the ALBERT paper's ablation).
 
-Parameter layout (unscanned): encoder/{embeddings, embedding_projection, attention_K, ffn_K, pooler},
-mlm_head/{transform, layer_norm, bias}, sentence_head. K is the owner index of a block: the group's
+Parameter layout (unscanned): encoder/{embeddings, embedding_projection, attention_k, ffn_k, pooler},
+mlm_head/{transform, layer_norm, bias}, sentence_head. k is the owner index of a block: the group's
 index when the block is shared, the layer's index when it is not. Scanned layers keep the same
 leaves stacked on a leading `layers` axis (share=none: encoder/layers/{attention,ffn}) or
-broadcast (share=all: encoder/layers_G/{attention,ffn}); `to_layout` converts between the two.
+broadcast (share=all: encoder/layers_g/{attention,ffn}); `to_layout` converts between the two.
 
 A task model (model.head classification or span, `BertForTask`) keeps the pretraining model's `encoder`
 subtree under the same paths; mlm_head and sentence_head stay behind. It adds `classifier` ({kernel, bias} on
@@ -26,8 +26,8 @@ import jax.numpy as jnp
 
 from bert_jax.errors import UserError
 from bert_jax.models import attention, heads, layers, shared
-from bert_jax.models.family import Family, Framing
 from bert_jax.models.dropout import Dropout
+from bert_jax.models.family import Family, Framing
 
 SHARE_MODES = ("none", "all", "attention", "ffn")
 CLASSIFIERS = ("pooler", "roberta")
@@ -37,14 +37,14 @@ BLOCKS = ("attention", "ffn")
 
 @dataclasses.dataclass(frozen=True)
 class BertConfig(shared.Settings):
-  """BERT-base; RoBERTa, ALBERT and the other sizes override it (bert_jax/defaults.py, configs/)."""
+  """BERT-base; RoBERTa, ALBERT and the other sizes override it (bert_jax/recipes/pretraining.py, configs/)."""
   vocab_size: int = 30522
   hidden_size: int = 768
   num_layers: int = 12
   num_heads: int = 12
   intermediate_size: int = 3072
-  embedding_size: int = 0  # 0: the hidden size (BERT); ALBERT factorizes with E < H
-  embedding_projection: bool = False  # ALBERT always projects E -> H, even when E == H
+  embedding_size: int = 0  # 0: the hidden size (BERT); ALBERT factorizes with E < D
+  embedding_projection: bool = False  # ALBERT always projects E -> D, even when E == D
   max_position: int = 512
   type_vocab_size: int = 2
   position_offset: bool = False  # RoBERTa: positions count from pad_token_id + 1, padding sits at pad_token_id
@@ -97,13 +97,13 @@ class AttentionBlock(nn.Module):
   deterministic: bool
 
   @nn.compact
-  def __call__(self, x_BLH, mask: attention.Mask):
+  def __call__(self, x_BLD, mask: attention.Mask):
     cfg = self.cfg
-    y_BLH = attention.SelfAttention(
+    y_BLD = attention.SelfAttention(
         cfg.num_heads, cfg.hidden_size // cfg.num_heads, cfg.attention_dropout, cfg.initializer_range,
-        cfg.compute_dtype, cfg.attention, name="self")(x_BLH, mask, self.deterministic)
-    y_BLH = Dropout(cfg.dropout)(y_BLH, deterministic=self.deterministic)
-    return layers.layer_norm(cfg.layer_norm_eps, cfg.compute_dtype, "layer_norm")(x_BLH + y_BLH)
+        cfg.compute_dtype, cfg.attention, name="self")(x_BLD, mask, self.deterministic)
+    y_BLD = Dropout(cfg.dropout)(y_BLD, deterministic=self.deterministic)
+    return layers.layer_norm(cfg.layer_norm_eps, cfg.compute_dtype, "layer_norm")(x_BLD + y_BLD)
 
 
 class FeedForwardBlock(layers.PostLNFeedForward):
@@ -116,10 +116,10 @@ class TransformerLayer(nn.Module):
   deterministic: bool
 
   @nn.compact
-  def __call__(self, x_BLH, mask: attention.Mask):
-    x_BLH = AttentionBlock(self.cfg, self.deterministic, name="attention")(x_BLH, mask)
-    x_BLH = FeedForwardBlock(self.cfg, self.deterministic, name="ffn")(x_BLH)
-    return layers.constrain(x_BLH, ("batch", "length", "embed")), None
+  def __call__(self, x_BLD, mask: attention.Mask):
+    x_BLD = AttentionBlock(self.cfg, self.deterministic, name="attention")(x_BLD, mask)
+    x_BLD = FeedForwardBlock(self.cfg, self.deterministic, name="ffn")(x_BLD)
+    return layers.constrain(x_BLD, ("batch", "length", "embed")), None
 
 
 def owners(cfg: BertConfig) -> list[tuple[int, int]]:
@@ -195,20 +195,20 @@ class BertEncoder(nn.Module):
     return [stack(cfg, self.deterministic, name=f"layers_{g}") for g in range(cfg.num_hidden_groups)]
 
   def __call__(self, input_ids_BL, token_type_ids_BL, attention_mask_BL):
-    x_BLH = self.embeddings(input_ids_BL, token_type_ids_BL)
+    x_BLD = self.embeddings(input_ids_BL, token_type_ids_BL)
     if self.cfg.embedding_projection:
-      x_BLH = self.embedding_projection(x_BLH)
-    x_BLH = layers.constrain(x_BLH, ("batch", "length", "embed"))
+      x_BLD = self.embedding_projection(x_BLD)
+    x_BLD = layers.constrain(x_BLD, ("batch", "length", "embed"))
     mask = attention.from_attention_mask(attention_mask_BL)  # [B, L] padding, or a full [B, L, L] mask (UniLM)
     if self.cfg.scan_layers:
       for stack in self.stacks:
-        x_BLH, _ = stack(x_BLH, mask)
+        x_BLD, _ = stack(x_BLD, mask)
     else:
       for a, f in owners(self.cfg):
-        x_BLH = self.attention_blocks[a](x_BLH, mask)
-        x_BLH = layers.constrain(self.ffn_blocks[f](x_BLH), ("batch", "length", "embed"))
-    pooled_BH = jnp.tanh(self.pooler(x_BLH[:, 0])) if self.with_pooler else None
-    return x_BLH, pooled_BH
+        x_BLD = self.attention_blocks[a](x_BLD, mask)
+        x_BLD = layers.constrain(self.ffn_blocks[f](x_BLD), ("batch", "length", "embed"))
+    pooled_BD = jnp.tanh(self.pooler(x_BLD[:, 0])) if self.with_pooler else None
+    return x_BLD, pooled_BD
 
 
 class MaskedLMHead(nn.Module):
@@ -216,10 +216,10 @@ class MaskedLMHead(nn.Module):
   cfg: BertConfig
 
   @nn.compact
-  def __call__(self, x_BPH, word_embeddings: layers.Embed):
+  def __call__(self, x_BPD, word_embeddings: layers.Embed):
     cfg = self.cfg
     h_BPE = layers.dense(cfg.embed_dim, ("embed", None), cfg.initializer_range, cfg.compute_dtype,
-                         "transform")(x_BPH)
+                         "transform")(x_BPD)
     h_BPE = layers.layer_norm(cfg.layer_norm_eps, cfg.compute_dtype, "layer_norm")(
         layers.activation(cfg.hidden_act)(h_BPE))
     bias_V = self.param("bias", layers.partitioned(nn.initializers.zeros, ("vocab",)), (cfg.vocab_size,),
@@ -250,15 +250,15 @@ class BertForPreTraining(nn.Module):
       token_type_ids_BL = jnp.zeros_like(input_ids_BL)
     if attention_mask_BL is None:
       attention_mask_BL = jnp.ones_like(input_ids_BL)
-    x_BLH, pooled_BH = self.encoder(input_ids_BL, token_type_ids_BL, attention_mask_BL)
+    x_BLD, pooled_BD = self.encoder(input_ids_BL, token_type_ids_BL, attention_mask_BL)
     if masked_positions_BP is not None:
-      x_BPH = jnp.take_along_axis(x_BLH, masked_positions_BP[..., None].astype(jnp.int32), axis=1)
+      x_BPD = jnp.take_along_axis(x_BLD, masked_positions_BP[..., None].astype(jnp.int32), axis=1)
     else:
-      x_BPH = x_BLH
-    outputs = {"sequence_output": x_BLH, "pooled_output": pooled_BH,
-               "mlm_logits": self.mlm_head(x_BPH, self.encoder.embeddings.word_embeddings)}
+      x_BPD = x_BLD
+    outputs = {"sequence_output": x_BLD, "pooled_output": pooled_BD,
+               "mlm_logits": self.mlm_head(x_BPD, self.encoder.embeddings.word_embeddings)}
     if self.cfg.sentence_head != "none":
-      outputs["sentence_logits"] = self.sentence_head(pooled_BH)
+      outputs["sentence_logits"] = self.sentence_head(pooled_BD)
     return outputs
 
 
@@ -272,13 +272,13 @@ class BertForTask(nn.Module):
   def __call__(self, input_ids_BL, token_type_ids_BL, attention_mask_BL):
     cfg = self.cfg
     pooled = cfg.head == "classification" and cfg.classifier == "pooler"
-    x_BLH, pooled_BH = BertEncoder(cfg, self.deterministic, with_pooler=pooled, name="encoder")(
+    x_BLD, pooled_BD = BertEncoder(cfg, self.deterministic, with_pooler=pooled, name="encoder")(
         input_ids_BL, token_type_ids_BL, attention_mask_BL)
     if not pooled:
-      return heads.task_outputs(x_BLH, cfg, self.deterministic, "tanh")
-    h_BH = Dropout(cfg.head_dropout)(pooled_BH, deterministic=self.deterministic)
+      return heads.task_outputs(x_BLD, cfg, self.deterministic, "tanh")
+    h_BD = Dropout(cfg.head_dropout)(pooled_BD, deterministic=self.deterministic)
     logits_BC = layers.dense(cfg.num_labels, ("embed", None), cfg.initializer_range, cfg.compute_dtype,
-                             "classifier")(h_BH)
+                             "classifier")(h_BD)
     return {"logits": logits_BC.astype(jnp.float32)}
 
 
@@ -291,13 +291,14 @@ def build_encoder(cfg: BertConfig) -> BertEncoder:
   return BertEncoder(cfg, with_pooler=True)
 
 
-def example_inputs(cfg: BertConfig, batch: int = 1, length: int = 8) -> dict:
+def example_inputs(cfg: shared.Settings, batch: int = 1, length: int = 8) -> dict:
   ids = jnp.ones((batch, length), jnp.int32)
   return {"input_ids_BL": ids, "token_type_ids_BL": jnp.zeros_like(ids), "attention_mask_BL": ids}
 
 
 def to_layout(params: dict, cfg: BertConfig, scanned: bool) -> dict:
   """Converts a parameter tree between the unscanned and scanned layouts (scanned=True: to scanned)."""
+  stacks: dict[str, list[str] | str]
   if cfg.share == "none":
     n = cfg.num_layers * cfg.inner_group_num
     stacks = {f"encoder/layers/{b}": [f"encoder/{b}_{k}" for k in range(n)] for b in BLOCKS}
@@ -314,5 +315,5 @@ FAMILY = Family(
     framings={"bert": FRAMING, "albert": FRAMING,
               "roberta": Framing("{cls} $A {sep}", "{cls} $A {sep} {sep} $B {sep}")},  # <s> A </s></s> B </s>, type 0
     framing="bert", framing_by_packing={"full_sentences": "roberta"},  # RoBERTa's full sentences
-    bench_references={"masked_lm": "bert_jax.benchmark.torch_encoders:MaskedLM",
-                      "unilm": "bert_jax.benchmark.torch_encoders:UniLM"})
+    bench_references={"masked_lm": "bert_jax.bench.torch_encoders:MaskedLM",
+                      "unilm": "bert_jax.bench.torch_encoders:UniLM"})

@@ -12,9 +12,9 @@ import math
 
 import flax.linen as nn
 import jax
+from jax import lax
 import jax.numpy as jnp
 import numpy as np
-from jax import lax
 
 _ROTATIONS = ((13, 15, 26, 6), (17, 29, 16, 24))
 _KEY_PARITY = 0x1BD11BDA
@@ -43,7 +43,7 @@ def random_bits(key: jax.Array, shape: tuple[int, ...]) -> jax.Array:
   """uint32 bits equal to `jax.random.bits(key, shape)` for a Threefry key (JAX's default, partitionable)."""
   size = math.prod(shape)
   if (str(jax.random.key_impl(key)) != "threefry2x32" or size >= 2 ** 32
-      or not jax.config.jax_threefry_partitionable):
+      or not jax.config.jax_threefry_partitionable):  # type: ignore[attr-defined]  # jax's Config sets flags dynamically
     return jax.random.bits(key, shape)
   key0, key1 = jax.random.key_data(key)
   strides = [math.prod(shape[d + 1:]) for d in range(len(shape))]

@@ -7,12 +7,12 @@ embedding_size) that both towers read; a tower whose hidden size differs from E 
 (`embedding_projection`, HF's `embeddings_project`). The generator is the discriminator scaled by
 `generator_size` in hidden size, heads and FFN (the release's generator_hidden_size; its layer count by
 `generator_layers`); its MLM head is BERT's (dense to E + activation + LayerNorm, then the tied word
-embeddings and a bias). The discriminator's head is dense(H) + activation + dense(1): one logit per token,
+embeddings and a bias). The discriminator's head is dense(D) + activation + dense(1): one logit per token,
 "replaced".
 
 Parameter layout (unscanned): embeddings/{word,position,token_type}_embeddings, embeddings/layer_norm,
-generator/{embedding_projection, attention_K, ffn_K}, generator_head/{transform, layer_norm, bias},
-discriminator/{embedding_projection, attention_K, ffn_K}, discriminator_head/{dense, prediction}. Scanned
+generator/{embedding_projection, attention_k, ffn_k}, generator_head/{transform, layer_norm, bias},
+discriminator/{embedding_projection, attention_k, ffn_k}, discriminator_head/{dense, prediction}. Scanned
 towers hold <tower>/layers/{attention, ffn} stacked on a leading `layers` axis (bert.py's layout).
 
 A task model (model.head classification or span, `ElectraForTask`) is the discriminator's encoder with a head
@@ -115,16 +115,16 @@ class Tower(nn.Module):
     if cfg.embedding_projection:
       x_BLE = layers.dense(cfg.hidden_size, (None, "embed"), cfg.initializer_range, cfg.compute_dtype,
                            "embedding_projection")(x_BLE)
-    x_BLH = layers.constrain(x_BLE, ("batch", "length", "embed"))
+    x_BLD = layers.constrain(x_BLE, ("batch", "length", "embed"))
     if cfg.scan_layers:
       stack = shared.scan(bert.TransformerLayer, cfg, cfg.num_layers, (nn.broadcast,))
-      x_BLH, _ = stack(cfg, self.deterministic, name="layers")(x_BLH, mask)
-      return x_BLH
+      x_BLD, _ = stack(cfg, self.deterministic, name="layers")(x_BLD, mask)
+      return x_BLD
     attention_cls, ffn_cls = shared.remat(bert.AttentionBlock, cfg), shared.remat(bert.FeedForwardBlock, cfg)
     for k in range(cfg.num_layers):
-      x_BLH = attention_cls(cfg, self.deterministic, name=f"attention_{k}")(x_BLH, mask)
-      x_BLH = layers.constrain(ffn_cls(cfg, self.deterministic, name=f"ffn_{k}")(x_BLH), ("batch", "length", "embed"))
-    return x_BLH
+      x_BLD = attention_cls(cfg, self.deterministic, name=f"attention_{k}")(x_BLD, mask)
+      x_BLD = layers.constrain(ffn_cls(cfg, self.deterministic, name=f"ffn_{k}")(x_BLD), ("batch", "length", "embed"))
+    return x_BLD
 
 
 class DiscriminatorHead(nn.Module):
@@ -132,11 +132,11 @@ class DiscriminatorHead(nn.Module):
   cfg: bert.BertConfig
 
   @nn.compact
-  def __call__(self, x_BLH):
+  def __call__(self, x_BLD):
     cfg = self.cfg
-    h_BLH = layers.dense(cfg.hidden_size, ("embed", "mlp"), cfg.initializer_range, cfg.compute_dtype, "dense")(x_BLH)
-    h_BLH = layers.activation(cfg.hidden_act)(h_BLH)
-    return layers.dense(1, ("mlp", None), cfg.initializer_range, cfg.compute_dtype, "prediction")(h_BLH)[..., 0]
+    h_BLD = layers.dense(cfg.hidden_size, ("embed", "mlp"), cfg.initializer_range, cfg.compute_dtype, "dense")(x_BLD)
+    h_BLD = layers.activation(cfg.hidden_act)(h_BLD)
+    return layers.dense(1, ("mlp", None), cfg.initializer_range, cfg.compute_dtype, "prediction")(h_BLD)[..., 0]
 
 
 class ElectraForPreTraining(nn.Module):
@@ -155,15 +155,15 @@ class ElectraForPreTraining(nn.Module):
     self.discriminator_head = DiscriminatorHead(d)
 
   def generate(self, input_ids_BL, token_type_ids_BL, attention_mask_BL, masked_positions_BP=None):
-    x_BLH = self.generator(self.embeddings(input_ids_BL, token_type_ids_BL), attention.padding(attention_mask_BL))
+    x_BLD = self.generator(self.embeddings(input_ids_BL, token_type_ids_BL), attention.padding(attention_mask_BL))
     if masked_positions_BP is not None:
-      x_BLH = jnp.take_along_axis(x_BLH, masked_positions_BP[..., None].astype(jnp.int32), axis=1)
-    return self.generator_head(x_BLH, self.embeddings.word_embeddings)
+      x_BLD = jnp.take_along_axis(x_BLD, masked_positions_BP[..., None].astype(jnp.int32), axis=1)
+    return self.generator_head(x_BLD, self.embeddings.word_embeddings)
 
   def discriminate(self, input_ids_BL, token_type_ids_BL, attention_mask_BL):
-    x_BLH = self.discriminator(self.embeddings(input_ids_BL, token_type_ids_BL),
+    x_BLD = self.discriminator(self.embeddings(input_ids_BL, token_type_ids_BL),
                                attention.padding(attention_mask_BL))
-    return self.discriminator_head(x_BLH)
+    return self.discriminator_head(x_BLD)
 
   def __call__(self, input_ids_BL, token_type_ids_BL=None, attention_mask_BL=None, masked_positions_BP=None):
     if token_type_ids_BL is None:
@@ -199,8 +199,8 @@ class ElectraForTask(nn.Module):
 
   @nn.compact
   def __call__(self, input_ids_BL, token_type_ids_BL, attention_mask_BL):
-    x_BLH = _discriminator(self.cfg, self.deterministic, input_ids_BL, token_type_ids_BL, attention_mask_BL)
-    return heads.task_outputs(x_BLH, self.cfg, self.deterministic, "gelu")
+    x_BLD = _discriminator(self.cfg, self.deterministic, input_ids_BL, token_type_ids_BL, attention_mask_BL)
+    return heads.task_outputs(x_BLD, self.cfg, self.deterministic, "gelu")
 
 
 def build(cfg: ElectraConfig, deterministic: bool = True) -> ElectraForPreTraining | ElectraForTask:
@@ -233,4 +233,4 @@ def finetune(c: Any, pretrained: Any) -> None:
 FAMILY = Family(
     name="electra", objective="replaced_token_detection", converter="bert_jax.convert.electra",
     hf_types={"electra": "electra_config"}, framings={"electra": bert.FRAMING}, framing="bert", finetune=finetune,
-    bench_references={"replaced_token_detection": "bert_jax.benchmark.torch_encoders:ReplacedTokenDetection"})
+    bench_references={"replaced_token_detection": "bert_jax.bench.torch_encoders:ReplacedTokenDetection"})

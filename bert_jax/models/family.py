@@ -5,8 +5,9 @@ the code that reads them sits in the layers above models (objectives, convert, d
 family's facts up here instead of switching on its name.
 """
 
+from collections.abc import Callable, Mapping
 import dataclasses
-from typing import Any, Callable, Mapping
+from typing import Any
 
 
 @dataclasses.dataclass(frozen=True)
@@ -31,16 +32,16 @@ class Family:
   name: str  # config.model.family
   objective: str  # its pretraining objective (bert_jax/objectives), the one its recipe trains
   converter: str  # the module of its Hugging Face converter (interface: bert_jax/convert/__init__.py)
-  # Hugging Face model_type it imports -> the bert_jax.defaults builder of the recipe an import trains with
+  # Hugging Face model_type it imports -> the bert_jax.recipes builder of the recipe an import trains with
   hf_types: Mapping[str, str]
   # framing name (the Hugging Face model_type an export writes; objective.framing of fine-tuning) -> its framing
   framings: Mapping[str, Framing]
   framing: str  # the framing its fine-tuning keeps: its pretraining's
   framing_by_packing: Mapping[str, str] = dataclasses.field(default_factory=dict)  # objective.packing -> framing
   # changes to BERT's fine-tuning recipe: finetune(config, pretrained) edits the fine-tuning config in place
-  # (bert_jax.defaults.finetune_config); None: BERT's as it is
+  # (bert_jax.recipes.finetune_config); None: BERT's as it is
   finetune: Callable[[Any, Any], None] | None = None
-  # objective -> "module:Class" of the transformers model `bench --compare-hf` trains (bert_jax/benchmark)
+  # objective -> "module:Class" of the transformers model `bench --compare-hf` trains (bert_jax/bench)
   bench_references: Mapping[str, str] = dataclasses.field(default_factory=dict)
   hf_sentinels: int = 0  # T5: the <extra_id_N> an imported tokenizer gets
   hf_eod_ids: tuple[str, ...] = ()  # config.json keys an export sets to the tokenizer's end-of-text id

@@ -10,9 +10,9 @@ a KV cache in the "cache" collection (flax's decoding pattern): `init_cache` mak
 each call writes its tokens at the cache's index and attends to everything cached so far; positions are then the
 caller's (position_ids_BL). Decoding runs the unscanned layout (`to_layout`).
 
-Parameter layout (unscanned): wte/embedding [vocab, embed], wpe/embedding [positions, embed], layers_K/{ln_1,
+Parameter layout (unscanned): wte/embedding [vocab, embed], wpe/embedding [positions, embed], layers_k/{ln_1,
 attention/{query, key, value: kernel [embed, heads, kv]; out: kernel [heads, kv, embed]}, ln_2, mlp/{c_fc, c_proj}},
-ln_f. With scan_layers the layers_K subtrees are stacked under `layers`.
+ln_f. With scan_layers the layers_k subtrees are stacked under `layers`.
 
 A task model (model.head classification or span, `GPT2ForTask`) keeps these names and adds transformers' heads:
 GPT2ForSequenceClassification's `score` (ours `classifier`, no bias, no dropout) on the last real token's state,
@@ -29,8 +29,8 @@ import jax.numpy as jnp
 
 from bert_jax.errors import UserError
 from bert_jax.models import attention, heads, layers, shared
-from bert_jax.models.family import Family, Framing
 from bert_jax.models.dropout import Dropout
+from bert_jax.models.family import Family, Framing
 
 
 @dataclasses.dataclass(frozen=True)
@@ -79,7 +79,7 @@ class CausalSelfAttention(nn.Module):
   deterministic: bool
 
   @nn.compact
-  def __call__(self, x_BLH, key_mask_BL, decode: bool = False):
+  def __call__(self, x_BLD, key_mask_BL, decode: bool = False):
     cfg = self.cfg
     head_dim = cfg.hidden_size // cfg.num_heads
 
@@ -90,9 +90,9 @@ class CausalSelfAttention(nn.Module):
                              bias_init=layers.partitioned(nn.initializers.zeros, ("heads", "kv")), name=name)
 
     axes = attention.ACTIVATION_AXES
-    q_BLNK = layers.constrain(projection("query")(x_BLH), axes)
-    k_BSNK = layers.constrain(projection("key")(x_BLH), axes)
-    v_BSNK = layers.constrain(projection("value")(x_BLH), axes)
+    q_BLNK = layers.constrain(projection("query")(x_BLD), axes)
+    k_BSNK = layers.constrain(projection("key")(x_BLD), axes)
+    v_BSNK = layers.constrain(projection("value")(x_BLD), axes)
     key_mask_BS = key_mask_BL.astype(bool)
     first = None
     if decode and self.has_variable("cache", "cached_key"):
@@ -129,12 +129,12 @@ class MLP(nn.Module):
   deterministic: bool
 
   @nn.compact
-  def __call__(self, x_BLH):
+  def __call__(self, x_BLD):
     cfg = self.cfg
     h_BLF = nn.Dense(cfg.intermediate_size, dtype=cfg.compute_dtype, param_dtype=jnp.float32,
                      **layers.KERNEL_PRODUCT,
                      kernel_init=_normal(cfg.initializer_range, ("embed", "mlp")),
-                     bias_init=layers.partitioned(nn.initializers.zeros, ("mlp",)), name="c_fc")(x_BLH)
+                     bias_init=layers.partitioned(nn.initializers.zeros, ("mlp",)), name="c_fc")(x_BLD)
     h_BLF = layers.constrain(layers.activation(cfg.hidden_act)(h_BLF), ("batch", "length", "mlp"))
     return nn.Dense(cfg.hidden_size, dtype=cfg.compute_dtype, param_dtype=jnp.float32,
                     **layers.KERNEL_PRODUCT,
@@ -148,14 +148,14 @@ class Block(nn.Module):
   deterministic: bool
 
   @nn.compact
-  def __call__(self, x_BLH, key_mask_BL, decode: bool = False):
+  def __call__(self, x_BLD, key_mask_BL, decode: bool = False):
     cfg = self.cfg
     dropout = lambda y: Dropout(cfg.dropout)(y, deterministic=self.deterministic)
-    h_BLH = layers.layer_norm(cfg.layer_norm_eps, cfg.compute_dtype, "ln_1")(x_BLH)
-    x_BLH = x_BLH + dropout(CausalSelfAttention(cfg, self.deterministic, name="attention")(h_BLH, key_mask_BL, decode))
-    h_BLH = layers.layer_norm(cfg.layer_norm_eps, cfg.compute_dtype, "ln_2")(x_BLH)
-    x_BLH = x_BLH + dropout(MLP(cfg, self.deterministic, name="mlp")(h_BLH))
-    return layers.constrain(x_BLH, ("batch", "length", "embed")), None
+    h_BLD = layers.layer_norm(cfg.layer_norm_eps, cfg.compute_dtype, "ln_1")(x_BLD)
+    x_BLD = x_BLD + dropout(CausalSelfAttention(cfg, self.deterministic, name="attention")(h_BLD, key_mask_BL, decode))
+    h_BLD = layers.layer_norm(cfg.layer_norm_eps, cfg.compute_dtype, "ln_2")(x_BLD)
+    x_BLD = x_BLD + dropout(MLP(cfg, self.deterministic, name="mlp")(h_BLD))
+    return layers.constrain(x_BLD, ("batch", "length", "embed")), None
 
 
 class GPT2(nn.Module):
@@ -165,8 +165,8 @@ class GPT2(nn.Module):
 
   @nn.compact
   def __call__(self, input_ids_BL, attention_mask_BL=None, position_ids_BL=None, decode: bool = False):
-    x_BLH, wte = _transformer(self.cfg, self.deterministic, input_ids_BL, attention_mask_BL, position_ids_BL, decode)
-    return wte.attend(x_BLH)
+    x_BLD, wte = _transformer(self.cfg, self.deterministic, input_ids_BL, attention_mask_BL, position_ids_BL, decode)
+    return wte.attend(x_BLD)
 
 
 class GPT2ForTask(nn.Module):
@@ -178,18 +178,18 @@ class GPT2ForTask(nn.Module):
   @nn.compact
   def __call__(self, input_ids_BL, token_type_ids_BL=None, attention_mask_BL=None):
     cfg = self.cfg
-    x_BLH, _ = _transformer(cfg, self.deterministic, input_ids_BL, attention_mask_BL)
+    x_BLD, _ = _transformer(cfg, self.deterministic, input_ids_BL, attention_mask_BL)
     if cfg.head == "span":
-      return heads.span_logits(x_BLH, cfg)
-    x_BH = heads.state_at_last(x_BLH, heads.real_tokens(input_ids_BL, attention_mask_BL))
+      return heads.span_logits(x_BLD, cfg)
+    x_BD = heads.state_at_last(x_BLD, heads.real_tokens(input_ids_BL, attention_mask_BL))
     score = layers.dense(cfg.num_labels, ("embed", None), cfg.initializer_range, cfg.compute_dtype, "classifier",
                          use_bias=False)
-    return {"logits": score(x_BH).astype(jnp.float32)}
+    return {"logits": score(x_BD).astype(jnp.float32)}
 
 
 def _transformer(cfg: GPT2Config, deterministic: bool, input_ids_BL, attention_mask_BL=None, position_ids_BL=None,
                  decode: bool = False) -> tuple[jax.Array, layers.Embed]:
-  """The final states [B, L, H] (after ln_f) and the token table, from modules made in the calling module."""
+  """The final states [B, L, D] (after ln_f) and the token table, from modules made in the calling module."""
   if decode and (cfg.scan_layers or cfg.remat != "none"):
     raise UserError("decoding with a KV cache runs the unscanned layout without remat; build the model with "
                     "scan_layers=False and remat=none")
@@ -201,16 +201,16 @@ def _transformer(cfg: GPT2Config, deterministic: bool, input_ids_BL, attention_m
                      name="wte")
   wpe = layers.Embed(cfg.max_position, cfg.hidden_size, (None, "embed"), cfg.initializer_range, cfg.compute_dtype,
                      name="wpe")
-  x_BLH = wte(input_ids_BL) + wpe(position_ids_BL)
-  x_BLH = Dropout(cfg.embedding_dropout)(x_BLH, deterministic=deterministic)
-  x_BLH = layers.constrain(x_BLH, ("batch", "length", "embed"))
+  x_BLD = wte(input_ids_BL) + wpe(position_ids_BL)
+  x_BLD = Dropout(cfg.embedding_dropout)(x_BLD, deterministic=deterministic)
+  x_BLD = layers.constrain(x_BLD, ("batch", "length", "embed"))
   if cfg.scan_layers:
     for stack in shared.layer_stack(Block, cfg, deterministic, cfg.num_layers, (nn.broadcast,)):
-      x_BLH, _ = stack(x_BLH, attention_mask_BL)
+      x_BLD, _ = stack(x_BLD, attention_mask_BL)
   else:
     for layer in shared.layer_stack(Block, cfg, deterministic, cfg.num_layers, ()):
-      x_BLH, _ = layer(x_BLH, attention_mask_BL, *((True,) if decode else ()))
-  return layers.layer_norm(cfg.layer_norm_eps, cfg.compute_dtype, "ln_f")(x_BLH), wte
+      x_BLD, _ = layer(x_BLD, attention_mask_BL, *((True,) if decode else ()))
+  return layers.layer_norm(cfg.layer_norm_eps, cfg.compute_dtype, "ln_f")(x_BLD), wte
 
 
 def build(cfg: GPT2Config, deterministic: bool = True) -> GPT2 | GPT2ForTask:
@@ -238,7 +238,7 @@ def init_cache(model: GPT2, batch: int, length: int) -> Any:
 
 
 def to_layout(params: dict, cfg: GPT2Config, scanned: bool) -> dict:
-  """Converts a parameter tree between the unscanned (layers_K) and scanned (layers) layouts."""
+  """Converts a parameter tree between the unscanned (layers_k) and scanned (layers) layouts."""
   return shared.to_layout(params, {"layers": [f"layers_{k}" for k in range(cfg.num_layers)]}, scanned)
 
 
@@ -253,5 +253,5 @@ FAMILY = Family(
     name="gpt2", objective="causal_lm", converter="bert_jax.convert.gpt2", hf_types={"gpt2": "gpt2_config"},
     # GPT-2 frames nothing: the end-of-text that ends documents joins a pair
     framings={"gpt2": Framing("$A", "$A {eod} $B")}, framing="gpt2", finetune=finetune,
-    bench_references={"causal_lm": "bert_jax.benchmark.torch_generative:CausalLM"},
+    bench_references={"causal_lm": "bert_jax.bench.torch_generative:CausalLM"},
     hf_eod_ids=("bos_token_id", "eos_token_id"))  # GPT2Config's defaults are the published vocabulary's 50256

@@ -5,10 +5,13 @@ Every parameter carries logical axis names (`vocab`, `embed`, `heads`, `kv`, `ml
 `bert_jax.parallel` maps them to mesh axes with the rules in the config.
 """
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any, TypedDict
 
 import flax.linen as nn
 from flax.linen.dtypes import promote_dtype
+from flax.linen.linear import PromoteDtypeFn
+from flax.typing import DotGeneralT
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -59,7 +62,12 @@ def recomputed(fn: Callable) -> Callable:
   """fn keeping only its inputs for the backward pass, which recomputes its intermediates from them (as PyTorch's
   GELU and LayerNorm do). For element-wise steps and normalizations: writing and reading their intermediates costs
   more than computing them again, and under nn.scan each is copied into a stacked [layers, ...] buffer."""
-  return jax.checkpoint(fn) if RECOMPUTE_ELEMENTWISE else fn
+  return jax.checkpoint(fn)
+
+
+def recomputed_module(module_cls: type) -> type:
+  """`recomputed` for a flax module class (LayerNorm)."""
+  return nn.remat(module_cls)
 
 
 def activation(name: str) -> Callable:
@@ -72,18 +80,13 @@ def constrain(x: jax.Array, axes: tuple[str | None, ...]) -> jax.Array:
 
 def layer_norm(eps: float, dtype: Dtype, name: str) -> nn.LayerNorm:
   """flax's LayerNorm (float32 parameters) keeping only its input for the backward pass (`recomputed`)."""
-  return (nn.remat(nn.LayerNorm) if RECOMPUTE_ELEMENTWISE else nn.LayerNorm)(
+  return recomputed_module(nn.LayerNorm)(
       epsilon=eps, dtype=dtype, param_dtype=jnp.float32,
       scale_init=partitioned(nn.initializers.ones, ("embed",)),
       bias_init=partitioned(nn.initializers.zeros, ("embed",)), name=name)
 
 
 LOW_PRECISION = (jnp.dtype(jnp.bfloat16), jnp.dtype(jnp.float16))
-# Switches for benchmarks/step_ab.py's before/after; each is read when a step is traced.
-GRADIENTS_IN_LAYOUT = True
-FLOAT32_ACCUMULATION_ON_CPU = True
-RECOMPUTE_ELEMENTWISE = True
-MATRIX_PRODUCTS_ON_CPU = True
 
 
 def _as_matrices(x, y, dimension_numbers):
@@ -133,19 +136,22 @@ def _product(x, y, dimension_numbers, precision, out_dtype):
   float32 kernel for the layouts YNNPACK declines."""
   on_cpu = platform() == "cpu"
   float32 = x.dtype == y.dtype == jnp.float32
-  matrices = _as_matrices(x, y, dimension_numbers) if on_cpu and float32 and MATRIX_PRODUCTS_ON_CPU else None
+  matrices = _as_matrices(x, y, dimension_numbers) if on_cpu and float32 else None
   if matrices:
     x, y, dimension_numbers, shape = matrices
     return jax.lax.dot_general(x, y, dimension_numbers, precision=precision,
                                preferred_element_type=out_dtype).reshape(shape)
   if x.dtype in LOW_PRECISION and on_cpu:
-    batched = bool(dimension_numbers[1][0])
-    if batched:
-      x, y = x.astype(jnp.float32), y.astype(jnp.float32)
-    if batched or FLOAT32_ACCUMULATION_ON_CPU:
-      out = jax.lax.dot_general(x, y, dimension_numbers, precision=precision, preferred_element_type=jnp.float32)
-      return out.astype(out_dtype)
+    return _low_precision_on_cpu(x, y, dimension_numbers, precision, out_dtype)
   return jax.lax.dot_general(x, y, dimension_numbers, precision=precision, preferred_element_type=out_dtype)
+
+
+def _low_precision_on_cpu(x, y, dimension_numbers, precision, out_dtype):
+  """A bfloat16 / float16 product on the CPU: into float32, then cast (see `_product`)."""
+  if dimension_numbers[1][0]:  # batched: in float32
+    x, y = x.astype(jnp.float32), y.astype(jnp.float32)
+  out = jax.lax.dot_general(x, y, dimension_numbers, precision=precision, preferred_element_type=jnp.float32)
+  return out.astype(out_dtype)
 
 
 def _cotangent(g, other, g_axes, other_free, g_batch, other_batch, batch, free, contracted, precision, dtype,
@@ -205,8 +211,7 @@ def dot_general(x, y, dimension_numbers, precision=None, preferred_element_type=
                                preferred_element_type=preferred_element_type)
   out_dtype = jnp.dtype(preferred_element_type or compute_dtype)
   dimension_numbers = tuple(tuple(tuple(int(a) for a in axes) for axes in pair) for pair in dimension_numbers)
-  product = _custom_dot if GRADIENTS_IN_LAYOUT else _compute_product
-  return product(x, y, dimension_numbers, precision, out_dtype, compute_dtype)
+  return _custom_dot(x, y, dimension_numbers, precision, out_dtype, compute_dtype)
 
 
 def _compute_dtype(x_dtype, y_dtype):
@@ -220,17 +225,23 @@ def _compute_dtype(x_dtype, y_dtype):
   return None
 
 
-def promote_except_kernel(inputs, kernel, bias, dtype=None):
-  """Flax's promote_dtype for nn.Dense / DenseGeneral, leaving the float32 kernel to `dot_general`: it casts the
-  kernel inside its product, so that the backward pass reads the parameter itself instead of a saved low-precision
-  copy (a copy of every layer's weights under nn.scan) and the kernel's gradient comes out of a float32 product
-  without rounding to the compute dtype first."""
-  promoted_inputs, promoted_bias = promote_dtype(inputs, bias, dtype=dtype)
-  return promoted_inputs, kernel, promoted_bias
+def promote_except_kernel(*args: jax.Array | None, dtype: Any = None, inexact: bool = True) -> list[jax.Array | None]:
+  """Flax's promote_dtype for nn.Dense / DenseGeneral, which pass (inputs, kernel, bias), leaving the float32 kernel
+  to `dot_general`: it casts the kernel inside its product, so that the backward pass reads the parameter itself
+  instead of a saved low-precision copy (a copy of every layer's weights under nn.scan) and the kernel's gradient
+  comes out of a float32 product without rounding to the compute dtype first."""
+  inputs, kernel, bias = args
+  promoted_inputs, promoted_bias = promote_dtype(inputs, bias, dtype=dtype, inexact=inexact)
+  return [promoted_inputs, kernel, promoted_bias]
 
 
-# The products of nn.Dense / nn.DenseGeneral: dot_general=..., promote_dtype=...
-KERNEL_PRODUCT = {"dot_general": dot_general, "promote_dtype": promote_except_kernel}
+class KernelProduct(TypedDict):
+  """The products of nn.Dense / nn.DenseGeneral, passed as keyword arguments (**KERNEL_PRODUCT)."""
+  dot_general: DotGeneralT
+  promote_dtype: PromoteDtypeFn
+
+
+KERNEL_PRODUCT: KernelProduct = {"dot_general": dot_general, "promote_dtype": promote_except_kernel}
 
 
 def einsum(subscripts: str, *operands, preferred_element_type=None):
@@ -276,13 +287,13 @@ class PostLNFeedForward(nn.Module):
   inner_dropout: bool = False
 
   @nn.compact
-  def __call__(self, x_BLH):
+  def __call__(self, x_BLD):
     cfg = self.cfg
     h_BLF = dense(cfg.intermediate_size, ("embed", "mlp"), cfg.initializer_range, cfg.compute_dtype,
-                  "intermediate")(x_BLH)
+                  "intermediate")(x_BLD)
     h_BLF = constrain(activation(cfg.hidden_act)(h_BLF), ("batch", "length", "mlp"))
     if self.inner_dropout:
       h_BLF = Dropout(cfg.dropout)(h_BLF, deterministic=self.deterministic)
-    y_BLH = dense(cfg.hidden_size, ("mlp", "embed"), cfg.initializer_range, cfg.compute_dtype, "output")(h_BLF)
-    y_BLH = Dropout(cfg.dropout)(y_BLH, deterministic=self.deterministic)
-    return layer_norm(cfg.layer_norm_eps, cfg.compute_dtype, "layer_norm")(x_BLH + y_BLH)
+    y_BLD = dense(cfg.hidden_size, ("mlp", "embed"), cfg.initializer_range, cfg.compute_dtype, "output")(h_BLF)
+    y_BLD = Dropout(cfg.dropout)(y_BLD, deterministic=self.deterministic)
+    return layer_norm(cfg.layer_norm_eps, cfg.compute_dtype, "layer_norm")(x_BLD + y_BLD)

@@ -7,9 +7,10 @@ them with `check`, builds its layer stacks with `remat`, `scan` or `layer_stack`
 `to_layout`.
 """
 
+from collections.abc import Iterable, Mapping, Sequence
 import dataclasses
 import re
-from typing import Any, ClassVar, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import flax.linen as nn
 import jax
@@ -37,6 +38,11 @@ class Settings:
   attention: str = "auto"  # xla | dot_product_attention | splash | auto (models/attention.py)
   # Implementations the family cannot take, each with what to do instead (a UserError line of `check`).
   REFUSED_ATTENTION: ClassVar[Mapping[str, str]] = {}
+  # Keys this family's settings had before they took the shared names (config.json of an older run): former name ->
+  # today's name. `from_config` reads a former key as today's.
+  FORMER_NAMES: ClassVar[Mapping[str, str]] = {}
+  if TYPE_CHECKING:  # every family's settings have it, each among its own fields (the dropout in its layers)
+    dropout: float = 0.0
 
   @property
   def compute_dtype(self):
@@ -48,8 +54,16 @@ class Settings:
 
 
 def from_config(cls: type, model_config: Any, family_name: str):
-  """A family's frozen settings from config.model; a key the family does not know is an error."""
+  """A family's frozen settings from config.model; a key the family does not know is an error. A key under one of
+  the family's former names (cls.FORMER_NAMES: a run saved before the rename) is read as today's name; the same
+  setting under both names is an error."""
   values = {k: v for k, v in dict(model_config).items() if k != "family"}
+  for former, name in getattr(cls, "FORMER_NAMES", {}).items():
+    if former in values:
+      if name in values:
+        raise UserError(f"model.{former} and model.{name} are one setting ({former} is its former name); "
+                        f"keep only model.{name}")
+      values[name] = values.pop(former)
   unknown = sorted(set(values) - {f.name for f in dataclasses.fields(cls)})
   if unknown:
     raise UserError(f"unknown model keys for the {family_name} family: {', '.join(unknown)}")
@@ -114,7 +128,7 @@ def scan(layer_cls: type, cfg: Settings, length: int, in_axes: tuple, broadcast_
 def layer_stack(layer_cls: type, cfg: Settings, deterministic: bool, length: int, in_axes: tuple,
                 name: str = "layers") -> list[nn.Module]:
   """The layers of a stack, each built as layer_cls(cfg, deterministic) and called as layer(carry, *args) ->
-  (carry, out): one scanned module named `name` (cfg.scan_layers), or `length` modules named name_K."""
+  (carry, out): one scanned module named `name` (cfg.scan_layers), or `length` modules named name_k."""
   if cfg.scan_layers:
     return [scan(layer_cls, cfg, length, in_axes)(cfg, deterministic, name=name)]
   layer_cls = remat(layer_cls, cfg)
@@ -182,7 +196,7 @@ LAYER_BLOCK = re.compile(r"^(?:attention|ffn|layer)_(\d+)$")  # a block of layer
 def layer_depth(path: Sequence[str], num_layers: int) -> int | np.ndarray:
   """A parameter's depth as ELECTRA's layer-wise learning-rate decay counts it (its optimization.py, _get_layer_lrs):
   0 for the embeddings (and their projection), k + 1 in layer k (NAME_k unscanned; a scanned stack `layers` gives
-  each of its slices its own depth, an array [L]), num_layers + 2 for everything above (the task head, the pooler)."""
+  each of its slices its own depth, an array [Y]), num_layers + 2 for everything above (the task head, the pooler)."""
   for part in path:
     found = LAYER_BLOCK.match(part)
     if found:

@@ -58,19 +58,22 @@ class SpanBoundaryHead(nn.Module):
   cfg: SpanBertConfig
 
   @nn.compact
-  def __call__(self, x_BLH, left_BP, right_BP, rel_BP, word_embeddings: layers.Embed):
+  def __call__(self, x_BLD, left_BP, right_BP, rel_BP, word_embeddings: layers.Embed):
     cfg = self.cfg
     dt = cfg.compute_dtype
-    gather = lambda index_BP: jnp.take_along_axis(x_BLH, index_BP[..., None].astype(jnp.int32), axis=1)
+    gather = lambda index_BP: jnp.take_along_axis(x_BLD, index_BP[..., None].astype(jnp.int32), axis=1)
     positions = layers.Embed(cfg.sbo_max_targets, cfg.sbo_position_size, (None, None), cfg.initializer_range, dt,
                              name="position_embeddings")
     h_BPX = jnp.concatenate([gather(left_BP), gather(right_BP), positions(rel_BP)], axis=-1)
-    for k in (1, 2):
-      h_BPX = layers.dense(cfg.hidden_size, (None, "embed"), cfg.initializer_range, dt, f"dense_{k}")(h_BPX)
-      h_BPX = layers.layer_norm(cfg.layer_norm_eps, dt, f"layer_norm_{k}")(layers.activation(cfg.hidden_act)(h_BPX))
+
+    def block(k, h):  # dense to D -> activation -> LayerNorm, on X (k = 1) or D (k = 2) features
+      h_BPD = layers.dense(cfg.hidden_size, (None, "embed"), cfg.initializer_range, dt, f"dense_{k}")(h)
+      return layers.layer_norm(cfg.layer_norm_eps, dt, f"layer_norm_{k}")(layers.activation(cfg.hidden_act)(h_BPD))
+
+    h_BPD = block(2, block(1, h_BPX))
     bias_V = self.param("bias", layers.partitioned(nn.initializers.zeros, ("vocab",)), (cfg.vocab_size,),
                         jnp.float32)
-    return word_embeddings.attend(h_BPX) + bias_V.astype(dt)
+    return word_embeddings.attend(h_BPD) + bias_V.astype(dt)
 
 
 class SpanBertForPreTraining(nn.Module):
@@ -87,18 +90,18 @@ class SpanBertForPreTraining(nn.Module):
 
   def __call__(self, input_ids_BL, token_type_ids_BL, attention_mask_BL, masked_positions_BP=None, sbo_left_BP=None,
                sbo_right_BP=None, sbo_relative_BP=None):
-    x_BLH, pooled_BH = self.encoder(input_ids_BL, token_type_ids_BL, attention_mask_BL)
+    x_BLD, pooled_BD = self.encoder(input_ids_BL, token_type_ids_BL, attention_mask_BL)
     if masked_positions_BP is None:  # every position, each token a span of its own for the SBO
       length = input_ids_BL.shape[1]
       masked_positions_BP = jnp.broadcast_to(jnp.arange(length), input_ids_BL.shape)
       sbo_left_BP = jnp.maximum(masked_positions_BP - 1, 0)
       sbo_right_BP = jnp.minimum(masked_positions_BP + 1, length - 1)
       sbo_relative_BP = jnp.zeros_like(masked_positions_BP)
-    x_BPH = jnp.take_along_axis(x_BLH, masked_positions_BP[..., None].astype(jnp.int32), axis=1)
+    x_BPD = jnp.take_along_axis(x_BLD, masked_positions_BP[..., None].astype(jnp.int32), axis=1)
     word_embeddings = self.encoder.embeddings.word_embeddings
-    return {"sequence_output": x_BLH, "pooled_output": pooled_BH,
-            "mlm_logits": self.mlm_head(x_BPH, word_embeddings),
-            "sbo_logits": self.sbo_head(x_BLH, sbo_left_BP, sbo_right_BP, sbo_relative_BP, word_embeddings)}
+    return {"sequence_output": x_BLD, "pooled_output": pooled_BD,
+            "mlm_logits": self.mlm_head(x_BPD, word_embeddings),
+            "sbo_logits": self.sbo_head(x_BLD, sbo_left_BP, sbo_right_BP, sbo_relative_BP, word_embeddings)}
 
 
 def build(cfg: SpanBertConfig, deterministic: bool = True) -> SpanBertForPreTraining | bert.BertForTask:
@@ -123,4 +126,4 @@ FAMILY = Family(
     name="spanbert", objective="span_boundary", converter="bert_jax.convert.spanbert",
     hf_types={},  # the published checkpoints are model_type bert: they come in as the bert family
     framings={}, framing="bert",
-    bench_references={"span_boundary": "bert_jax.benchmark.torch_encoders:SpanBoundary"})
+    bench_references={"span_boundary": "bert_jax.bench.torch_encoders:SpanBoundary"})

@@ -1,6 +1,6 @@
 """T5 v1.0 and v1.1: a pre-norm encoder-decoder with RMSNorm and bucketed relative position biases.
 
-v1.0: ReLU feed-forward, output logits from the shared embedding with the d_model**-0.5 scaling.
+v1.0: ReLU feed-forward, output logits from the shared embedding with the hidden_size**-0.5 scaling.
 v1.1: gated GELU feed-forward (`feed_forward_proj='gated-gelu'`), an untied LM head, no dropout.
 
 Attention has no biases and no 1/sqrt(d) scaling (the initialization absorbs it). Each stack computes
@@ -9,12 +9,12 @@ Packed rows: `*_segment_ids` (0 = padding, k > 0 = the k-th example of the row) 
 an example; relative positions are differences of indices, which are the same inside a packed example
 as in the example alone, so packing changes no number.
 
-Parameter layout (unscanned): token_embedder/embedding, encoder/{relpos_bias, layers_K/{pre_attention_norm,
-attention, pre_mlp_norm, mlp}, final_norm}, decoder/{relpos_bias, layers_K/{pre_self_attention_norm,
+Parameter layout (unscanned): token_embedder/embedding, encoder/{relpos_bias, layers_k/{pre_attention_norm,
+attention, pre_mlp_norm, mlp}, final_norm}, decoder/{relpos_bias, layers_k/{pre_self_attention_norm,
 self_attention, pre_cross_attention_norm, cross_attention, pre_mlp_norm, mlp}, final_norm, logits_dense}
 (logits_dense only when untied). Attention: query/key/value kernels [embed, heads, kv], out [heads, kv,
 embed]; mlp: wi (or wi_0 gate, wi_1 linear) [embed, mlp], wo [mlp, embed]. With scan_layers the
-layers_K subtrees are stacked on a leading `layers` axis under `layers`; `to_layout` converts.
+layers_k subtrees are stacked on a leading `layers` axis under `layers`; `to_layout` converts.
 """
 
 import dataclasses
@@ -29,32 +29,33 @@ import ml_collections
 
 from bert_jax.errors import UserError
 from bert_jax.models import attention, layers, shared
-from bert_jax.models.family import Family, Framing
 from bert_jax.models.dropout import Dropout
+from bert_jax.models.family import Family, Framing
 
 FEED_FORWARD = {"relu": ("relu", False), "gated-gelu": ("gelu_new", True), "gated-relu": ("relu", True)}
 
 
 @dataclasses.dataclass(frozen=True)
 class T5Config(shared.Settings):
-  """T5-small v1.0; v1.1 and the other sizes override it (bert_jax/defaults.py, configs/)."""
+  """T5-small v1.0; v1.1 and the other sizes override it (bert_jax/recipes/pretraining.py, configs/)."""
   vocab_size: int = 32128
-  d_model: int = 512
-  d_kv: int = 64
-  d_ff: int = 2048
+  hidden_size: int = 512
+  head_dim: int = 64
+  intermediate_size: int = 2048
   num_layers: int = 6
   num_decoder_layers: int = 6
   num_heads: int = 8
   relative_attention_num_buckets: int = 32
   relative_attention_max_distance: int = 128
   feed_forward_proj: str = "relu"  # relu (v1.0) | gated-gelu (v1.1) | gated-relu
-  tie_word_embeddings: bool = True  # v1.0: logits from the shared embedding, scaled by d_model**-0.5
+  tie_word_embeddings: bool = True  # v1.0: logits from the shared embedding, scaled by hidden_size**-0.5
   dropout: float = 0.1
   layer_norm_eps: float = 1e-6
   pad_token_id: int = 0  # also the decoder's start token
   eos_token_id: int = 1
   REFUSED_ATTENTION = {"splash": "splash takes no additive bias, and T5's self-attention adds its relative position "
                                  "bias; use model.attention=dot_product_attention, or auto"}
+  FORMER_NAMES = {"d_model": "hidden_size", "d_kv": "head_dim", "d_ff": "intermediate_size"}  # before issue 35
 
 
 def make_config(model_cfg: Any) -> T5Config:
@@ -62,8 +63,8 @@ def make_config(model_cfg: Any) -> T5Config:
 
 
 def validate(cfg: T5Config) -> None:
-  shared.check(cfg, ("vocab_size", "d_model", "d_kv", "d_ff", "num_layers", "num_decoder_layers", "num_heads",
-                     "relative_attention_num_buckets", "relative_attention_max_distance"),
+  shared.check(cfg, ("vocab_size", "hidden_size", "head_dim", "intermediate_size", "num_layers", "num_decoder_layers",
+                     "num_heads", "relative_attention_num_buckets", "relative_attention_max_distance"),
                choices={"feed_forward_proj": FEED_FORWARD})
   if cfg.head != "pretraining":
     raise UserError(f"model.head={cfg.head} is not a T5 head: T5 fine-tunes text-to-text with its pretraining model; "
@@ -93,21 +94,21 @@ def relative_position_bucket(relative_position, bidirectional: bool, num_buckets
 
 
 class RelativePositionBias(nn.Module):
-  """The [1, heads, q, k] bias from a [buckets, heads] table."""
+  """The [1, N, L, S] bias (queries L, keys S) from an [R, N] table of buckets R."""
   cfg: T5Config
   bidirectional: bool
 
   @nn.compact
   def __call__(self, q_len: int, k_len: int):
     cfg = self.cfg
-    table_RH = self.param(
-        "rel_embedding", layers.partitioned(nn.initializers.normal(cfg.d_model ** -0.5), ("relpos", "heads")),
+    table_RN = self.param(
+        "rel_embedding", layers.partitioned(nn.initializers.normal(cfg.hidden_size ** -0.5), ("relpos", "heads")),
         (cfg.relative_attention_num_buckets, cfg.num_heads), jnp.float32)
-    relative_QK = jnp.arange(k_len)[None, :] - jnp.arange(q_len)[:, None]
-    buckets_QK = relative_position_bucket(relative_QK, self.bidirectional, cfg.relative_attention_num_buckets,
+    relative_LS = jnp.arange(k_len)[None, :] - jnp.arange(q_len)[:, None]
+    buckets_LS = relative_position_bucket(relative_LS, self.bidirectional, cfg.relative_attention_num_buckets,
                                           cfg.relative_attention_max_distance)
-    bias_QKH = jnp.take(table_RH, buckets_QK, axis=0)
-    return jnp.transpose(bias_QKH, (2, 0, 1))[None].astype(cfg.compute_dtype)
+    bias_LSN = jnp.take(table_RN, buckets_LS, axis=0)
+    return jnp.transpose(bias_LSN, (2, 0, 1))[None].astype(cfg.compute_dtype)
 
 
 class RMSNorm(nn.Module):
@@ -133,32 +134,32 @@ def _kernel(init_std: float, axes: tuple[str, ...]):
 
 
 class Attention(nn.Module):
-  """Multi-head attention without biases or scaling; `bias_1HQK` and `mask` come from the stack."""
+  """Multi-head attention without biases or scaling; `bias_1NLS` and `mask` come from the stack."""
   cfg: T5Config
   deterministic: bool
 
   @nn.compact
-  def __call__(self, x_BQD, memory_BKD, bias_1HQK, mask: attention.Mask):
+  def __call__(self, x_BLD, memory_BSD, bias_1NLS, mask: attention.Mask):
     cfg = self.cfg
 
     def projection(name, std):
-      return nn.DenseGeneral((cfg.num_heads, cfg.d_kv), use_bias=False, dtype=cfg.compute_dtype,
+      return nn.DenseGeneral((cfg.num_heads, cfg.head_dim), use_bias=False, dtype=cfg.compute_dtype,
                              **layers.KERNEL_PRODUCT,
                              param_dtype=jnp.float32, kernel_init=_kernel(std, ("embed", "heads", "kv")),
                              name=name)
 
     activation_axes = attention.ACTIVATION_AXES
-    q_BQHK = layers.constrain(projection("query", (cfg.d_model * cfg.d_kv) ** -0.5)(x_BQD), activation_axes)
-    k_BKHK = layers.constrain(projection("key", cfg.d_model ** -0.5)(memory_BKD), activation_axes)
-    v_BKHK = layers.constrain(projection("value", cfg.d_model ** -0.5)(memory_BKD), activation_axes)
-    out_BQHK = attention.attend(q_BQHK, k_BKHK, v_BKHK, mask, bias_BNLS=bias_1HQK, scale=1.0,
+    q_BLNK = layers.constrain(projection("query", (cfg.hidden_size * cfg.head_dim) ** -0.5)(x_BLD), activation_axes)
+    k_BSNK = layers.constrain(projection("key", cfg.hidden_size ** -0.5)(memory_BSD), activation_axes)
+    v_BSNK = layers.constrain(projection("value", cfg.hidden_size ** -0.5)(memory_BSD), activation_axes)
+    out_BLNK = attention.attend(q_BLNK, k_BSNK, v_BSNK, mask, bias_BNLS=bias_1NLS, scale=1.0,
                                 dropout_rate=cfg.dropout, deterministic=self.deterministic,
                                 implementation=cfg.attention)
-    return nn.DenseGeneral(cfg.d_model, axis=(-2, -1), use_bias=False, dtype=cfg.compute_dtype,
+    return nn.DenseGeneral(cfg.hidden_size, axis=(-2, -1), use_bias=False, dtype=cfg.compute_dtype,
                            **layers.KERNEL_PRODUCT,
                            param_dtype=jnp.float32,
-                           kernel_init=_kernel((cfg.num_heads * cfg.d_kv) ** -0.5, ("heads", "kv", "embed")),
-                           name="out")(out_BQHK)
+                           kernel_init=_kernel((cfg.num_heads * cfg.head_dim) ** -0.5, ("heads", "kv", "embed")),
+                           name="out")(out_BLNK)
 
 
 class MLP(nn.Module):
@@ -178,13 +179,13 @@ class MLP(nn.Module):
 
     act = layers.activation(act_name)
     if gated:
-      h_BLF = (act(dense(cfg.d_ff, ("embed", "mlp"), cfg.d_model ** -0.5, "wi_0")(x_BLD))
-               * dense(cfg.d_ff, ("embed", "mlp"), cfg.d_model ** -0.5, "wi_1")(x_BLD))
+      h_BLF = (act(dense(cfg.intermediate_size, ("embed", "mlp"), cfg.hidden_size ** -0.5, "wi_0")(x_BLD))
+               * dense(cfg.intermediate_size, ("embed", "mlp"), cfg.hidden_size ** -0.5, "wi_1")(x_BLD))
     else:
-      h_BLF = act(dense(cfg.d_ff, ("embed", "mlp"), cfg.d_model ** -0.5, "wi")(x_BLD))
+      h_BLF = act(dense(cfg.intermediate_size, ("embed", "mlp"), cfg.hidden_size ** -0.5, "wi")(x_BLD))
     h_BLF = layers.constrain(h_BLF, ("batch", "length", "mlp"))
     h_BLF = Dropout(cfg.dropout)(h_BLF, deterministic=self.deterministic)
-    return dense(cfg.d_model, ("mlp", "embed"), cfg.d_ff ** -0.5, "wo")(h_BLF)
+    return dense(cfg.hidden_size, ("mlp", "embed"), cfg.intermediate_size ** -0.5, "wo")(h_BLF)
 
 
 class EncoderLayer(nn.Module):
@@ -192,10 +193,10 @@ class EncoderLayer(nn.Module):
   deterministic: bool
 
   @nn.compact
-  def __call__(self, x_BLD, bias_1HLL, mask: attention.Mask):
+  def __call__(self, x_BLD, bias_1NLL, mask: attention.Mask):
     dropout = lambda y: Dropout(self.cfg.dropout)(y, deterministic=self.deterministic)
     h_BLD = RMSNorm(self.cfg, name="pre_attention_norm")(x_BLD)
-    x_BLD = x_BLD + dropout(Attention(self.cfg, self.deterministic, name="attention")(h_BLD, h_BLD, bias_1HLL, mask))
+    x_BLD = x_BLD + dropout(Attention(self.cfg, self.deterministic, name="attention")(h_BLD, h_BLD, bias_1NLL, mask))
     h_BLD = RMSNorm(self.cfg, name="pre_mlp_norm")(x_BLD)
     x_BLD = x_BLD + dropout(MLP(self.cfg, self.deterministic, name="mlp")(h_BLD))
     return layers.constrain(x_BLD, ("batch", "length", "embed")), None
@@ -206,14 +207,14 @@ class DecoderLayer(nn.Module):
   deterministic: bool
 
   @nn.compact
-  def __call__(self, y_BTD, encoded_BLD, bias_1HTT, self_mask: attention.Mask, cross_mask: attention.Mask):
+  def __call__(self, y_BTD, encoded_BSD, bias_1NTT, self_mask: attention.Mask, cross_mask: attention.Mask):
     dropout = lambda y: Dropout(self.cfg.dropout)(y, deterministic=self.deterministic)
     h_BTD = RMSNorm(self.cfg, name="pre_self_attention_norm")(y_BTD)
     y_BTD = y_BTD + dropout(Attention(self.cfg, self.deterministic, name="self_attention")(
-        h_BTD, h_BTD, bias_1HTT, self_mask))
+        h_BTD, h_BTD, bias_1NTT, self_mask))
     h_BTD = RMSNorm(self.cfg, name="pre_cross_attention_norm")(y_BTD)
     y_BTD = y_BTD + dropout(Attention(self.cfg, self.deterministic, name="cross_attention")(
-        h_BTD, encoded_BLD, None, cross_mask))
+        h_BTD, encoded_BSD, None, cross_mask))
     h_BTD = RMSNorm(self.cfg, name="pre_mlp_norm")(y_BTD)
     y_BTD = y_BTD + dropout(MLP(self.cfg, self.deterministic, name="mlp")(h_BTD))
     return layers.constrain(y_BTD, ("batch", "length", "embed")), None
@@ -227,11 +228,11 @@ class Encoder(nn.Module):
   def __call__(self, x_BLD, segment_BL):
     cfg = self.cfg
     length = x_BLD.shape[1]
-    bias_1HLL = RelativePositionBias(cfg, bidirectional=True, name="relpos_bias")(length, length)
+    bias_1NLL = RelativePositionBias(cfg, bidirectional=True, name="relpos_bias")(length, length)
     mask = attention.segments(segment_BL, segment_BL)
     x_BLD = Dropout(cfg.dropout)(x_BLD, deterministic=self.deterministic)
     for layer in shared.layer_stack(EncoderLayer, cfg, self.deterministic, cfg.num_layers, (nn.broadcast,) * 2):
-      x_BLD, _ = layer(x_BLD, bias_1HLL, mask)
+      x_BLD, _ = layer(x_BLD, bias_1NLL, mask)
     x_BLD = RMSNorm(cfg, name="final_norm")(x_BLD)
     return Dropout(cfg.dropout)(x_BLD, deterministic=self.deterministic)
 
@@ -241,23 +242,23 @@ class Decoder(nn.Module):
   deterministic: bool
 
   @nn.compact
-  def __call__(self, y_BTD, encoded_BLD, segment_BT, encoder_segment_BL, token_embedder: layers.Embed):
+  def __call__(self, y_BTD, encoded_BSD, segment_BT, encoder_segment_BS, token_embedder: layers.Embed):
     cfg = self.cfg
     length = y_BTD.shape[1]
-    bias_1HTT = RelativePositionBias(cfg, bidirectional=False, name="relpos_bias")(length, length)
+    bias_1NTT = RelativePositionBias(cfg, bidirectional=False, name="relpos_bias")(length, length)
     self_mask = attention.segments(segment_BT, segment_BT, causal=True)
-    cross_mask = attention.segments(segment_BT, encoder_segment_BL)
+    cross_mask = attention.segments(segment_BT, encoder_segment_BS)
     y_BTD = Dropout(cfg.dropout)(y_BTD, deterministic=self.deterministic)
     for layer in shared.layer_stack(DecoderLayer, cfg, self.deterministic, cfg.num_decoder_layers,
                                     (nn.broadcast,) * 4):
-      y_BTD, _ = layer(y_BTD, encoded_BLD, bias_1HTT, self_mask, cross_mask)
+      y_BTD, _ = layer(y_BTD, encoded_BSD, bias_1NTT, self_mask, cross_mask)
     y_BTD = RMSNorm(cfg, name="final_norm")(y_BTD)
     y_BTD = Dropout(cfg.dropout)(y_BTD, deterministic=self.deterministic)
     if cfg.tie_word_embeddings:
-      return token_embedder.attend(y_BTD * cfg.d_model ** -0.5)
+      return token_embedder.attend(y_BTD * cfg.hidden_size ** -0.5)
     return nn.DenseGeneral(cfg.vocab_size, use_bias=False, dtype=cfg.compute_dtype, param_dtype=jnp.float32,
                            **layers.KERNEL_PRODUCT,
-                           kernel_init=_kernel(cfg.d_model ** -0.5, ("embed", "vocab")),
+                           kernel_init=_kernel(cfg.hidden_size ** -0.5, ("embed", "vocab")),
                            name="logits_dense")(y_BTD)
 
 
@@ -268,7 +269,7 @@ class T5(nn.Module):
 
   def setup(self):
     cfg = self.cfg
-    self.token_embedder = layers.Embed(cfg.vocab_size, cfg.d_model, ("vocab", "embed"), 1.0,
+    self.token_embedder = layers.Embed(cfg.vocab_size, cfg.hidden_size, ("vocab", "embed"), 1.0,
                                        cfg.compute_dtype)
     self.encoder = Encoder(cfg, self.deterministic)
     self.decoder = Decoder(cfg, self.deterministic)
@@ -279,10 +280,10 @@ class T5(nn.Module):
     return self.encoder(x_BLD, segment_BL)
 
   def decode(self, encoded, decoder_input_tokens, encoder_segment_ids=None, decoder_segment_ids=None):
-    encoder_segment_BL = _segments(encoded[..., 0], encoder_segment_ids)
+    encoder_segment_BS = _segments(encoded[..., 0], encoder_segment_ids)
     segment_BT = _segments(decoder_input_tokens, decoder_segment_ids)
     y_BTD = layers.constrain(self.token_embedder(decoder_input_tokens), ("batch", "length", "embed"))
-    return self.decoder(y_BTD, encoded, segment_BT, encoder_segment_BL, self.token_embedder)
+    return self.decoder(y_BTD, encoded, segment_BT, encoder_segment_BS, self.token_embedder)
 
   def __call__(self, encoder_input_tokens, decoder_input_tokens, encoder_segment_ids=None,
                decoder_segment_ids=None):
@@ -309,7 +310,7 @@ def example_inputs(cfg: T5Config, batch: int = 1, length: int = 8) -> dict:
 
 
 def to_layout(params: dict, cfg: T5Config, scanned: bool) -> dict:
-  """Converts a parameter tree between the unscanned (layers_K) and scanned (layers) layouts."""
+  """Converts a parameter tree between the unscanned (layers_k) and scanned (layers) layouts."""
   stacks = {f"{stack}/layers": [f"{stack}/layers_{k}" for k in range(n)]
             for stack, n in (("encoder", cfg.num_layers), ("decoder", cfg.num_decoder_layers))}
   return shared.to_layout(params, stacks, scanned)
@@ -328,4 +329,4 @@ def finetune(c: Any, pretrained: Any) -> None:
 FAMILY = Family(
     name="t5", objective="span_corruption", converter="bert_jax.convert.t5", hf_types={"t5": "t5_config"},
     framings={"t5": Framing("$A {eos}", "$A {eos} $B {eos}")}, framing="t5", finetune=finetune, hf_sentinels=100,
-    bench_references={"span_corruption": "bert_jax.benchmark.torch_generative:SpanCorruption"})
+    bench_references={"span_corruption": "bert_jax.bench.torch_generative:SpanCorruption"})

@@ -3,15 +3,15 @@
 Each layer runs two streams with the same weights: the content stream h (every position, sees its own
 token) and the query stream g (only at the predicted positions `target_positions_BP`, starts from the
 learned mask embedding and never sees its own token). `perm_mask_BLL` follows Hugging Face: 1 (True)
-at [b, i, j] means position i may not see position j. Memory from a previous segment (`mems_NBMD`,
+at [b, i, j] means position i may not see position j. Memory from a previous segment (`mems_YBMD`,
 one [B, M, D] per layer) is visible to every position and is never differentiated through.
 `reversed_B` marks examples read backwards (bi_data): their relative distances change sign.
 
 Parameter layout (unscanned): encoder/{word_embeddings/embedding [vocab, embed], mask_embedding
-[embed], layer_K/{attention/{query, key, value, output, position} [embed, heads, kv], content_bias,
+[embed], layer_k/{attention/{query, key, value, output, position} [embed, heads, kv], content_bias,
 position_bias, segment_bias [heads, kv], segment_embedding [2, heads, kv], layer_norm},
 ffn/{intermediate, output, layer_norm}}}, lm_bias [vocab] (the LM head is tied to the word
-embeddings). With scan_layers the layer_K subtrees are stacked on a leading `layers` axis under
+embeddings). With scan_layers the layer_k subtrees are stacked on a leading `layers` axis under
 encoder/layers; `to_layout` converts between the two.
 
 A task model (model.head classification or span, `XLNetForTask`) keeps the pretraining model's `encoder`
@@ -29,8 +29,8 @@ import numpy as np
 
 from bert_jax.errors import UserError
 from bert_jax.models import heads, layers, shared
-from bert_jax.models.family import Family, Framing
 from bert_jax.models.dropout import Dropout
+from bert_jax.models.family import Family, Framing
 
 
 @dataclasses.dataclass(frozen=True)
@@ -78,21 +78,21 @@ def relative_distances(qlen: int, klen: int, reversed_B: jax.Array, clamp_len: i
 
 def sinusoid(distances_BR: jax.Array, dim: int) -> jax.Array:
   inv_freq = 1.0 / (10000 ** (jnp.arange(0, dim, 2, dtype=jnp.float32) / dim))
-  angles_BRF = distances_BR[..., None] * inv_freq
-  return jnp.concatenate([jnp.sin(angles_BRF), jnp.cos(angles_BRF)], axis=-1)
+  angles = distances_BR[..., None] * inv_freq  # [B, R, D / 2]
+  return jnp.concatenate([jnp.sin(angles), jnp.cos(angles)], axis=-1)
 
 
-def shift_relative(scores_BNQR: jax.Array, klen: int) -> jax.Array:
+def shift_relative(scores_BNLR: jax.Array, klen: int) -> jax.Array:
   """Content stream: [b, n, i, p] over distances klen - p -> [b, n, i, j] at distance (mlen + i) - j."""
-  b, n, q, r = scores_BNQR.shape
-  shifted = scores_BNQR.reshape(b, n, r, q)[:, :, 1:].reshape(b, n, q, r - 1)
+  b, n, q, r = scores_BNLR.shape
+  shifted = scores_BNLR.reshape(b, n, r, q)[:, :, 1:].reshape(b, n, q, r - 1)
   return shifted[..., :klen]
 
 
 def gather_relative(scores_BNPR: jax.Array, positions_BP: jax.Array, qlen: int, klen: int) -> jax.Array:
   """Query stream: row m sits at segment position positions_BP[b, m]; same result as shift_relative."""
-  index_BPK = qlen - positions_BP[:, :, None] + jnp.arange(klen)[None, None, :]
-  return jnp.take_along_axis(scores_BNPR, index_BPK[:, None], axis=-1)
+  index_BPS = qlen - positions_BP[:, :, None] + jnp.arange(klen)[None, None, :]
+  return jnp.take_along_axis(scores_BNPR, index_BPS[:, None], axis=-1)
 
 
 class RelativeAttention(nn.Module):
@@ -119,43 +119,43 @@ class RelativeAttention(nn.Module):
     return layers.constrain(layers.einsum("bld,dnk->blnk", x, kernel, preferred_element_type=self.cfg.compute_dtype),
                             ("batch", "length", "heads", "kv"))
 
-  def _attend(self, q_BQNK, k_BKNK, v_BKNK, kr_BRNK, shift, different_BQK, blocked_BQK):
+  def _attend(self, q_BLNK, k_BSNK, v_BSNK, kr_BRNK, shift, different_BLS, blocked_BLS):
     cfg = self.cfg
     dt = cfg.compute_dtype
     f32 = jnp.float32
-    content_BNQK = layers.einsum("bqnk,bjnk->bnqj", q_BQNK + self.content_bias.astype(dt), k_BKNK,
+    content_BNLS = layers.einsum("blnk,bsnk->bnls", q_BLNK + self.content_bias.astype(dt), k_BSNK,
                                  preferred_element_type=f32)
-    position_BNQK = shift(layers.einsum("bqnk,brnk->bnqr", q_BQNK + self.position_bias.astype(dt), kr_BRNK,
+    position_BNLS = shift(layers.einsum("blnk,brnk->bnlr", q_BLNK + self.position_bias.astype(dt), kr_BRNK,
                                         preferred_element_type=f32))
-    scores_BNQK = content_BNQK + position_BNQK
-    if different_BQK is not None:
-      segment_BNQ2 = layers.einsum("bqnk,snk->bnqs", q_BQNK + self.segment_bias.astype(dt),
+    scores_BNLS = content_BNLS + position_BNLS
+    if different_BLS is not None:
+      segment_BNL2 = layers.einsum("blnk,tnk->bnlt", q_BLNK + self.segment_bias.astype(dt),
                                    self.segment_embedding, preferred_element_type=f32)
-      scores_BNQK += jnp.where(different_BQK[:, None], segment_BNQ2[..., 1:], segment_BNQ2[..., :1])
-    scores_BNQK = scores_BNQK / np.sqrt(cfg.head_dim)
-    scores_BNQK = jnp.where(blocked_BQK[:, None], -1e30, scores_BNQK)
-    probs_BNQK = self.dropout(jax.nn.softmax(scores_BNQK, axis=-1).astype(dt), deterministic=self.deterministic)
-    return layers.einsum("bnqj,bjnk->bqnk", probs_BNQK, v_BKNK)
+      scores_BNLS += jnp.where(different_BLS[:, None], segment_BNL2[..., 1:], segment_BNL2[..., :1])
+    scores_BNLS = scores_BNLS / np.sqrt(cfg.head_dim)
+    scores_BNLS = jnp.where(blocked_BLS[:, None], -1e30, scores_BNLS)
+    probs_BNLS = self.dropout(jax.nn.softmax(scores_BNLS, axis=-1).astype(dt), deterministic=self.deterministic)
+    return layers.einsum("bnls,bsnk->blnk", probs_BNLS, v_BSNK)
 
-  def _post(self, x_BQD, attended_BQNK):
-    out_BQD = layers.einsum("bqnk,dnk->bqd", attended_BQNK, self.output, preferred_element_type=self.cfg.compute_dtype)
-    return self.layer_norm(x_BQD + self.dropout(out_BQD, deterministic=self.deterministic))
+  def _post(self, x_BLD, attended_BLNK):
+    out_BLD = layers.einsum("blnk,dnk->bld", attended_BLNK, self.output, preferred_element_type=self.cfg.compute_dtype)
+    return self.layer_norm(x_BLD + self.dropout(out_BLD, deterministic=self.deterministic))
 
   def __call__(self, h_BLD, g_BPD, mem_BMD, ctx: dict):
     qlen = h_BLD.shape[1]
-    cat_BKD = jnp.concatenate([mem_BMD.astype(h_BLD.dtype), h_BLD], axis=1)
-    klen = cat_BKD.shape[1]
-    k_BKNK, v_BKNK = self._project(cat_BKD, self.key), self._project(cat_BKD, self.value)
+    cat_BSD = jnp.concatenate([mem_BMD.astype(h_BLD.dtype), h_BLD], axis=1)
+    klen = cat_BSD.shape[1]
+    k_BSNK, v_BSNK = self._project(cat_BSD, self.key), self._project(cat_BSD, self.value)
     kr_BRNK = layers.einsum("brd,dnk->brnk", ctx["positions_BRD"], self.position,
                             preferred_element_type=self.cfg.compute_dtype)
-    h_attended = self._attend(self._project(h_BLD, self.query), k_BKNK, v_BKNK, kr_BRNK,
-                              lambda s: shift_relative(s, klen), ctx["different_BLK"], ctx["blocked_h_BLK"])
+    h_attended = self._attend(self._project(h_BLD, self.query), k_BSNK, v_BSNK, kr_BRNK,
+                              lambda s: shift_relative(s, klen), ctx["different_BLS"], ctx["blocked_h_BLS"])
     new_h_BLD = self._post(h_BLD, h_attended)
     if g_BPD is None:
       return new_h_BLD, None
     shift_g = lambda s: gather_relative(s, ctx["target_positions_BP"], qlen, klen)
-    g_attended = self._attend(self._project(g_BPD, self.query), k_BKNK, v_BKNK, kr_BRNK, shift_g,
-                              ctx["different_BPK"], ctx["blocked_g_BPK"])
+    g_attended = self._attend(self._project(g_BPD, self.query), k_BSNK, v_BSNK, kr_BRNK, shift_g,
+                              ctx["different_BPS"], ctx["blocked_g_BPS"])
     return new_h_BLD, self._post(g_BPD, g_attended)
 
 
@@ -221,35 +221,35 @@ class XLNetEncoder(nn.Module):
       blocked_BLL |= perm_mask_BLL > 0
     if attention_mask_BL is not None:
       blocked_BLL |= (attention_mask_BL == 0)[:, None, :]
-    blocked_BLK = jnp.concatenate([jnp.zeros((b, qlen, mlen), bool), blocked_BLL], axis=2)
-    self_BLK = jnp.arange(klen)[None, None, :] == (mlen + jnp.arange(qlen))[None, :, None]
+    blocked_BLS = jnp.concatenate([jnp.zeros((b, qlen, mlen), bool), blocked_BLL], axis=2)
+    self_BLS = jnp.arange(klen)[None, None, :] == (mlen + jnp.arange(qlen))[None, :, None]
     reversed_B = jnp.zeros((b,), bool) if reversed_B is None else reversed_B.astype(bool)
     positions_BRD = sinusoid(relative_distances(qlen, klen, reversed_B, cfg.clamp_len), cfg.hidden_size)
     positions_BRD = layers.constrain(positions_BRD.astype(cfg.compute_dtype), ("batch", "relpos", "embed"))
-    ctx = {"blocked_h_BLK": blocked_BLK & ~self_BLK,
+    ctx = {"blocked_h_BLS": blocked_BLS & ~self_BLS,
            "positions_BRD": self.dropout(positions_BRD, deterministic=self.deterministic),
-           "different_BLK": None, "different_BPK": None}
+           "different_BLS": None, "different_BPS": None}
     if token_type_ids_BL is not None:
-      keys_BK = jnp.concatenate([jnp.zeros((b, mlen), token_type_ids_BL.dtype), token_type_ids_BL], axis=1)
-      ctx["different_BLK"] = token_type_ids_BL[:, :, None] != keys_BK[:, None, :]
+      keys_BS = jnp.concatenate([jnp.zeros((b, mlen), token_type_ids_BL.dtype), token_type_ids_BL], axis=1)
+      ctx["different_BLS"] = token_type_ids_BL[:, :, None] != keys_BS[:, None, :]
     if target_positions_BP is not None:
-      rows_BPK = jnp.broadcast_to(target_positions_BP[:, :, None], target_positions_BP.shape + (klen,))
+      rows_BPS = jnp.broadcast_to(target_positions_BP[:, :, None], target_positions_BP.shape + (klen,))
       ctx["target_positions_BP"] = target_positions_BP
-      ctx["blocked_g_BPK"] = jnp.take_along_axis(blocked_BLK, rows_BPK, axis=1)
-      if ctx["different_BLK"] is not None:
-        ctx["different_BPK"] = jnp.take_along_axis(ctx["different_BLK"], rows_BPK, axis=1)
+      ctx["blocked_g_BPS"] = jnp.take_along_axis(blocked_BLS, rows_BPS, axis=1)
+      if ctx["different_BLS"] is not None:
+        ctx["different_BPS"] = jnp.take_along_axis(ctx["different_BLS"], rows_BPS, axis=1)
     return ctx
 
   def __call__(self, input_ids_BL, token_type_ids_BL=None, attention_mask_BL=None, perm_mask_BLL=None,
-               target_positions_BP=None, mems_NBMD=None, reversed_B=None):
+               target_positions_BP=None, mems_YBMD=None, reversed_B=None):
     cfg = self.cfg
     b = input_ids_BL.shape[0]
-    if mems_NBMD is None:
-      mems_NBMD = jnp.zeros((cfg.num_layers, b, 0, cfg.hidden_size), cfg.compute_dtype)
+    if mems_YBMD is None:
+      mems_YBMD = jnp.zeros((cfg.num_layers, b, 0, cfg.hidden_size), cfg.compute_dtype)
     if target_positions_BP is not None:
       target_positions_BP = target_positions_BP.astype(jnp.int32)
     ctx = self._context(input_ids_BL, token_type_ids_BL, attention_mask_BL, perm_mask_BLL, target_positions_BP,
-                        reversed_B, mems_NBMD.shape[2])
+                        reversed_B, mems_YBMD.shape[2])
     h_BLD = self.dropout(self.word_embeddings(input_ids_BL), deterministic=self.deterministic)
     h_BLD = layers.constrain(h_BLD, ("batch", "length", "embed"))
     g_BPD = None
@@ -258,11 +258,11 @@ class XLNetEncoder(nn.Module):
                                target_positions_BP.shape + (cfg.hidden_size,))
       g_BPD = self.dropout(g_BPD, deterministic=self.deterministic)
     if cfg.scan_layers:
-      (h_BLD, g_BPD), new_mems = self.layers((h_BLD, g_BPD), mems_NBMD, ctx)
+      (h_BLD, g_BPD), new_mems = self.layers((h_BLD, g_BPD), mems_YBMD, ctx)
     else:
       new_mems = []
       for k, layer in enumerate(self.layer_list):
-        (h_BLD, g_BPD), mem = layer((h_BLD, g_BPD), mems_NBMD[k], ctx)
+        (h_BLD, g_BPD), mem = layer((h_BLD, g_BPD), mems_YBMD[k], ctx)
         new_mems.append(mem)
       new_mems = jnp.stack(new_mems) if cfg.mem_len > 0 else None
     output = self.dropout(h_BLD if g_BPD is None else g_BPD, deterministic=self.deterministic)
@@ -272,7 +272,7 @@ class XLNetEncoder(nn.Module):
 class XLNetLMHeadModel(nn.Module):
   """The pretraining model: the encoder and an LM head tied to the word embeddings with its own bias.
 
-  Returns {'logits': [B, P, V] at target_positions_BP (or [B, L, V]), 'mems': [N, B, M, D] or None}.
+  Returns {'logits': [B, P, V] at target_positions_BP (or [B, L, V]), 'mems': [Y, B, M, D] or None}.
   """
   cfg: XLNetConfig
   deterministic: bool = True
@@ -284,9 +284,9 @@ class XLNetLMHeadModel(nn.Module):
                               jnp.float32)
 
   def __call__(self, input_ids_BL, token_type_ids_BL=None, attention_mask_BL=None, perm_mask_BLL=None,
-               target_positions_BP=None, mems_NBMD=None, reversed_B=None):
+               target_positions_BP=None, mems_YBMD=None, reversed_B=None):
     output, mems = self.encoder(input_ids_BL, token_type_ids_BL, attention_mask_BL, perm_mask_BLL,
-                                target_positions_BP, mems_NBMD, reversed_B)
+                                target_positions_BP, mems_YBMD, reversed_B)
     logits = self.encoder.word_embeddings.attend(output) + self.lm_bias.astype(self.cfg.compute_dtype)
     return {"logits": logits, "mems": mems}
 
@@ -339,4 +339,4 @@ FAMILY = Family(
     name="xlnet", objective="permutation_lm", converter="bert_jax.convert.xlnet", hf_types={"xlnet": "xlnet_config"},
     # A <sep> B <sep> <cls>: XLNet's <cls> at the end, with a token type of its own; padded on the left
     framings={"xlnet": Framing("$A {sep} {cls}:2", "$A {sep} $B:1 {sep}:1 {cls}:2", padding_side="left")},
-    framing="xlnet", bench_references={"permutation_lm": "bert_jax.benchmark.torch_generative:PermutationLM"})
+    framing="xlnet", bench_references={"permutation_lm": "bert_jax.bench.torch_generative:PermutationLM"})

@@ -5,6 +5,9 @@ An objective class declares the model families it serves, checked when the confi
 
   FAMILIES: tuple[str, ...] | None -> the config.model.family values it trains (None: any family whose model has the
       task head the objective asks for; the family's validate refuses the others)
+  SETTINGS: its settings, a frozen dataclass (objectives/settings.py) whose defaults are what a config without the
+      key runs; __init__ reads config.objective into self.settings once (an unknown key is an error), and a loaded
+      config holds every setting (fill_defaults), so each takes a --config.objective.KEY override
 
 and is built from the whole config and provides:
 
@@ -35,21 +38,27 @@ adds:
 
 The training loss is sum over terms of sums[t] / counts[t], with counts taken over the whole global
 batch, so gradient accumulation over microbatches equals one large batch exactly.
+
+bert_jax/objectives/protocol.py writes this interface as typing.Protocol classes (Objective, ReadsDocuments,
+TaskObjective, Predicts, CarriesMemory); get_objective returns an Objective, and carries_memory, predicts and is_task
+narrow one to the optional parts.
 """
 
 import importlib
-from typing import Any
+from typing import Any, TypeGuard, cast
 
+import ml_collections
 import numpy as np
 
 from bert_jax.errors import UserError
+from bert_jax.objectives.protocol import CarriesMemory, Objective, ObjectiveClass, Predicts, TaskObjective
 
 OBJECTIVES = {
     "masked_lm": "bert_jax.objectives.masked_lm:MaskedLM",
     "permutation_lm": "bert_jax.objectives.permutation_lm:PermutationLM",
     "span_corruption": "bert_jax.objectives.span_corruption:SpanCorruption",
     "text_infilling": "bert_jax.objectives.text_infilling:TextInfilling",
-    "replaced_token_detection": "bert_jax.objectives.replaced_token:ReplacedTokenDetection",
+    "replaced_token_detection": "bert_jax.objectives.replaced_token_detection:ReplacedTokenDetection",
     "span_boundary": "bert_jax.objectives.span_boundary:SpanBoundary",
     "classification": "bert_jax.objectives.classification:Classification",
     "text_to_text": "bert_jax.objectives.text_to_text:TextToText",
@@ -59,16 +68,75 @@ OBJECTIVES = {
 }
 
 
-def objective_class(config: Any) -> type:
-  name = config.objective.get("name", None)
+def objective_class(config: Any) -> ObjectiveClass:
+  return class_named(config.objective.get("name", None))
+
+
+def class_named(name: Any) -> ObjectiveClass:
+  """The class of objective `name` (a key of OBJECTIVES)."""
   if name not in OBJECTIVES:
     raise UserError(f"objective.name must be one of {', '.join(OBJECTIVES)}, got {name!r}")
   module_name, class_name = OBJECTIVES[name].split(":")
   return getattr(importlib.import_module(module_name), class_name)
 
 
-def get_objective(config: Any):
+def get_objective(config: Any) -> Objective:
   return objective_class(config)(config)
+
+
+def carries_memory(objective: Objective) -> TypeGuard[CarriesMemory]:
+  """Whether the objective carries memory from batch to batch (XLNet with model.mem_len > 0)."""
+  return bool(getattr(objective, "carries_memory", False))
+
+
+def predicts(objective: Objective) -> TypeGuard[Predicts]:
+  """Whether `bert-jax predict` can run the objective (it has predict)."""
+  return callable(getattr(objective, "predict", None))
+
+
+def is_task(objective: Objective) -> TypeGuard[TaskObjective]:
+  """Whether the objective is a fine-tuning task's (its features come from the task's examples: arrays)."""
+  return hasattr(objective, "task")
+
+
+def settings_of(objective_config: Any):
+  """The typed settings (the objective class's SETTINGS dataclass) of a config.objective, checked on their own."""
+  from bert_jax.objectives import settings as settings_lib
+
+  return settings_lib.from_config(class_named(objective_config.get("name", None)).SETTINGS, objective_config)
+
+
+def check_keys(config: Any) -> None:
+  """Refuses a key of config.objective that its objective does not know (one line, naming the keys it knows)."""
+  from bert_jax.objectives import settings as settings_lib
+
+  settings_lib.check_keys(objective_class(config).SETTINGS, config.objective)
+
+
+def default_settings(name: str) -> dict:
+  """{key: default} of objective `name`'s settings (what a config that leaves the key out runs)."""
+  from bert_jax.objectives import settings as settings_lib
+
+  return settings_lib.defaults(class_named(name).SETTINGS)
+
+
+def default_config(name: str, **overrides) -> ml_collections.ConfigDict:
+  """config.objective for objective `name`: its settings dataclass's defaults, then `overrides` (a recipe states
+  only what differs), as models.default_config builds config.model."""
+  objective = ml_collections.ConfigDict({"name": name, **default_settings(name)})
+  objective.update(overrides)
+  return objective
+
+
+def fill_defaults(objective_config: Any) -> list[str]:
+  """Writes into config.objective the settings it leaves out, with their defaults, so that every setting is listed
+  (`bert-jax config`) and takes a --config.objective.KEY override, as config.model lists its family's; returns the
+  keys it wrote. An unknown objective.name is left to the config's validation to refuse."""
+  if objective_config.get("name", None) not in OBJECTIVES:
+    return []
+  missing = {k: v for k, v in default_settings(objective_config["name"]).items() if k not in objective_config}
+  objective_config.update(missing)
+  return list(missing)
 
 
 def check_family(config: Any) -> None:
@@ -80,22 +148,32 @@ def check_family(config: Any) -> None:
                     f"{family}")
 
 
-def check_fits_positions(config: Any) -> None:
-  """data.seq_len within the model's position table (a family with relative positions takes any length)."""
+def check_fits_positions(config: Any, table: str | None = None) -> None:
+  """data.seq_len within the model's position table (a family with relative positions takes any length); `table`
+  names the model key of the table's size (max_position) for the error to name and advise raising."""
   from bert_jax import models
 
   positions = models.max_sequence_length(config.model)
   if positions is not None and config.data.seq_len > positions:
-    raise UserError(f"data.seq_len={config.data.seq_len} is more than the model's {positions} positions; set "
-                    f"--config.data.seq_len={positions}")
+    detail, advice = "", ""
+    if table is not None:
+      size = getattr(models.make_config(config.model), table)
+      offset = (f" less the {size - positions} ids below the first position (model.position_offset)"
+                if positions < size else "")
+      detail, advice = f" (model.{table}={size}{offset})", f" or raise model.{table}"
+    raise UserError(f"data.seq_len={config.data.seq_len} is more than the model's {positions} positions{detail}; set "
+                    f"--config.data.seq_len={positions}{advice}")
 
 
-def forward_with_memory(objective: Any, model: Any, params: Any, batch: dict, memory: Any, rngs: dict | None = None):
+def forward_with_memory(objective: Objective, model: Any, params: Any, batch: dict, memory: Any,
+                        rngs: dict | None = None) -> tuple[dict, dict, Any]:
   """(sums, metrics, next memory): an objective that carries memory gets it and returns the next; with memory None
   this is objective.forward, and the next memory None."""
   if memory is None:
-    return (*objective.forward(model, params, batch, rngs=rngs), None)
-  return objective.forward_carrying(model, params, batch, memory, rngs=rngs)
+    sums, metrics = objective.forward(model, params, batch, rngs=rngs)
+    return sums, metrics, None
+  # memory is only ever made for an objective that carries it (its memory_spec; the train state holds it)
+  return cast(CarriesMemory, objective).forward_carrying(model, params, batch, memory, rngs=rngs)
 
 
 def training_loss(sums: dict, counts: dict):
@@ -112,31 +190,3 @@ def summarize_tokens(term: str, sums: dict, metrics: dict, counts: dict) -> dict
                                       {t: float(v) for t, v in counts.items()})),
           f"{term}_loss": loss, f"{term}_accuracy": float(metrics[f"{term}_correct"]) / n,
           f"{term}_perplexity": float(np.exp(min(loss, 50.0)))}
-
-
-def greedy_decode(model, params, encoder_tokens_BL, encoder_mask_BL, length: int, eos_id: int, start_id: int = 0):
-  """[B, length] int32: an encoder-decoder's greedy decode (its `encode(tokens, mask)` and `decode(encoded,
-  decoder_tokens, mask, decoder_mask)` methods: T5's, BART's), the decoder starting from `start_id`, every position
-  recomputed at each step; after a row's `eos_id` its tokens are 0."""
-  import jax
-  import jax.numpy as jnp
-
-  def run(params, encoder_tokens_BL, encoder_mask_BL):
-    variables = {"params": params}
-    encoded_BLD = model.apply(variables, encoder_tokens_BL, encoder_mask_BL, method="encode")
-
-    def step(t, state):
-      decoder_in_BT, out_BT, done_B = state
-      logits_BTV = model.apply(variables, encoded_BLD, decoder_in_BT, encoder_mask_BL,
-                               jnp.ones_like(decoder_in_BT), method="decode")
-      token_B = jnp.where(done_B, 0, jnp.argmax(logits_BTV[:, t], -1).astype(jnp.int32))
-      out_BT = out_BT.at[:, t].set(token_B)
-      decoder_in_BT = decoder_in_BT.at[:, t + 1].set(token_B, mode="drop")
-      return decoder_in_BT, out_BT, done_B | (token_B == eos_id)
-
-    rows = encoder_tokens_BL.shape[0]
-    start_BT = jnp.zeros((rows, length), jnp.int32).at[:, 0].set(start_id)
-    state = (start_BT, jnp.zeros((rows, length), jnp.int32), jnp.zeros((rows,), bool))
-    return jax.lax.fori_loop(0, length, step, state)[1]
-
-  return jax.jit(run)(params, encoder_tokens_BL, encoder_mask_BL)

@@ -11,9 +11,9 @@ piece; each blank becomes its id. One record per text:
                     "candidates": [{"token", "id", "probability"}, ...]}]}   (candidates: the top k; masked LMs)
 """
 
+from collections.abc import Callable, Sequence
 import difflib
 import re
-from typing import Callable, Sequence
 
 import numpy as np
 
@@ -26,7 +26,10 @@ SENTINEL_MARKER = re.compile(r"<extra_id_(\d+)>")
 def encode(tokenizer, text: str, marker: re.Pattern, blank_id: Callable[[re.Match], int], what: str,
            index: int) -> tuple[list[int], list[int], list[str]]:
   """(ids, positions of the blanks in them, the blanks as written) of input number `index`."""
-  ids, positions, names, start = [], [], [], 0
+  ids: list[int] = []
+  positions: list[int] = []
+  names: list[str] = []
+  start = 0
   for match in marker.finditer(text):
     ids += _stretch(tokenizer, text[start:match.start()], bool(positions))
     positions.append(len(ids))
@@ -112,7 +115,8 @@ def fill_spans(text: str, tokenizer, decoded: Sequence[int], eos_id: int) -> dic
   the text replaced by the span the model wrote after the same sentinel (empty when it wrote none)."""
   decoded = [int(i) for i in decoded]
   decoded = decoded[:decoded.index(eos_id)] if eos_id in decoded else decoded
-  spans, current = {}, None
+  spans: dict[int, list[int]] = {}
+  current: int | None = None
   for token in decoded:
     if token >= tokenizer.piece_count:  # a sentinel: <extra_id_N> is id vocab_size - 1 - N
       current = tokenizer.vocab_size - 1 - token

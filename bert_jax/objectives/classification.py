@@ -21,8 +21,9 @@ A task objective adds to the protocol (used by fine-tuning's batches, evaluation
   predicted_labels(split, outputs)  -> the prediction of each example as the task writes it (a label or a score)
 """
 
+import dataclasses
 import functools
-from typing import Any
+from typing import Any, ClassVar
 
 import jax.numpy as jnp
 import numpy as np
@@ -31,16 +32,30 @@ import optax
 from bert_jax import models, scores
 from bert_jax.data import tasks as tasks_lib
 from bert_jax.errors import UserError
-from bert_jax.objectives import check_fits_positions
+from bert_jax.objectives import check_fits_positions, settings as settings_lib
+
+
+@dataclasses.dataclass(frozen=True)
+class ClassificationSettings(settings_lib.Settings):
+  """config.objective of classification (bert_jax.recipes.finetune_config writes the pretrained family's framing)."""
+  framing: str = "bert"  # how a text or a pair is framed: a framing of a family's descriptor (models.family.Framing)
+
+  def check(self) -> None:
+    models.framing(self.framing, "objective.framing")
 
 
 class Classification:
-  FAMILIES = None  # every family whose model has a classification head (its validate refuses model.head otherwise)
+  # every family whose model has a classification head (its validate refuses model.head otherwise)
+  FAMILIES: ClassVar[tuple[str, ...] | None] = None
+  SETTINGS: ClassVar[type[ClassificationSettings]] = ClassificationSettings
+  settings: ClassificationSettings  # config.objective, read in __init__
+  task: tasks_lib.Task
 
   def __init__(self, config: Any):
     self.config = config
+    self.settings = settings_lib.from_config(self.SETTINGS, config.objective)
     self.seq_len = config.data.seq_len
-    self.framing = config.objective.framing
+    self.framing = self.settings.framing
     self.task = tasks_lib.load(config.task)
     self.regression = self.task.kind == "regression"
     self._arrays: dict[str, dict] = {}
@@ -54,7 +69,6 @@ class Classification:
     if model.num_labels != wanted:
       raise UserError(f"task {self.task.name} has {wanted} output(s) but model.num_labels={model.num_labels}; set "
                       f"--config.model.num_labels={wanted}")
-    models.framing(self.framing, "objective.framing")
     check_fits_positions(self.config)
 
   def feature_spec(self, batch_size: int) -> dict:
@@ -139,7 +153,7 @@ class Classification:
     batch = {name: np.stack([r[k] for r in rows]) for k, name in
              enumerate(("input_ids", "token_type_ids", "attention_mask"))}
     logits = np.asarray(jax.jit(lambda p, b: self.outputs(model, p, b)["logits"])(params, batch))
-    records = []
+    records: list[dict] = []
     for text, row in zip(texts, logits):
       if self.regression:
         records.append({"input": text, "output": f"{row[0]:.4f}", "predictions": []})
@@ -176,7 +190,8 @@ def frame(ids: list[list[int]], tokenizer: Any, seq_len: int, framing: str) -> t
   """(input_ids, token_type_ids, attention_mask) of one text or pair, padded to seq_len."""
   template = _template(framing, len(ids) == 2)
   parts = dict(zip(("$A", "$B"), truncate_pair(ids, seq_len - sum(not p.startswith("$") for p, _ in template))))
-  tokens, types = [], []
+  tokens: list[int] = []
+  types: list[int] = []
   for part, token_type in template:
     piece_ids = parts[part] if part.startswith("$") else [getattr(tokenizer, f"{part}_id")]
     tokens += piece_ids

@@ -6,12 +6,13 @@ Features of one example (length L = data.seq_len, P = objective.max_predictions)
   (1 = a real prediction, 0 = padding), and sentence_label [] int32 when objective.sentence_task
   is nsp (1 = B is random) or sop (1 = A and B are swapped).
 The tf.data transform: documents -> segment pairs or full-sentence packing (bert_jax/data/segments.py) ->
-masking (bert_jax/objectives/masking.py), all in graph ops. With objective.whole_word on data prepared with
+masking (bert_jax/objectives/masked_lm_data.py), all in graph ops. With objective.whole_word on data prepared with
 data.word_segmenter=jieba, words are the segmenter's (Chinese BERT-wwm; bert_jax/data/words.py), read from the
 documents' word_starts.
 """
 
-from typing import Any
+import dataclasses
+from typing import Any, ClassVar
 
 import jax
 import jax.numpy as jnp
@@ -20,43 +21,77 @@ import optax
 
 from bert_jax import models
 from bert_jax.errors import UserError
-from bert_jax.objectives import summarize_tokens, token_scores
+from bert_jax.objectives import check_fits_positions, settings as settings_lib, summarize_tokens, token_scores
+from bert_jax.objectives.protocol import FeatureSpec
 
 MASKING_GROUP = 64  # sequences masked in one vectorized step
 
 
+@dataclasses.dataclass(frozen=True)
+class Masking(settings_lib.Settings):
+  """BERT's dynamic masking (masked_lm_data.mask_tokens), shared by the objectives that mask tokens to predict;
+  the defaults are BERT's recipe (bert_jax.recipes.bert_config)."""
+  mask_rate: float = 0.15  # share of a sequence's tokens masked to predict
+  max_predictions: int = 20  # P: prediction slots per sequence (masked_positions [P]); at most data.seq_len
+  mask_token_fraction: float = 0.8  # share of the masked tokens shown as [MASK]
+  random_token_fraction: float = 0.1  # share shown as a random token (the rest are left as they are)
+
+  def check(self) -> None:
+    settings_lib.check_interval(self, "mask_rate", "(0, 1)")
+    settings_lib.check_positive(self, "max_predictions")
+    settings_lib.check_token_fractions(self)
+
+  def check_data(self, config: Any) -> None:
+    """max_predictions within data.seq_len and data.seq_len within the model's positions."""
+    if self.max_predictions > config.data.seq_len:
+      raise UserError(f"objective.max_predictions must be in [1, data.seq_len={config.data.seq_len}], got "
+                      f"{self.max_predictions}")
+    check_fits_positions(config, "max_position")
+
+
+@dataclasses.dataclass(frozen=True)
+class MaskedLMSettings(Masking):
+  """config.objective of masked_lm; the defaults are BERT's recipe, and ngram_weights' its fallback (1/n)."""
+  whole_word: bool = False  # mask whole words (a word's pieces together; data.word_segmenter's words)
+  max_ngram: int = 1  # mask spans of n <= max_ngram tokens (words with whole_word); ALBERT: 3
+  ngram_weights: tuple[float, ...] = ()  # p(n) for n = 1..max_ngram (normalized); empty: p(n) ~ 1/n
+  sentence_task: str = "nsp"  # nsp (B is random) | sop (A and B swapped) | none
+  packing: str = "pairs"  # pairs (segments A and B, BERT/ALBERT) | full_sentences (one segment, RoBERTa)
+  short_seq_prob: float = 0.1  # pairs: share of sequences cut shorter than data.seq_len (segments.segment_pairs)
+
+  def check(self) -> None:
+    super().check()
+    settings_lib.check_choice(self, "sentence_task", ("nsp", "sop", "none"))
+    settings_lib.check_choice(self, "packing", ("pairs", "full_sentences"))
+    if self.packing == "full_sentences" and self.sentence_task != "none":
+      raise UserError("objective.packing=full_sentences has no sentence pairs; set objective.sentence_task=none")
+    settings_lib.check_positive(self, "max_ngram")
+    weights = self.ngram_weights
+    if weights and (len(weights) != self.max_ngram or min(weights) < 0 or sum(weights) <= 0):
+      raise UserError(f"objective.ngram_weights must be {self.max_ngram} (objective.max_ngram) weights >= 0 with a "
+                      f"positive sum, or empty for p(n) ~ 1/n; got {weights}")
+
+
 class MaskedLM:
-  FAMILIES = ("bert",)
+  FAMILIES: ClassVar[tuple[str, ...] | None] = ("bert",)
+  SETTINGS: ClassVar[type[MaskedLMSettings]] = MaskedLMSettings
+  settings: MaskedLMSettings  # config.objective, read in __init__
 
   def __init__(self, config: Any):
     self.config = config
+    self.settings = settings_lib.from_config(self.SETTINGS, config.objective)
     self.seq_len = config.data.seq_len
-    self.max_predictions = config.objective.max_predictions
-    self.sentence_task = config.objective.sentence_task
-    self.token_types = 2 if config.objective.packing == "pairs" else 1  # segments A and B, or one segment
+    self.max_predictions = self.settings.max_predictions
+    self.sentence_task = self.settings.sentence_task
+    self.token_types = 2 if self.settings.packing == "pairs" else 1  # segments A and B, or one segment
     self.validate()
 
   def validate(self) -> None:
-    o, model = self.config.objective, self.config.model
-    if not 0.0 < o.mask_rate < 1.0:
-      raise UserError(f"objective.mask_rate must be in (0, 1), got {o.mask_rate}")
-    if o.sentence_task not in ("nsp", "sop", "none"):
-      raise UserError(f"objective.sentence_task must be nsp, sop or none, got '{o.sentence_task}'")
+    """What relates the settings to the data and the model (the settings' own checks ran in from_config)."""
+    o, model = self.settings, self.config.model
     if o.sentence_task != "none" and self.config.model.get("sentence_head", "none") != o.sentence_task:
       raise UserError(f"objective.sentence_task={o.sentence_task} needs model.sentence_head={o.sentence_task}")
-    if not 0 < o.max_predictions <= self.seq_len:
-      raise UserError(f"objective.max_predictions must be in [1, data.seq_len={self.seq_len}], got {o.max_predictions}")
-    positions = models.max_sequence_length(model)
-    if self.seq_len > positions:
-      offset = (f" less the {model.max_position - positions} ids below the first position (model.position_offset)"
-                if positions < model.max_position else "")
-      raise UserError(f"data.seq_len={self.seq_len} is more than the model's {positions} positions (model.max_position="
-                      f"{model.max_position}{offset}); set --config.data.seq_len={positions} or raise "
-                      "model.max_position")
-    if o.packing not in ("pairs", "full_sentences"):
-      raise UserError(f"objective.packing must be pairs or full_sentences, got '{o.packing}'")
-    if o.packing == "full_sentences" and o.sentence_task != "none":
-      raise UserError("objective.packing=full_sentences has no sentence pairs; set objective.sentence_task=none")
+    o.check_data(self.config)
     if self.token_types > model.type_vocab_size:
       raise UserError(f"objective.packing=pairs gives segment B token type 1 but model.type_vocab_size="
                       f"{model.type_vocab_size}; set --config.model.type_vocab_size=2 or "
@@ -65,16 +100,10 @@ class MaskedLM:
     if segmenter != "pieces" and not o.whole_word:
       raise UserError(f"data.word_segmenter={segmenter} finds words for whole-word masking; set "
                       "--config.objective.whole_word=true (or data.word_segmenter=pieces)")
-    if o.max_ngram < 1 or not 0 <= o.mask_token_fraction + o.random_token_fraction <= 1:
-      raise UserError("objective.max_ngram must be >= 1 and mask_token_fraction + random_token_fraction <= 1")
-    weights = tuple(o.get("ngram_weights", ()))
-    if weights and (len(weights) != o.max_ngram or min(weights) < 0 or sum(weights) <= 0):
-      raise UserError(f"objective.ngram_weights must be {o.max_ngram} (objective.max_ngram) weights >= 0 with a "
-                      f"positive sum, or empty for p(n) ~ 1/n; got {weights}")
 
-  def feature_spec(self, batch_size: int) -> dict:
+  def feature_spec(self, batch_size: int) -> FeatureSpec:
     L, P = self.seq_len, self.max_predictions
-    spec = {"input_ids": ((batch_size, L), np.int32), "token_type_ids": ((batch_size, L), np.int32),
+    spec: FeatureSpec = {"input_ids": ((batch_size, L), np.int32), "token_type_ids": ((batch_size, L), np.int32),
             "attention_mask": ((batch_size, L), np.int32), "masked_positions": ((batch_size, P), np.int32),
             "masked_ids": ((batch_size, P), np.int32), "masked_weights": ((batch_size, P), np.float32)}
     if self.sentence_task != "none":
@@ -84,7 +113,7 @@ class MaskedLM:
   def synthetic_batch(self, batch_size: int, rng: np.random.Generator) -> dict:
     """Random tokens with the objective's shapes, mask rate and token types (for benchmarks and plans)."""
     L, P, V = self.seq_len, self.max_predictions, self.config.model.vocab_size
-    n_predict = min(P, max(1, round(L * self.config.objective.mask_rate)))
+    n_predict = min(P, max(1, round(L * self.settings.mask_rate)))
     positions = np.sort(np.stack([rng.choice(np.arange(1, L), P, replace=False) for _ in range(batch_size)]), 1)
     types_L = ((np.arange(L) >= L // 2) * (self.token_types - 1)).astype(np.int32)  # segment B: the second half
     batch = {"input_ids": rng.integers(5, V, (batch_size, L), dtype=np.int32),
@@ -102,9 +131,9 @@ class MaskedLM:
     masks differ wherever a document occurs in the stream, so a repeated stream is masked anew each epoch."""
     from bert_jax.data import segments
     from bert_jax.data.tf_cpu import tf
-    from bert_jax.objectives import masking
+    from bert_jax.objectives import masked_lm_data
 
-    o = self.config.objective
+    o = self.settings
     ids = segments.SpecialIds(cls=tokenizer.cls_id, sep=tokenizer.sep_id, pad=tokenizer.pad_id)
     stored_words = o.whole_word and "word_starts" in documents.element_spec
     if stored_words:  # each token's word-start flag rides through the segment building in its id's low bit
@@ -114,7 +143,7 @@ class MaskedLM:
       sequences = segments.segment_pairs(documents, self.seq_len, o.sentence_task, o.short_seq_prob, ids, seed)
     else:
       sequences = segments.full_sentences(documents, self.seq_len, ids, seed)
-    tables = masking.Tables.from_tokenizer(tokenizer)
+    tables = masked_lm_data.Tables.from_tokenizer(tokenizer)
     names = self.feature_spec(1)
 
     @tf.autograph.experimental.do_not_convert
@@ -122,9 +151,9 @@ class MaskedLM:
       input_ids, word_start = group["input_ids"], None
       if stored_words:
         input_ids, word_start = input_ids // 2, input_ids % 2 > 0
-      masked = masking.mask_tokens(input_ids, group["seed"][0], tables, o.mask_rate, self.max_predictions,
+      masked = masked_lm_data.mask_tokens(input_ids, group["seed"][0], tables, o.mask_rate, self.max_predictions,
                                    o.whole_word, o.max_ngram, o.mask_token_fraction, o.random_token_fraction,
-                                   word_start, tuple(o.get("ngram_weights", ())))
+                                   word_start, o.ngram_weights)
       return {name: masked[name] if name in masked else group[name] for name in names}
 
     groups = sequences.batch(MASKING_GROUP).map(features, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)

@@ -1,4 +1,4 @@
-"""XLNet's permutation language model with partial prediction (the tf.data side: objectives/permutation.py).
+"""XLNet's permutation language model with partial prediction (the tf.data side: objectives/permutation_lm_data.py).
 
 Features of one example (L = data.seq_len, P = objective.num_predict):
   input_ids [L] int32, token_type_ids [L] int32 (0: A, 1: B, 2: [CLS]),
@@ -9,18 +9,20 @@ Features of one example (L = data.seq_len, P = objective.num_predict):
 model.reuse_len shapes the examples (a leading part with its own targets and order). With model.mem_len > 0
 the memory is carried from batch to batch as XLNet's pretraining does: the batches come in the original's
 stream layout (row r of a batch continues row r of the batch before, for objective.stream_steps batches; see
-permutation.stream_batches), the train state holds each row's memory (stop-gradient, [B, layers, mem_len, D],
+permutation_lm_data.stream_batches), the train state holds each row's memory (stop-gradient, [B, layers, mem_len, D],
 zeros at the start as in the original), and evaluation carries it across its batches from zeros.
 """
 
-from typing import Any
+import dataclasses
+from typing import Any, ClassVar
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from bert_jax.errors import UserError
-from bert_jax.objectives import summarize_tokens, token_scores
+from bert_jax.objectives import settings as settings_lib, summarize_tokens, token_scores
+from bert_jax.objectives.protocol import FeatureSpec
 
 SPECIAL_TOKENS = 3  # [SEP] after A, [SEP] after B, [CLS]
 
@@ -33,20 +35,43 @@ def permutation_mask(perm_rank_BL: jax.Array, is_target_BL: jax.Array) -> jax.Ar
   return perm_rank_BL[:, None, :] >= limit_BL[:, :, None]
 
 
+@dataclasses.dataclass(frozen=True)
+class PermutationLMSettings(settings_lib.Settings):
+  """config.objective of permutation_lm; the defaults are XLNet's recipe (bert_jax.recipes.xlnet_config)."""
+  num_predict: int = 85  # P: predicted tokens per example, about data.seq_len / K with K = 6
+  perm_size: int = 256  # the factorization order is sampled within blocks of this many tokens
+  max_ngram: int = 5  # target spans of n <= max_ngram tokens, p(n) proportional to 1/n
+  mask_alpha: int = 6  # one span of n tokens in a context of n * mask_alpha / mask_beta tokens
+  mask_beta: int = 1
+  bi_data: bool = True  # also emit every example read backwards (relative distances negated), as XLNet did
+  random_b_prob: float = 0.5  # segment B comes from elsewhere in the corpus instead of following A
+  stream_steps: int = 64  # with model.mem_len: batches for which each row continues one stretch of text
+
+  def check(self) -> None:
+    if self.mask_beta <= 0 or self.mask_alpha // self.mask_beta < 2 or self.max_ngram <= 0:
+      raise UserError("objective.mask_alpha // objective.mask_beta must be >= 2 and objective.max_ngram >= 1, "
+                      f"got {self.mask_alpha}, {self.mask_beta}, {self.max_ngram}")
+    settings_lib.check_interval(self, "random_b_prob", "[0, 1]")
+
+
 class PermutationLM:
-  FAMILIES = ("xlnet",)
+  FAMILIES: ClassVar[tuple[str, ...] | None] = ("xlnet",)
+  SETTINGS: ClassVar[type[PermutationLMSettings]] = PermutationLMSettings
+  settings: PermutationLMSettings  # config.objective, read in __init__
+  carries_memory: bool  # model.mem_len > 0
 
   def __init__(self, config: Any):
     self.config = config
+    self.settings = settings_lib.from_config(self.SETTINGS, config.objective)
     self.seq_len = config.data.seq_len
-    self.num_predict = config.objective.num_predict
+    self.num_predict = self.settings.num_predict
     self.reuse_len = config.model.get("reuse_len", 0)
     self.mem_len = config.model.get("mem_len", 0)
     self.carries_memory = self.mem_len > 0
     self.validate()
 
   def validate(self) -> None:
-    o, L, R, P = self.config.objective, self.seq_len, self.reuse_len, self.num_predict
+    o, L, R, P = self.settings, self.seq_len, self.reuse_len, self.num_predict
     if not 0 <= R <= L - SPECIAL_TOKENS - 2:
       raise UserError(f"model.reuse_len={R} leaves no room for two segments in data.seq_len={L}; "
                       f"use at most {L - SPECIAL_TOKENS - 2}")
@@ -57,11 +82,6 @@ class PermutationLM:
       limit = max(p for p in range(1, L) if self._fits(p))
       reuse = f" (with model.reuse_len={R}, num_predict // 2 targets fall in the reuse part)" if R else ""
       raise UserError(f"objective.num_predict={P} is more than data.seq_len={L} allows; use 1 to {limit}{reuse}")
-    if o.mask_beta <= 0 or o.mask_alpha // o.mask_beta < 2 or o.max_ngram <= 0:
-      raise UserError("objective.mask_alpha // objective.mask_beta must be >= 2 and objective.max_ngram >= 1, "
-                      f"got {o.mask_alpha}, {o.mask_beta}, {o.max_ngram}")
-    if not 0.0 <= o.random_b_prob <= 1.0:
-      raise UserError(f"objective.random_b_prob must be in [0, 1], got {o.random_b_prob}")
     if self.carries_memory and (R == 0 or o.stream_steps < 1):
       raise UserError(f"model.mem_len={self.mem_len} carries memory between batches, which needs model.reuse_len > 0 "
                       f"(got {R}) and objective.stream_steps >= 1 (got {o.stream_steps}); or set model.mem_len=0")
@@ -73,10 +93,10 @@ class PermutationLM:
       return 0 < num_predict <= L - SPECIAL_TOKENS
     return 0 < num_predict and num_predict // 2 <= R and num_predict - num_predict // 2 <= L - R - SPECIAL_TOKENS
 
-  def feature_spec(self, batch_size: int) -> dict:
+  def feature_spec(self, batch_size: int) -> FeatureSpec:
     L, P = self.seq_len, self.num_predict
     names = ("input_ids", "token_type_ids", "perm_rank", "is_target")
-    spec = {name: ((batch_size, L), np.int32) for name in names}
+    spec: FeatureSpec = {name: ((batch_size, L), np.int32) for name in names}
     spec.update({"target_positions": ((batch_size, P), np.int32), "target_ids": ((batch_size, P), np.int32),
                  "target_weights": ((batch_size, P), np.float32), "reversed": ((batch_size,), np.int32)})
     return spec
@@ -96,34 +116,34 @@ class PermutationLM:
             "target_positions": positions.astype(np.int32),
             "target_ids": rng.integers(10, V, (batch_size, P), dtype=np.int32),
             "target_weights": np.ones((batch_size, P), np.float32),
-            "reversed": (rng.random(batch_size) < 0.5).astype(np.int32) if self.config.objective.bi_data
+            "reversed": (rng.random(batch_size) < 0.5).astype(np.int32) if self.settings.bi_data
             else np.zeros(batch_size, np.int32)}
 
-  def _settings(self, tokenizer):
-    from bert_jax.objectives import permutation
+  def _data_settings(self, tokenizer):
+    from bert_jax.objectives import permutation_lm_data
 
-    o = self.config.objective
-    return permutation, permutation.Settings(
+    o = self.settings
+    return permutation_lm_data, permutation_lm_data.Settings(
         seq_len=self.seq_len, reuse_len=self.reuse_len, num_predict=self.num_predict, perm_size=o.perm_size,
         max_ngram=o.max_ngram, mask_alpha=o.mask_alpha, mask_beta=o.mask_beta, random_b_prob=o.random_b_prob,
         bi_data=o.bi_data, sep_id=tokenizer.sep_id, cls_id=tokenizer.cls_id, eod_id=tokenizer.eod_id)
 
   def dataset(self, documents, tokenizer, seed: int, train: bool):
-    """Unbatched features from a stream of tokenized documents (see objectives/permutation.py)."""
-    permutation, settings = self._settings(tokenizer)
-    return permutation.examples(documents, tokenizer.special_mask(), settings, seed, train)
+    """Unbatched features from a stream of tokenized documents (see objectives/permutation_lm_data.py)."""
+    permutation_lm_data, settings = self._data_settings(tokenizer)
+    return permutation_lm_data.examples(documents, tokenizer.special_mask(), settings, seed, train)
 
   def stream_batches(self, documents, tokenizer, seed: int, train: bool, rows: int, steps: int):
-    """Batches of `rows` in the stream layout that carrying memory needs (see permutation.stream_batches)."""
-    if self.config.objective.bi_data and rows % 2:
+    """Batches of `rows` in the stream layout that carrying memory needs (see permutation_lm_data.stream_batches)."""
+    if self.settings.bi_data and rows % 2:
       raise UserError(f"objective.bi_data pairs each row with its reversed copy, so the batch rows of each process "
                       f"must be even, got {rows}; change the batch size or set objective.bi_data=False")
-    permutation, settings = self._settings(tokenizer)
-    return permutation.stream_batches(documents, tokenizer.special_mask(), settings, seed, train, rows, steps)
+    permutation_lm_data, settings = self._data_settings(tokenizer)
+    return permutation_lm_data.stream_batches(documents, tokenizer.special_mask(), settings, seed, train, rows, steps)
 
   def stream_tokens(self, rows: int, steps: int) -> int:
     """Tokens of text one group of `steps` stream batches of `rows` reads."""
-    rows //= 2 if self.config.objective.bi_data else 1
+    rows //= 2 if self.settings.bi_data else 1
     return rows * ((steps - 1) * self.reuse_len + self.seq_len - SPECIAL_TOKENS)
 
   def memory_spec(self, batch_size: int) -> tuple[tuple[int, ...], Any]:
@@ -135,12 +155,12 @@ class PermutationLM:
     sums, metrics, _ = self.forward_carrying(model, params, batch, None, rngs)
     return sums, metrics
 
-  def forward_carrying(self, model, params, batch: dict, memory_BNMD, rngs: dict | None = None):
+  def forward_carrying(self, model, params, batch: dict, memory_BYMD, rngs: dict | None = None):
     """(sums, metrics, the memory for the next batch, [B, layers, mem_len, hidden], or None without memory)."""
     perm_mask_BLL = permutation_mask(batch["perm_rank"], batch["is_target"])
-    mems_NBMD = None if memory_BNMD is None else jnp.swapaxes(memory_BNMD, 0, 1)
+    mems_YBMD = None if memory_BYMD is None else jnp.swapaxes(memory_BYMD, 0, 1)
     outputs = model.apply({"params": params}, batch["input_ids"], batch["token_type_ids"], None, perm_mask_BLL,
-                          batch["target_positions"], mems_NBMD, batch["reversed"], rngs=rngs)
+                          batch["target_positions"], mems_YBMD, batch["reversed"], rngs=rngs)
     logits_BPV = outputs["logits"].astype(jnp.float32)
     weights_BP = batch["target_weights"]
     nll_BP, correct_BP = token_scores.nll_and_correct(logits_BPV, batch["target_ids"])

@@ -10,7 +10,8 @@ end_positions [] int32 (0, [CLS], where the answer is not in the window or there
 The task-objective protocol (arrays, outputs, score) is objectives/classification.py's; a window is a row.
 """
 
-from typing import Any
+import dataclasses
+from typing import Any, ClassVar
 
 import jax.numpy as jnp
 import numpy as np
@@ -19,25 +20,43 @@ import optax
 from bert_jax import scores
 from bert_jax.data import squad, tasks as tasks_lib
 from bert_jax.errors import UserError
-from bert_jax.objectives import check_fits_positions
+from bert_jax.objectives import check_fits_positions, settings as settings_lib
 
 POSITIONS = ("start_positions", "end_positions")
 
 
+@dataclasses.dataclass(frozen=True)
+class QuestionAnsweringSettings(settings_lib.Settings):
+  """config.objective of question_answering; the defaults are BERT's run_squad.py flags, as
+  bert_jax.recipes.finetune_config writes them."""
+  doc_stride: int = 128  # the context's windows start this many tokens apart
+  max_query_len: int = 64  # a question keeps its first max_query_len tokens
+  max_answer_len: int = 30  # the longest answer, in tokens
+  n_best: int = 20  # starts and ends considered per window
+  null_threshold: float = 0.0  # SQuAD v2.0: "" (no answer) when the null score beats the best span by this
+
+  def check(self) -> None:
+    settings_lib.check_positive(self, "doc_stride", "max_query_len", "max_answer_len", "n_best")
+
+
 class QuestionAnswering:
-  FAMILIES = None  # every family whose model has a span head (its validate refuses model.head otherwise)
+  # every family whose model has a span head (its validate refuses model.head otherwise)
+  FAMILIES: ClassVar[tuple[str, ...] | None] = None
+  SETTINGS: ClassVar[type[QuestionAnsweringSettings]] = QuestionAnsweringSettings
+  settings: QuestionAnsweringSettings  # config.objective, read in __init__
+  task: tasks_lib.Task
 
   def __init__(self, config: Any):
     self.config = config
+    self.settings = settings_lib.from_config(self.SETTINGS, config.objective)
     self.seq_len = config.data.seq_len
-    self.options = config.objective
     self.task = tasks_lib.load(config.task)
     self._features: dict[str, squad.Features] = {}
     if config.model.get("head") != "span":
       raise UserError(f"objective question_answering needs model.head=span, got {config.model.get('head')!r}")
-    if self.seq_len <= self.options.max_query_len + 3:
+    if self.seq_len <= self.settings.max_query_len + 3:
       raise UserError(f"data.seq_len={self.seq_len} leaves no room for the context after a question of up to "
-                      f"objective.max_query_len={self.options.max_query_len} tokens, [CLS] and two [SEP]; raise "
+                      f"objective.max_query_len={self.settings.max_query_len} tokens, [CLS] and two [SEP]; raise "
                       "data.seq_len or lower objective.max_query_len")
     check_fits_positions(self.config)
 
@@ -60,8 +79,8 @@ class QuestionAnswering:
       examples = self.task.read(split)
       if not examples:
         raise UserError(f"task {self.task.name} has no questions in its {split} split")
-      self._features[split] = squad.features(examples, tokenizer, self.seq_len, self.options.doc_stride,
-                                             self.options.max_query_len, is_training=split == "train")
+      self._features[split] = squad.features(examples, tokenizer, self.seq_len, self.settings.doc_stride,
+                                             self.settings.max_query_len, is_training=split == "train")
     found = self._features[split]
     return {**found.arrays(), "start_positions": found.start_positions, "end_positions": found.end_positions,
             "weight": np.ones(len(found), np.float32)}
@@ -69,7 +88,8 @@ class QuestionAnswering:
   def outputs(self, model, params, batch: dict, rngs: dict | None = None) -> dict:
     out = model.apply({"params": params}, input_ids_BL=batch["input_ids"], token_type_ids_BL=batch["token_type_ids"],
                       attention_mask_BL=batch["attention_mask"], rngs=rngs)
-    return {"start_logits": out["start_logits"].astype(jnp.float32), "end_logits": out["end_logits"].astype(jnp.float32)}
+    return {"start_logits": out["start_logits"].astype(jnp.float32),
+            "end_logits": out["end_logits"].astype(jnp.float32)}
 
   def forward(self, model, params, batch: dict, rngs: dict | None = None) -> tuple[dict, dict]:
     outputs, weight_B = self.outputs(model, params, batch, rngs), batch["weight"]
@@ -86,9 +106,9 @@ class QuestionAnswering:
     n = max(float(counts["span"]), 1.0)
     return {"loss": float(sums["span"]) / n, "span_accuracy": float(metrics["span_correct"]) / n}
 
-  def answers(self, split: str, outputs: dict) -> tuple[dict, dict]:
+  def answers(self, split: str, outputs: dict) -> tuple[dict[str, str], dict[str, float] | None]:
     """({question id: answer text}, {question id: null odds}, v2.0 only) of a split's outputs."""
-    o = self.options
+    o = self.settings
     found = self._features[split]
     version_2 = any(e.is_impossible for e in found.examples)
     answers, null_odds, _ = squad.best_answers(found, np.asarray(outputs["start_logits"]),

@@ -22,52 +22,58 @@ and they lie among its first sbo_max_targets tokens (the release's --max-pair-ta
 
 Where ours differs: the release stops a span mid-word when the budget runs out; ours completes that word (as
 long as the sequence's masked tokens stay within max_predictions), so every word is masked whole or not at all
-and a sequence can mask up to a word's pieces more than the budget. The release draws random replacements from the corpus's token distribution; ours uniformly from the ordinary
-vocabulary, as BERT does. The release divides the SBO loss by the number of targets plus one; ours by the
-number of targets.
+and a sequence can mask up to a word's pieces more than the budget. The release draws random replacements from the
+corpus's token distribution; ours uniformly from the ordinary vocabulary, as BERT does. The release divides the SBO loss
+by the number of targets plus one; ours by the number of targets.
 """
 
-from typing import Any
+import dataclasses
+from typing import Any, ClassVar
 
 import jax.numpy as jnp
 import numpy as np
 
-from bert_jax import models
-from bert_jax.errors import UserError
-from bert_jax.objectives import summarize_tokens, token_scores
-from bert_jax.objectives.masked_lm import MASKING_GROUP
+from bert_jax.objectives import settings as settings_lib, summarize_tokens, token_scores
+from bert_jax.objectives.masked_lm import MASKING_GROUP, Masking
+from bert_jax.objectives.protocol import FeatureSpec
 
 SBO_FEATURES = ("sbo_left", "sbo_right", "sbo_relative")
 
 
+@dataclasses.dataclass(frozen=True)
+class SpanBoundarySettings(Masking):
+  """config.objective of span_boundary: masked_lm's masking rates with geometric spans of whole words; the
+  defaults are SpanBERT's recipe (bert_jax.recipes.spanbert_config)."""
+  max_predictions: int = 80  # ceil(0.15 x 510) = 77 at 512 tokens
+  geometric_p: float = 0.2  # span length n in words ~ p (1 - p)^(n - 1), clipped to n <= max_span
+  max_span: int = 10
+
+  def check(self) -> None:
+    super().check()
+    settings_lib.check_interval(self, "geometric_p", "(0, 1]")
+    settings_lib.check_positive(self, "max_span")
+
+
 class SpanBoundary:
-  FAMILIES = ("spanbert",)
+  FAMILIES: ClassVar[tuple[str, ...] | None] = ("spanbert",)
+  SETTINGS: ClassVar[type[SpanBoundarySettings]] = SpanBoundarySettings
+  settings: SpanBoundarySettings  # config.objective, read in __init__
 
   def __init__(self, config: Any):
     self.config = config
+    self.settings = settings_lib.from_config(self.SETTINGS, config.objective)
     self.seq_len = config.data.seq_len
-    self.max_predictions = config.objective.max_predictions
+    self.max_predictions = self.settings.max_predictions
     self.validate()
 
   def validate(self) -> None:
-    o, model = self.config.objective, self.config.model
-    if not 0.0 < o.mask_rate < 1.0:
-      raise UserError(f"objective.mask_rate must be in (0, 1), got {o.mask_rate}")
-    if not 0 < o.max_predictions <= self.seq_len:
-      raise UserError(f"objective.max_predictions must be in [1, data.seq_len={self.seq_len}], got {o.max_predictions}")
-    if not 0.0 < o.geometric_p <= 1.0 or o.max_span < 1:
-      raise UserError(f"objective.geometric_p must be in (0, 1] and objective.max_span >= 1, got {o.geometric_p} "
-                      f"and {o.max_span}")
-    if not 0 <= o.mask_token_fraction + o.random_token_fraction <= 1:
-      raise UserError("objective.mask_token_fraction + objective.random_token_fraction must be in [0, 1]")
-    positions = models.max_sequence_length(model)
-    if self.seq_len > positions:
-      raise UserError(f"data.seq_len={self.seq_len} is more than the model's {positions} positions; set "
-                      f"--config.data.seq_len={positions} or raise model.max_position")
+    """max_predictions and data.seq_len against the data and the model (the settings' own checks ran already)."""
+    self.settings.check_data(self.config)
 
-  def feature_spec(self, batch_size: int) -> dict:
+  def feature_spec(self, batch_size: int) -> FeatureSpec:
     L, P = self.seq_len, self.max_predictions
-    spec = {name: ((batch_size, L), np.int32) for name in ("input_ids", "token_type_ids", "attention_mask")}
+    spec: FeatureSpec = {name: ((batch_size, L), np.int32)
+                         for name in ("input_ids", "token_type_ids", "attention_mask")}
     spec.update({name: ((batch_size, P), np.int32) for name in ("masked_positions", "masked_ids", *SBO_FEATURES)})
     spec.update({name: ((batch_size, P), np.float32) for name in ("masked_weights", "sbo_weights")})
     return spec
@@ -75,7 +81,7 @@ class SpanBoundary:
   def synthetic_batch(self, batch_size: int, rng: np.random.Generator) -> dict:
     """Random tokens with the objective's shapes and mask rate, each target a span of its own (benchmarks, plans)."""
     L, P, V = self.seq_len, self.max_predictions, self.config.model.vocab_size
-    n_predict = min(P, max(1, round(L * self.config.objective.mask_rate)))
+    n_predict = min(P, max(1, round(L * self.settings.mask_rate)))
     positions = np.sort(np.stack([rng.choice(np.arange(1, L - 1), P, replace=False) for _ in range(batch_size)]), 1)
     weights = (np.arange(P)[None] < n_predict).astype(np.float32).repeat(batch_size, 0)
     return {"input_ids": rng.integers(5, V, (batch_size, L), dtype=np.int32),
@@ -91,17 +97,17 @@ class SpanBoundary:
     """Unbatched features from a stream of tokenized documents, masked anew wherever a document occurs."""
     from bert_jax.data import segments
     from bert_jax.data.tf_cpu import tf
-    from bert_jax.objectives import masking, span_masking
+    from bert_jax.objectives import masked_lm_data, span_boundary_data
 
-    o = self.config.objective
+    o = self.settings
     ids = segments.SpecialIds(cls=tokenizer.cls_id, sep=tokenizer.sep_id, pad=tokenizer.pad_id)
     sequences = segments.segment_pairs(documents, self.seq_len, "none", 0.0, ids, seed)
-    tables = masking.Tables.from_tokenizer(tokenizer)
+    tables = masked_lm_data.Tables.from_tokenizer(tokenizer)
     names = self.feature_spec(1)
 
     @tf.autograph.experimental.do_not_convert
     def features(group: dict) -> dict:  # sequences masked together, with the first one's seed
-      masked = span_masking.mask_spans(
+      masked = span_boundary_data.mask_spans(
           group["input_ids"], group["attention_mask"], group["seed"][0], tables, o.mask_rate, self.max_predictions,
           o.geometric_p, o.max_span, self.config.model.sbo_max_targets, o.mask_token_fraction,
           o.random_token_fraction)

@@ -19,15 +19,16 @@ normalizer (Mesh TensorFlow's and t5x's z-loss, 1e-4 in the T5 recipes). Reporte
 and z_loss; `loss` is their sum.
 """
 
+import dataclasses
 import itertools
-from typing import Any
+from typing import Any, ClassVar, cast
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from bert_jax.errors import UserError
-from bert_jax.objectives import greedy_decode, summarize_tokens, token_scores
+from bert_jax.objectives import decoding, settings as settings_lib, summarize_tokens, token_scores
 
 FEATURES = ("encoder_input_tokens", "encoder_segment_ids", "decoder_target_tokens", "decoder_segment_ids",
             "decoder_positions")
@@ -57,18 +58,47 @@ def lengths(inputs_length: int, noise_density: float, mean_noise_span_length: fl
   return raw, example_lengths(raw, noise_density, mean_noise_span_length)[1]
 
 
+@dataclasses.dataclass(frozen=True)
+class Targets(settings_lib.Settings):
+  """What the objectives that train T5's decoder share (span corruption, text to text): the decoder's length and
+  the z-loss; z_loss's default is its fallback (off), T5's recipes set 1e-4."""
+  targets_length: int = 114  # decoder length; span corruption: at least what `lengths` predicts for data.seq_len
+  z_loss: float = 0.0  # + z_loss * log(Z)^2 per target token (Mesh TF, t5x); 0 turns it off
+
+  def check(self) -> None:
+    settings_lib.check_interval(self, "z_loss", "[0, inf)", " (0 turns it off; T5 uses 1e-4)")
+    settings_lib.check_interval(self, "targets_length", "[2, inf)", integer=True)
+
+
+@dataclasses.dataclass(frozen=True)
+class SpanCorruptionSettings(Targets):
+  """config.objective of span_corruption; the defaults are T5's recipe (bert_jax.recipes.t5_config) at its
+  512 input tokens, z_loss's its fallback (off)."""
+  noise_density: float = 0.15  # share of a chunk's tokens that are noise
+  mean_noise_span_length: float = 3.0  # noise tokens per noise span, on average
+  packing: bool = True  # several short examples per row, kept apart by segment ids
+
+  def check(self) -> None:
+    settings_lib.check_interval(self, "noise_density", "(0, 1)")
+    settings_lib.check_interval(self, "mean_noise_span_length", "[1, inf)")
+    super().check()
+
+
 class SpanCorruption:
-  FAMILIES = ("t5",)
+  FAMILIES: ClassVar[tuple[str, ...] | None] = ("t5",)
+  SETTINGS: ClassVar[type[Targets]] = SpanCorruptionSettings  # Targets: TextToText, a subclass, has its own
+  settings: Targets
 
   def __init__(self, config: Any):
     self.config = config
-    o = config.objective
+    # span corruption's own settings: TextToText, whose SETTINGS are another Targets, has an __init__ of its own
+    self.settings = o = cast(SpanCorruptionSettings, settings_lib.from_config(self.SETTINGS, config.objective))
+    self.packing = o.packing
     self.noise_density = float(o.noise_density)
     self.mean_noise_span_length = float(o.mean_noise_span_length)
     self.inputs_length = config.data.seq_len
     self.targets_length = o.targets_length
-    self.z_loss = float(o.get("z_loss", 0.0))
-    self.validate()
+    self.z_loss = float(o.z_loss)
     self.raw_length, self.expected_targets_length = lengths(self.inputs_length, self.noise_density,
                                                             self.mean_noise_span_length)
     self.max_spans = noise_counts(self.raw_length, self.noise_density, self.mean_noise_span_length)[1]
@@ -87,18 +117,6 @@ class SpanCorruption:
           f"chunks at noise_density={self.noise_density} (data.seq_len={self.inputs_length} needs "
           f"{self.expected_targets_length}); set "
           f"--config.objective.targets_length={self.expected_targets_length}")
-
-  def validate(self) -> None:
-    o = self.config.objective
-    if not 0.0 < self.noise_density < 1.0:
-      raise UserError(f"objective.noise_density must be in (0, 1), got {self.noise_density}")
-    if self.mean_noise_span_length < 1.0:
-      raise UserError(f"objective.mean_noise_span_length must be at least 1, got "
-                      f"{self.mean_noise_span_length}")
-    if self.z_loss < 0:
-      raise UserError(f"objective.z_loss must be >= 0 (0 turns it off; T5 uses 1e-4), got {self.z_loss}")
-    if not isinstance(o.targets_length, int) or o.targets_length < 2:
-      raise UserError(f"objective.targets_length must be an integer of at least 2, got {o.targets_length!r}")
 
   def feature_spec(self, batch_size: int) -> dict:
     return {name: ((batch_size, self.inputs_length if name.startswith("encoder") else self.targets_length),
@@ -129,20 +147,20 @@ class SpanCorruption:
   def rows(self, documents, first_sentinel: int, eos_id: int, seed: int):
     """Rows of features from a tf.data.Dataset of 1-D token ids."""
     from bert_jax.data.tf_cpu import tf
-    from bert_jax.objectives import spans
+    from bert_jax.objectives import span_corruption_data
 
     @tf.autograph.experimental.do_not_convert
     def corrupt_chunk(index, tokens):
-      return spans.corrupt(tokens, self.noise_density, self.mean_noise_span_length, first_sentinel, eos_id,
-                           tf.stack([tf.cast(seed, tf.int64), index]))
+      return span_corruption_data.corrupt(tokens, self.noise_density, self.mean_noise_span_length, first_sentinel,
+                                          eos_id, tf.stack([tf.cast(seed, tf.int64), index]))
 
     @tf.autograph.experimental.do_not_convert
     def padded_row(example):
-      return spans.padded_row(example, self.inputs_length, self.targets_length)
+      return span_corruption_data.padded_row(example, self.inputs_length, self.targets_length)
 
-    examples = spans.chunks(documents, self.raw_length).enumerate().map(corrupt_chunk)
-    if self.config.objective.packing:
-      return spans.pack(examples, self.inputs_length, self.targets_length)
+    examples = span_corruption_data.chunks(documents, self.raw_length).enumerate().map(corrupt_chunk)
+    if self.packing:
+      return span_corruption_data.pack(examples, self.inputs_length, self.targets_length)
     return examples.map(padded_row)
 
   def forward(self, model, params, batch: dict, rngs: dict | None = None) -> tuple[dict, dict]:
@@ -172,7 +190,7 @@ class SpanCorruption:
   def greedy_decode(self, model, params, batch: dict) -> jax.Array:
     """[B, targets_length] greedy predictions for the first example (segment 1) of each row."""
     first_BL = batch["encoder_segment_ids"] == 1
-    return greedy_decode(model, params, jnp.where(first_BL, batch["encoder_input_tokens"], 0),
+    return decoding.greedy_decode(model, params, jnp.where(first_BL, batch["encoder_input_tokens"], 0),
                           first_BL.astype(jnp.int32), self.targets_length, self.config.model.eos_token_id)
 
   def decode_examples(self, model, params, batch: dict, tokenizer, count: int = 4) -> list[dict]:
@@ -185,9 +203,9 @@ class SpanCorruption:
     def text(ids) -> str:
       ids = [int(i) for i in ids if i != 0]
       ids = ids[:ids.index(eos)] if eos in ids else ids
-      parts = []
-      for is_sentinel, group in itertools.groupby(ids, lambda i: i >= tokenizer.piece_count):
-        group = list(group)
+      parts: list[str] = []
+      for is_sentinel, run in itertools.groupby(ids, lambda i: i >= tokenizer.piece_count):
+        group = list(run)
         parts += ([f"<extra_id_{tokenizer.vocab_size - 1 - i}>" for i in group] if is_sentinel
                   else [tokenizer.decode(group)])
       return " ".join(parts)
@@ -216,7 +234,7 @@ class SpanCorruption:
             + [tokenizer.eos_id] for i, text in enumerate(texts)]
     tokens_BL, segments_BL = blanks.pad(rows, self.config.model.pad_token_id)
     eos = self.config.model.eos_token_id
-    decoded_BT = np.asarray(greedy_decode(model, params, tokens_BL, segments_BL, self.targets_length, eos))
+    decoded_BT = np.asarray(decoding.greedy_decode(model, params, tokens_BL, segments_BL, self.targets_length, eos))
     return [blanks.fill_spans(text, tokenizer, decoded_T, eos) for text, decoded_T in zip(texts, decoded_BT)]
 
 

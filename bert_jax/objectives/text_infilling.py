@@ -24,33 +24,45 @@ target shifted right, starting with </s> as fairseq and transformers do), labels
 Loss: the mean token cross-entropy over the targets.
 """
 
-from typing import Any
+import dataclasses
+from typing import Any, ClassVar
 
 import jax.numpy as jnp
 import numpy as np
 
 from bert_jax.errors import UserError
-from bert_jax.objectives import check_fits_positions, greedy_decode, summarize_tokens, token_scores
+from bert_jax.objectives import check_fits_positions, decoding, settings as settings_lib, summarize_tokens, token_scores
 
 FEATURES = ("input_ids", "attention_mask", "decoder_input_ids", "labels", "decoder_attention_mask")
 
 
+@dataclasses.dataclass(frozen=True)
+class TextInfillingSettings(settings_lib.Settings):
+  """config.objective of text_infilling; the defaults are BART-large's recipe (bert_jax.recipes.bart_config)."""
+  mask_ratio: float = 0.3  # of the words; ceil(0.3 x words) masked
+  random_ratio: float = 0.1  # a span's mask (and an insertion) is a random token instead
+  poisson_lambda: float = 3.0  # span lengths in words; 0-length spans insert one mask
+  permute_sentences: bool = True  # every block's sentences in a random order
+
+  def check(self) -> None:
+    settings_lib.check_interval(self, "mask_ratio", "(0, 1)")
+    settings_lib.check_interval(self, "random_ratio", "[0, 1]")
+    settings_lib.check_interval(self, "poisson_lambda", "(0, inf)")
+
+
 class TextInfilling:
-  FAMILIES = ("bart",)
+  FAMILIES: ClassVar[tuple[str, ...] | None] = ("bart",)
+  SETTINGS: ClassVar[type[TextInfillingSettings]] = TextInfillingSettings
+  settings: TextInfillingSettings  # config.objective, read in __init__
 
   def __init__(self, config: Any):
     self.config = config
+    self.settings = settings_lib.from_config(self.SETTINGS, config.objective)
     self.seq_len = config.data.seq_len
     self.validate()
 
   def validate(self) -> None:
-    o = self.config.objective
-    if not 0.0 < o.mask_ratio < 1.0:
-      raise UserError(f"objective.mask_ratio must be in (0, 1), got {o.mask_ratio}")
-    if not 0.0 <= o.random_ratio <= 1.0:
-      raise UserError(f"objective.random_ratio must be in [0, 1], got {o.random_ratio}")
-    if o.poisson_lambda <= 0:
-      raise UserError(f"objective.poisson_lambda must be positive, got {o.poisson_lambda}")
+    """data.seq_len against the noise's framing and the model's positions (the settings' checks ran already)."""
     if self.seq_len < 4:
       raise UserError(f"data.seq_len={self.seq_len} is too short for text infilling; use at least 4 tokens")
     check_fits_positions(self.config)
@@ -69,13 +81,13 @@ class TextInfilling:
             "labels": labels, "decoder_attention_mask": np.ones((batch_size, L), np.int32)}
 
   def noise(self, tokenizer):
-    """The noise settings (denoising.Noise) with the tokenizer's ids."""
+    """The noise settings (text_infilling_data.Noise) with the tokenizer's ids."""
     from bert_jax.data.tf_cpu import tf
-    from bert_jax.objectives import denoising
+    from bert_jax.objectives import text_infilling_data
 
-    o = self.config.objective
+    o = self.settings
     special = tokenizer.special_mask()
-    return denoising.Noise(
+    return text_infilling_data.Noise(
         bos=tokenizer.cls_id, eos=tokenizer.eos_id, mask=tokenizer.mask_id,
         word_start_V=tf.constant(tokenizer.word_starts()),
         replacements=tf.constant(np.flatnonzero(~special).astype(np.int32)), mask_ratio=float(o.mask_ratio),
@@ -85,7 +97,7 @@ class TextInfilling:
   def dataset(self, documents, tokenizer, seed: int, train: bool):
     """Rows of features from tokenized documents; the noise differs wherever a block occurs in the stream."""
     from bert_jax.data.tf_cpu import tf
-    from bert_jax.objectives import denoising
+    from bert_jax.objectives import text_infilling_data
 
     model = self.config.model
     for role, found, name in (("EOS", tokenizer.eos_id, "eos_token_id"), ("padding", tokenizer.pad_id, "pad_token_id"),
@@ -98,7 +110,7 @@ class TextInfilling:
 
     @tf.autograph.experimental.do_not_convert
     def row(index, block):
-      example = denoising.corrupt(block["tokens"], block["sentence_lengths"], noise,
+      example = text_infilling_data.corrupt(block["tokens"], block["sentence_lengths"], noise,
                                   tf.stack([tf.cast(seed, tf.int64), index]))
       source, target = example["source"], example["target"]
       padded = lambda x, value: tf.pad(x, [[0, L - tf.size(x)]], constant_values=value)
@@ -107,7 +119,7 @@ class TextInfilling:
               "decoder_input_ids": padded(tf.concat([[noise.eos], target[:-1]], 0), pad),
               "labels": padded(target, pad), "decoder_attention_mask": ones(target)}
 
-    return denoising.blocks(documents, L - 2).enumerate().map(row, num_parallel_calls=tf.data.AUTOTUNE,
+    return text_infilling_data.blocks(documents, L - 2).enumerate().map(row, num_parallel_calls=tf.data.AUTOTUNE,
                                                                deterministic=True)
 
   def forward(self, model, params, batch: dict, rngs: dict | None = None) -> tuple[dict, dict]:
@@ -141,7 +153,7 @@ class TextInfilling:
       blanks.check_length(len(rows[-1]), limit, text, i)
     tokens_BL, mask_BL = blanks.pad(rows, self.config.model.pad_token_id)
     length = min(limit, 2 * tokens_BL.shape[1] + 16)
-    decoded_BT = np.asarray(greedy_decode(model, params, tokens_BL, mask_BL, length, eos, start_id=eos))
+    decoded_BT = np.asarray(decoding.greedy_decode(model, params, tokens_BL, mask_BL, length, eos, start_id=eos))
     records = []
     for text, row, decoded_T in zip(texts, rows, decoded_BT):
       rewrite = [int(t) for t in decoded_T]

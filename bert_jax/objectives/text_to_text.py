@@ -10,6 +10,7 @@ Features: span corruption's, unpacked (one example a row), and weight [] float32
 The task-objective protocol (arrays, outputs, score, predicted_labels) is objectives/classification.py's.
 """
 
+import dataclasses
 from typing import Any
 
 import numpy as np
@@ -17,23 +18,33 @@ import numpy as np
 from bert_jax import scores
 from bert_jax.data import tasks as tasks_lib
 from bert_jax.errors import UserError
-from bert_jax.objectives import greedy_decode
-from bert_jax.objectives.span_corruption import SpanCorruption
+from bert_jax.objectives import decoding, settings as settings_lib
+from bert_jax.objectives.span_corruption import SpanCorruption, Targets
+
+
+@dataclasses.dataclass(frozen=True)
+class TextToTextSettings(Targets):
+  """config.objective of text_to_text: span corruption's targets and z-loss; the defaults are T5's fine-tuning
+  recipe's (bert_jax.models.t5.finetune: 8 target tokens) and z_loss's fallback (off)."""
+  targets_length: int = 8  # decoder length: the longest label word or score, with EOS
 
 
 class TextToText(SpanCorruption):
   FAMILIES = ("t5",)
+  SETTINGS = TextToTextSettings
+  task: tasks_lib.Task
 
   def __init__(self, config: Any):  # span corruption's loss, not its data arithmetic
     self.config = config
+    self.settings = settings_lib.from_config(self.SETTINGS, config.objective)
     self.task = tasks_lib.load(config.task)
     if self.task.kind not in ("classification", "regression"):
       raise UserError(f"T5's text-to-text fine-tuning here takes classification and regression tasks, not "
                       f"{self.task.name}")
     self.regression = self.task.kind == "regression"
     self.inputs_length = config.data.seq_len
-    self.targets_length = config.objective.targets_length
-    self.z_loss = float(config.objective.get("z_loss", 0.0))
+    self.targets_length = self.settings.targets_length
+    self.z_loss = float(self.settings.z_loss)
     self.prefix = self.task.name.removeprefix("glue/")
     self._arrays: dict[str, dict] = {}
     self.labels: dict[str, np.ndarray] = {}
@@ -81,7 +92,7 @@ class TextToText(SpanCorruption):
     return features
 
   def outputs(self, model, params, batch: dict, rngs: dict | None = None) -> dict:
-    return {"tokens": greedy_decode(model, params, batch["encoder_input_tokens"], batch["encoder_segment_ids"],
+    return {"tokens": decoding.greedy_decode(model, params, batch["encoder_input_tokens"], batch["encoder_segment_ids"],
                                      self.targets_length, self.config.model.eos_token_id)}
 
   def _decoded(self, outputs: dict, tokenizer: Any) -> list[str]:

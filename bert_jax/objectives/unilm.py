@@ -26,7 +26,7 @@ mask type per batch; and the seq2seq and unidirectional LMs train on the same pa
 B following A or (half the time, NSP's negatives) from another document.
 """
 
-from typing import Any
+import dataclasses
 
 import jax
 import jax.numpy as jnp
@@ -34,7 +34,7 @@ import optax
 
 from bert_jax.errors import UserError
 from bert_jax.objectives import token_scores
-from bert_jax.objectives.masked_lm import MaskedLM
+from bert_jax.objectives.masked_lm import MaskedLM, MaskedLMSettings
 
 MASK_TYPES = ("bidirectional", "seq2seq", "left_to_right", "right_to_left")
 PROPORTIONS = (1 / 3, 1 / 3, 1 / 6, 1 / 6)
@@ -73,16 +73,24 @@ def mask_types(batch_size: int, rngs: dict | None) -> jax.Array:
   return jnp.full((batch_size,), chosen, jnp.int32)
 
 
+@dataclasses.dataclass(frozen=True)
+class UniLMSettings(MaskedLMSettings):
+  """config.objective of unilm: masked_lm's (BERT's defaults; packing must be pairs) and the LM's segments."""
+  lm_segments: bool = False  # UniLM v1's --new_segment_ids: token types name the LM too (needs type_vocab_size 6)
+
+
 class UniLM(MaskedLM):
   FAMILIES = ("bert",)
+  SETTINGS = UniLMSettings
+  settings: UniLMSettings  # MaskedLM.__init__ builds it from SETTINGS
 
-  def __init__(self, config: Any):
-    self.lm_segments = config.objective.get("lm_segments", False)
-    super().__init__(config)
+  @property
+  def lm_segments(self) -> bool:
+    return self.settings.lm_segments
 
   def validate(self) -> None:
     super().validate()
-    o = self.config.objective
+    o = self.settings
     if o.packing != "pairs":
       raise UserError(f"objective unilm needs segments A and B (seq2seq); set --config.objective.packing=pairs, got "
                       f"{o.packing!r}")

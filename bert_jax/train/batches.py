@@ -6,7 +6,8 @@ of processes. PipelineBatches reads the tf.data pipeline; its `iterator` is what
 
 Both keep their position in a checkpoint's `data` directory: `save_position(directory)` writes it (every process
 calls it), `restore_position(directory)` continues from it. A missing or unreadable file raises FileNotFoundError,
-a JSON error or checkpoint.Damaged; a position written by the other kind of source, or by another number of processes, is a
+a JSON error or checkpoint.Damaged; a position written by the other kind of source, or by another number of processes,
+is a
 UserError.
 """
 

@@ -7,13 +7,14 @@ which training never reaches. An objective with `eval_extras(model, params, batc
 decodes) adds readable samples of the first eval batch to the JSON file.
 """
 
+from collections.abc import Iterator
 import json
-from typing import Any, Iterator
+from typing import Any
 
-import jax
-import numpy as np
 from etils import epath
+import jax
 from jax.experimental import multihost_utils
+import numpy as np
 
 from bert_jax import parallel
 from bert_jax.train import batches as batches_lib
@@ -49,7 +50,8 @@ class Evaluator:
       return
     from bert_jax.data import pipeline
 
-    for batch in pipeline.eval_dataset(config, trainer.objective, self.workdir, jax.process_index(), jax.process_count()):
+    batches = pipeline.eval_dataset(config, trainer.objective, self.workdir, jax.process_index(), jax.process_count())
+    for batch in batches:
       yield batches_lib.to_global({name: tensor.numpy() for name, tensor in batch.items()}, shardings, size)
 
   def __call__(self, params: Any) -> dict:
@@ -61,6 +63,7 @@ class Evaluator:
       outputs = jax.device_get(outputs)
       outputs = jax.tree_util.tree_map(lambda x: np.asarray(x, np.float64), outputs)
       totals = outputs if totals is None else jax.tree_util.tree_map(np.add, totals, outputs)
+    assert totals is not None, "the eval split gave no batch"
     return self.trainer.objective.summarize(totals["sums"], totals["metrics"], totals["counts"])
 
   @property

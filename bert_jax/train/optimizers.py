@@ -79,8 +79,8 @@ def adafactor(schedule: optax.Schedule, weight_decay: float = 0.0) -> optax.Grad
   for dims >= 128, update RMS clipped to 1, step times max(RMS(param), 1e-3), no momentum), built from optax's
   parts with two changes. The moments are factored over each kernel's 2-D view (matrix_view): Mesh TensorFlow
   stores attention's q/k/v/o with the heads and head dims combined, [d_model, heads * d_kv], which Adafactor
-  factors; optax.adafactor sees our [d_model, heads, d_kv], keeps a full moment for it and takes pow(v, -0.5) per
-  element. And the parameter scale is one RMS pass (optax's numerics.safe_root_mean_squares, written to be
+  factors; optax.adafactor sees our [hidden_size, heads, head_dim], keeps a full moment for it and takes pow(v, -0.5)
+  per element. And the parameter scale is one RMS pass (optax's numerics.safe_root_mean_squares, written to be
   differentiated, reads each parameter twice through a full-size select)."""
   parts = [matrix_view(optax.scale_by_factored_rms()), optax.clip_by_block_rms(1.0),
            optax.scale_by_learning_rate(schedule, flip_sign=False), scale_by_parameter_rms(1e-3)]

@@ -1,26 +1,32 @@
 """The train state (params, optimizer state, step, rng, and the memory an objective carries between batches)
 and its shardings, initialised sharded."""
 
+from collections.abc import Callable
 import functools
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any
 
 import flax.linen as nn
 import flax.struct
 import jax
 import jax.numpy as jnp
-import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
+import optax
 
 from bert_jax import models, parallel, params as params_lib
 
 
 @flax.struct.dataclass
 class TrainState:
-  step: jax.Array  # int32 []: optimizer steps taken
+  """The state's arrays; the same tree also holds their shardings (state_shardings) or ShapeDtypeStructs
+  (abstract_state), hence the Any leaves."""
+  step: Any  # int32 []: optimizer steps taken
   params: Any
   opt_state: Any
-  rng: jax.Array  # uint32 key data of the run's base key; each step folds in its number
+  rng: Any  # uint32 key data of the run's base key; each step folds in its number
   memory: Any = None  # [B, ...] per batch row, for objectives that carry it (XLNet with model.mem_len > 0)
+
+  if TYPE_CHECKING:  # flax.struct.dataclass adds it (dataclasses.replace)
+    def replace(self, **updates: Any) -> "TrainState": ...
 
 
 def boxed_abstract_params(model: nn.Module, model_config: Any) -> Any:
@@ -100,7 +106,8 @@ def make_init(model: nn.Module, model_config: Any, optimizer: optax.GradientTran
   if jax.default_backend() != "cpu":
     return init
   # It runs once: on the CPU, compiling it without XLA's backend optimizations saves seconds and costs nothing.
-  compiled = functools.cache(lambda: init.lower().compile(compiler_options={"xla_backend_optimization_level": 0}))
+  compiled = functools.cache(lambda: init.lower().compile(
+      compiler_options={"xla_backend_optimization_level": 0}))  # type: ignore[dict-item]  # jax's type omits ints
   return lambda: compiled()()
 
 

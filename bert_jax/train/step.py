@@ -4,13 +4,14 @@ Loss = sum_t sums[t] / counts[t] with counts over the whole global batch, so sum
 gradients of microbatches (lax.scan) gives exactly the gradient of the whole batch.
 """
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import optax
 from jax.sharding import NamedSharding, PartitionSpec
+import optax
 
 from bert_jax.objectives import forward_with_memory, training_loss
 from bert_jax.train.state import TrainState
@@ -84,7 +85,7 @@ def make_eval_step(model: nn.Module, objective: Any) -> Callable[[Any, dict, Any
   return eval_step
 
 
-def jit_train_step(train_step: Callable, state_shardings: TrainState, batch_shardings: dict) -> Callable:
+def jit_train_step(train_step: Callable, state_shardings: TrainState, batch_shardings: dict) -> jax.stages.Wrapped:
   replicated = NamedSharding(next(iter(batch_shardings.values())).mesh, PartitionSpec())
   return jax.jit(train_step, in_shardings=(state_shardings, batch_shardings),
                  out_shardings=(state_shardings, replicated), donate_argnums=0)

@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from bert_jax.benchmark import torch_reference
+from bert_jax.bench import torch_reference
 from bert_jax.errors import UserError
 
 
@@ -50,6 +50,7 @@ def permutation_mask(perm_rank_BL: np.ndarray, is_target_BL: np.ndarray) -> np.n
 
 class _Reference:
   OWN_PARAMS: tuple[str, ...] = ()
+  model: Any  # the transformers model, set by each reference's __init__
 
   @staticmethod
   def check(config: Any) -> None:
@@ -72,7 +73,7 @@ class SpanCorruption(_Reference):
     if head is not None and self.model.lm_head.weight is self.model.shared.weight:
       # transformers 5 ties T5's lm_head to the embedding whatever the config; v1.1's head is its own
       self.model.lm_head.weight = torch.nn.Parameter(torch.from_numpy(np.array(head)))
-    self.z_loss = float(config.objective.get("z_loss", 0.0))
+    self.z_loss = float(config.objective.z_loss)  # set: objectives.fill_defaults
 
   def inputs(self, batch: dict) -> dict:
     import torch
@@ -107,8 +108,9 @@ class PermutationLM(_Reference):
 
   def __init__(self, config: Any, weights: dict):
     self.model = torch_reference.hf_model(weights["hf_config"], weights["state_dict"])
-    self.mem_len, self.mems = config.model.mem_len, None
-    self.reversed_B = None
+    self.mem_len = config.model.mem_len
+    self.mems: list[Any] | None = None
+    self.reversed_B: Any = None  # [B] bool: the current batch's reversed rows (a torch tensor, set by loss)
     if config.objective.bi_data:
       self.model.transformer.relative_positional_encoding = self._relative_positional_encoding
 

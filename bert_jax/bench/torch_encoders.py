@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from bert_jax.benchmark import torch_reference
+from bert_jax.bench import torch_reference
 from bert_jax.errors import UserError
 
 # objectives/unilm.py's constants (that module imports JAX); tests/test_bench_encoders.py checks they agree.
@@ -131,7 +131,7 @@ class UniLM(MaskedLM):
 
   def __init__(self, config: Any, weights: dict):
     super().__init__(config, weights)
-    self.lm_segments = config.objective.get("lm_segments", False)
+    self.lm_segments = config.objective.lm_segments  # set: objectives.fill_defaults
     self.rng = np.random.default_rng(config.seed)
 
   def mask_types(self, batch_size: int) -> np.ndarray:
@@ -183,18 +183,21 @@ class SpanBoundaryHead:
                           f"layer_norm_{k}.bias": param(f"layer_norm_{k}/bias")}
     self.activation, self.eps = ACT2FN[hidden_act], eps
 
-  def __call__(self, x_BLH, left_BP, right_BP, relative_BP, word_embeddings_VH):
+  def __call__(self, x_BLD, left_BP, right_BP, relative_BP, word_embeddings_VD):
     import torch
     import torch.nn.functional as F
 
     p = self.parameters
-    rows_B1 = torch.arange(x_BLH.shape[0])[:, None]
-    h_BPX = torch.cat([x_BLH[rows_B1, left_BP], x_BLH[rows_B1, right_BP], p["position_embeddings"][relative_BP]], -1)
-    for k in (1, 2):
-      h_BPX = F.linear(h_BPX, p[f"dense_{k}.weight"], p[f"dense_{k}.bias"])
-      h_BPX = F.layer_norm(self.activation(h_BPX), h_BPX.shape[-1:], p[f"layer_norm_{k}.weight"],
-                           p[f"layer_norm_{k}.bias"], self.eps)
-    return h_BPX @ word_embeddings_VH.T + p["bias"]
+    rows_B1 = torch.arange(x_BLD.shape[0])[:, None]
+    h_BPX = torch.cat([x_BLD[rows_B1, left_BP], x_BLD[rows_B1, right_BP], p["position_embeddings"][relative_BP]], -1)
+
+    def block(k, h):  # dense to D -> activation -> LayerNorm, on X (k = 1) or D (k = 2) features
+      h_BPD = F.linear(h, p[f"dense_{k}.weight"], p[f"dense_{k}.bias"])
+      return F.layer_norm(self.activation(h_BPD), h_BPD.shape[-1:], p[f"layer_norm_{k}.weight"],
+                          p[f"layer_norm_{k}.bias"], self.eps)
+
+    h_BPD = block(2, block(1, h_BPX))
+    return h_BPD @ word_embeddings_VD.T + p["bias"]
 
 
 class SpanBoundary:
@@ -228,9 +231,9 @@ class SpanBoundary:
 
     outputs = self.model(input_ids=inputs["input_ids"], token_type_ids=inputs["token_type_ids"],
                          attention_mask=inputs["attention_mask"], output_hidden_states=True)
-    word_embeddings_VH = self.model.get_input_embeddings().weight
+    word_embeddings_VD = self.model.get_input_embeddings().weight
     logits_BPV = self.sbo_head(outputs.hidden_states[-1], inputs["sbo_left"], inputs["sbo_right"],
-                               inputs["sbo_relative"], word_embeddings_VH)
+                               inputs["sbo_relative"], word_embeddings_VD)
     nll_BP = F.cross_entropy(logits_BPV.transpose(1, 2), inputs["masked_ids"], reduction="none")
     weights_BP = inputs["sbo_weights"]
     sbo = torch.sum(nll_BP * weights_BP) / torch.clamp(torch.sum(weights_BP), min=1.0)

@@ -4,7 +4,7 @@ token original or replaced. Loss = gen_weight x generator MLM loss + disc_weight
 cross-entropy averaged over all non-padding tokens (the release: 1 and 50).
 
 The tf.data side is masked_lm's: chunks of whole sentences from one document as a single segment, no
-sentence task (segments.segment_pairs with sentence_task none), dynamically masked with masking.py; the
+sentence task (segments.segment_pairs with sentence_task none), dynamically masked with masked_lm_data.py; the
 release's recipe masks 15% (25% for Large), 85% of them to [MASK] and 15% left as they are, never a random
 token (pretrain_helpers.mask). Features are masked_lm's.
 
@@ -15,14 +15,15 @@ generator drew correctly counts as original. The draws use a key folded from the
 fixed key when none is given: evaluation), as do the two towers' dropout.
 """
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import optax
 
-from bert_jax import models
 from bert_jax.errors import UserError
-from bert_jax.objectives import summarize_tokens, token_scores, training_loss
-from bert_jax.objectives.masked_lm import MaskedLM
+from bert_jax.objectives import settings as settings_lib, summarize_tokens, token_scores, training_loss
+from bert_jax.objectives.masked_lm import MaskedLM, MaskedLMSettings
 
 _GENERATOR, _DISCRIMINATOR, _SAMPLE = 0, 1, 2  # what each key folded from the step's dropout key is for
 
@@ -61,31 +62,41 @@ def corrupt(batch: dict, logits_BPV: jax.Array, key: jax.Array, temperature: flo
   return sampled_BP, fake_BL, labels_BL
 
 
+@dataclasses.dataclass(frozen=True)
+class ReplacedTokenDetectionSettings(MaskedLMSettings):
+  """config.objective of replaced_token_detection: masked_lm's masking (packing pairs: one segment per document
+  chunk, as sentence_task none makes it) with ELECTRA's recipe as the defaults (bert_jax.recipes.electra_config),
+  and the loss."""
+  max_predictions: int = 19  # int((mask_rate + 0.005) x 128), as the release caps it
+  mask_token_fraction: float = 0.85  # pretrain_helpers.mask: 85% [MASK], 15% left as they are, none random
+  random_token_fraction: float = 0.0
+  sentence_task: str = "none"  # no sentence task (the only value it takes)
+  short_seq_prob: float = 0.05  # the release's random target length
+  gen_weight: float = 1.0  # weight of the generator's MLM loss
+  disc_weight: float = 50.0  # weight of the discriminator's replaced-token loss
+  temperature: float = 1.0  # the generator's samples are drawn from softmax(logits / temperature)
+
+  def check(self) -> None:
+    if self.sentence_task != "none":
+      raise UserError("objective replaced_token_detection has no sentence task; set objective.sentence_task=none")
+    settings_lib.check_interval(self, "gen_weight", "[0, inf)")
+    settings_lib.check_interval(self, "disc_weight", "[0, inf)")
+    settings_lib.check_interval(self, "temperature", "(0, inf)")
+    super().check()
+
+
 class ReplacedTokenDetection(MaskedLM):
   FAMILIES = ("electra",)
+  SETTINGS = ReplacedTokenDetectionSettings
+  settings: ReplacedTokenDetectionSettings  # MaskedLM.__init__ builds it from SETTINGS
 
   def validate(self) -> None:
-    o, model = self.config.objective, self.config.model
-    if o.sentence_task != "none":
-      raise UserError("objective replaced_token_detection has no sentence task; set objective.sentence_task=none")
-    if o.disc_weight < 0 or o.gen_weight < 0 or o.temperature <= 0:
-      raise UserError("objective.gen_weight and objective.disc_weight must be >= 0 and objective.temperature > 0")
-    if not 0.0 < o.mask_rate < 1.0:
-      raise UserError(f"objective.mask_rate must be in (0, 1), got {o.mask_rate}")
-    if not 0 < o.max_predictions <= self.seq_len:
-      raise UserError(f"objective.max_predictions must be in [1, data.seq_len={self.seq_len}], got {o.max_predictions}")
-    positions = models.max_sequence_length(model)
-    if self.seq_len > positions:
-      raise UserError(f"data.seq_len={self.seq_len} is more than the model's {positions} positions; set "
-                      f"--config.data.seq_len={positions} or raise model.max_position")
-    if o.packing not in ("pairs", "full_sentences"):
-      raise UserError(f"objective.packing must be pairs (one segment per document chunk) or full_sentences, "
-                      f"got '{o.packing}'")
-    if o.max_ngram < 1 or not 0 <= o.mask_token_fraction + o.random_token_fraction <= 1:
-      raise UserError("objective.max_ngram must be >= 1 and mask_token_fraction + random_token_fraction <= 1")
+    """max_predictions and data.seq_len against the data and the model; ELECTRA's token types and words are
+    not checked (masked_lm's validate does)."""
+    self.settings.check_data(self.config)
 
   def forward(self, model, params, batch: dict, rngs: dict | None = None) -> tuple[dict, dict]:
-    o = self.config.objective
+    o = self.settings
     generator_rngs, discriminator_rngs, sample_key = step_keys(rngs)
     types_BL, mask_BL = batch["token_type_ids"], batch["attention_mask"]
     positions_BP, weights_BP = batch["masked_positions"], batch["masked_weights"]

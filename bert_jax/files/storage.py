@@ -15,7 +15,7 @@ the same client. epath picks a backend per scheme, once per process:
   - fsspec (gcsfs for gs://) with EPATH_USE_TF=false: gcsfs honours STORAGE_EMULATOR_HOST and TensorFlow's client
     does not (its endpoint is compiled in), so the emulator test runs in this mode; tf.data then reads and writes
     records through this layer too (data/records.py), not through TensorFlow's filesystem.
-Object stores have no atomic rename of a directory; `publish` (data/files.py) moves a directory's files one by one
+Object stores have no atomic rename of a directory; `publish` (files/atomic.py) moves a directory's files one by one
 and its completion marker last, so a reader that waits for the marker sees every file.
 """
 

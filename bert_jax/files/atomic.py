@@ -1,18 +1,19 @@
 """Files written whole: under a private name next to the target, then renamed into place, so a reader sees all of
 one writer's files or none, and two writers never touch each other's files. A full disk is one RunError naming
-the target; what was half-written is removed. Paths are the file layer's (bert_jax/storage.py). An object store has
+the target; what was half-written is removed. Paths are the file layer's (bert_jax/files/storage.py). An object store
+has
 neither directories nor a rename of one: there an object appears whole when its upload ends, a directory is written
 in place, and readers wait for the file its writer writes last (metadata.json, tokenizer.json); two runs must not
 prepare one bucket directory at once."""
 
+from collections.abc import Iterator
 import contextlib
 import errno
 import os
 import uuid
-from typing import Iterator
 
-from bert_jax import storage
 from bert_jax.errors import RunError, is_disk_full
+from bert_jax.files import storage
 
 
 def private_name(target: storage.Path) -> storage.Path:

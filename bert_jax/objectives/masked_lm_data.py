@@ -7,9 +7,9 @@ continue it; which pieces begin words comes from the tokenizer's pieces, or per 
 flags stored with the data: bert_jax/data/words.py). A sequence predicts round(mask_rate * its candidates)
 tokens, at most max_predictions. Spans are chosen one at a time: a length n in 1..max_ngram with p(n)
 proportional to 1/n (ALBERT's n-gram masking; n = 1 for BERT), then a random start among the places where n
-free units follow each other with no special token between them (a shorter n when there is none); a span that would overshoot the number to
-predict is shortened, and a single unit that does not fit is passed over. Each chosen token then becomes
-[MASK] with probability mask_token_fraction, a random ordinary token with probability
+free units follow each other with no special token between them (a shorter n when there is none); a span that would
+overshoot the number to predict is shortened, and a single unit that does not fit is passed over. Each chosen token then
+becomes [MASK] with probability mask_token_fraction, a random ordinary token with probability
 random_token_fraction, and stays itself otherwise. Every draw is stateless, from one seed per batch.
 
 ALBERT's generator (do_whole_word_mask, n <= 3: set whole_word and max_ngram=3) differs in small ways:

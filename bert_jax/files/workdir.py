@@ -3,6 +3,7 @@
     workdir = resolve(args.workdir)          # absolute; a URL (gs://...) stays as it is
     with RunLock(workdir):                   # W/.lock while the run lives; a second run is refused
       ...
+    save_config(config, workdir)             # W/config.json, replaced whole
 
 The lock is a file created exclusively, holding the host, pid and start time of the process that holds it. A lock
 whose process no longer runs on this host is stale and is taken over; one held on another host can only be removed
@@ -12,6 +13,7 @@ by hand (the message says how).
 import json
 import os
 import socket
+from typing import Any
 
 from etils import epath
 
@@ -104,3 +106,12 @@ class RunLock:
 
   def __exit__(self, *exc) -> None:
     self.release()
+
+
+def save_config(config: Any, workdir: str) -> None:
+  """W/config.json, the run's whole config, written under another name and renamed into place."""
+  path = epath.Path(workdir)
+  path.mkdir(parents=True, exist_ok=True)
+  partial = path / "config.json.partial"
+  partial.write_text(json.dumps(config.to_dict(), indent=2) + "\n")
+  partial.replace(path / "config.json")

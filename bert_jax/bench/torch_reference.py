@@ -16,15 +16,17 @@ This module and the reference modules import torch and transformers only inside 
 can check a config without them; `export_weights` runs in the JAX worker and is the only function that uses JAX.
 """
 
+from collections.abc import Callable
 import importlib
 import os
 import re
 import time
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
 from bert_jax.errors import UserError
+
 
 def reference_path(config: Any) -> str:
   """"module:Class" of the config's reference, from its family's descriptor (imports the model modules, so JAX: the
@@ -40,12 +42,12 @@ def reference_path(config: Any) -> str:
   return references[name]
 
 
-def load_reference(path: str) -> type:
+def load_reference(path: str) -> type[Any]:
   module_name, class_name = path.split(":")
   return getattr(importlib.import_module(module_name), class_name)
 
 
-def reference_class(config: Any) -> type:
+def reference_class(config: Any) -> type[Any]:
   return load_reference(reference_path(config))
 
 
@@ -151,7 +153,7 @@ class TorchStep:
   def __init__(self, config: Any, batches: list[dict], weights: dict, reference: str | None = None):
     import torch
 
-    torch.set_num_threads(os.cpu_count())
+    torch.set_num_threads(os.cpu_count() or 1)
     torch.manual_seed(config.seed)
     cls = load_reference(reference) if reference else reference_class(config)  # reference: reference_path's
     cls.check(config)

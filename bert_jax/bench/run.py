@@ -18,6 +18,7 @@ The parent never starts a JAX backend (on an accelerator it would take the devic
 reports the device, FLOPs per token and compile time.
 """
 
+from collections.abc import Callable, Sequence
 import json
 import math
 import os
@@ -26,7 +27,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -81,12 +82,13 @@ class Worker:
   def __init__(self, framework: str, settings: dict):
     self.framework = framework
     self.log = tempfile.TemporaryFile(mode="w+")
-    command = [sys.executable, "-m", "bert_jax.benchmark.worker", framework, json.dumps(settings)]
+    command = [sys.executable, "-m", "bert_jax.bench.worker", framework, json.dumps(settings)]
     self.process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.log,
                                     text=True)
     self.started = self._reply()
 
   def _reply(self) -> dict:
+    assert self.process.stdout is not None  # stdout=PIPE
     line = self.process.stdout.readline()
     if not line:
       self.process.wait()
@@ -100,6 +102,7 @@ class Worker:
     return reply
 
   def ask(self, command: str) -> dict:
+    assert self.process.stdin is not None  # stdin=PIPE
     self.process.stdin.write(command + "\n")
     self.process.stdin.flush()
     return self._reply()
@@ -130,12 +133,13 @@ def _summary(config: Any, started: dict, times: list[float], finished: dict, flo
 def run_benchmark(spec: str, overrides: Sequence[str], steps: int, warmup: int, rounds: int, compare_hf: bool,
                   progress: Callable[[str], None] = lambda message: None) -> dict:
   """Starts the workers, warms them up, alternates `rounds` rounds of steps between them, and summarizes."""
-  from bert_jax.benchmark import torch_reference
+  from bert_jax.bench import torch_reference
 
   config = config_lib.load_config(spec, overrides)
   scratch = tempfile.TemporaryDirectory(prefix="bert_jax_bench_")
   settings = {"spec": spec, "overrides": list(overrides), "config": config.to_dict(), "compare_hf": compare_hf,
-              "batches": os.path.join(scratch.name, "batches.npz"), "weights": os.path.join(scratch.name, "weights.npz"),
+              "batches": os.path.join(scratch.name, "batches.npz"),
+              "weights": os.path.join(scratch.name, "weights.npz"),
               "reference": torch_reference.reference_path(config) if compare_hf else None}
   write_batches(config, settings["batches"])
   progress(f"compiling the JAX train step ({config.model.family}, batch {config.train.batch_size} x "

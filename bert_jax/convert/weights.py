@@ -10,8 +10,8 @@ import orbax.checkpoint as ocp
 import safetensors
 import safetensors.numpy
 
-from bert_jax import storage
 from bert_jax.errors import UserError
+from bert_jax.files import storage
 
 ORBAX_ITEM_METADATA = "_METADATA"  # in every directory of one Orbax pytree item
 # Checkpoints written before LayerNorm's parameters were renamed.

@@ -4,7 +4,7 @@ from the release are described in span_boundary.py)."""
 import numpy as np
 
 from bert_jax.data.tf_cpu import tf
-from bert_jax.objectives.masking import Tables
+from bert_jax.objectives.masked_lm_data import Tables
 
 
 def span_length_probs(p: float, max_span: int) -> np.ndarray:
@@ -90,7 +90,8 @@ def choose_spans(input_ids_BL: tf.Tensor, seed: tf.Tensor, tables: Tables, mask_
   state = (0, budget, tf.zeros([batch, seq_len + 1], tf.bool), tf.zeros_like(input_ids_BL, tf.int32),
            tf.zeros([batch], tf.int32), zeros_BK, zeros_BK)
   _, _, _, span_BL, _, drawn_BK, words_BK = tf.while_loop(
-      lambda step, remaining, masked, *_: tf.reduce_any((remaining > 0) & tf.reduce_any(eligible(masked, remaining), 1)),
+      lambda step, remaining, masked, *_: tf.reduce_any(
+          (remaining > 0) & tf.reduce_any(eligible(masked, remaining), 1)),
       body, state)
   return {"span_ids": span_BL, "drawn": drawn_BK, "words": words_BK}
 

@@ -15,27 +15,21 @@ damaged step is reported and moved to W/damaged_checkpoints when an older one re
 is an error, and a checkpoint of another model is an error, never skipped.
 """
 
+from collections.abc import Callable
 import dataclasses
-import hashlib
-import json
-import signal
 import sys
-from typing import Any, Callable
+from typing import Any
 
-import jax
-import orbax.checkpoint as ocp
 from etils import epath
+import jax
 from jax.experimental import multihost_utils
+import orbax.checkpoint as ocp
 
+from bert_jax.checkpoint.integrity import Damaged, is_damage, short_error, verify, write_manifest
 from bert_jax.errors import RunError, UserError, is_disk_full
 
 CHECKPOINT_DIR = "checkpoints"
 DAMAGED_DIR = "damaged_checkpoints"
-MANIFEST = "bert_jax_sha256.json"  # sizes and SHA-256 of every file of a committed step, written by process 0
-
-
-class Damaged(Exception):
-  """A checkpoint with a missing, truncated or corrupt file."""
 
 
 class DataPositionHandler(ocp.CheckpointHandler):
@@ -59,15 +53,6 @@ class DataPositionSave(ocp.args.CheckpointArgs):
 @dataclasses.dataclass
 class DataPositionRestore(ocp.args.CheckpointArgs):
   batches: Any
-
-
-class Preempted(Exception):
-  """Raised after the checkpoint of a preempted run has been committed."""
-
-  def __init__(self, step: int, state: Any, directory: epath.Path):
-    super().__init__(f"stopped on SIGTERM after step {step}; its checkpoint is in {directory / str(step)}; "
-                     "run the same command to resume")
-    self.step, self.state = step, state
 
 
 def report(line: str) -> None:
@@ -104,82 +89,6 @@ def _options(checkpoint_config: Any, read_only: bool) -> ocp.CheckpointManagerOp
 def _shapes(tree: Any) -> dict[str, tuple]:
   return {jax.tree_util.keystr(path, simple=True, separator="/"): tuple(leaf.shape)
           for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]}
-
-
-def short_error(error: BaseException) -> str:
-  lines = str(error).strip().splitlines()
-  return f"{type(error).__name__}: {lines[0][:160] if lines else ''}"
-
-
-def _causes(error: BaseException):
-  while error is not None:
-    yield error
-    error = error.__cause__ or error.__context__
-
-
-READ_FAILURES = ("error while reading", "error opening", "not_found", "data_loss", "out_of_range", "no such file",
-                 "unexpected end", "truncated", "corrupt")
-
-
-def is_damage(error: BaseException) -> bool:
-  """Whether a failed restore means a missing, truncated or corrupt file (rather than a bug or a bad config)."""
-  for cause in _causes(error):
-    if isinstance(cause, (Damaged, FileNotFoundError, json.JSONDecodeError)):
-      return True
-    if type(cause).__name__ in ("DataLossError", "NotFoundError", "OutOfRangeError"):
-      return True
-    if any(words in str(cause).lower() for words in READ_FAILURES):
-      return True
-  return False
-
-
-def _walk(directory: epath.Path):
-  for path in sorted(directory.iterdir()):
-    if path.is_dir():
-      yield from _walk(path)
-    else:
-      yield path
-
-
-def _files(step_dir: epath.Path) -> dict[str, epath.Path]:
-  """The files of the step's items (Orbax may rewrite the step's own metadata files later)."""
-  return {str(p.relative_to(step_dir)): p for p in _walk(step_dir) if p.parent != step_dir}
-
-
-def _sha256(path: epath.Path) -> str:
-  with path.open("rb") as f:
-    return hashlib.file_digest(f, "sha256").hexdigest()
-
-
-def write_manifest(step_dir: epath.Path) -> None:
-  """Sizes and SHA-256 of every file of a committed step, written whole and then renamed into the step."""
-  manifest = {name: [path.stat().length, _sha256(path)] for name, path in _files(step_dir).items()}
-  partial = step_dir / (MANIFEST + ".partial")
-  partial.write_text(json.dumps(manifest, indent=0))
-  partial.rename(step_dir / MANIFEST)
-
-
-def verify(step_dir: epath.Path, items: tuple[str, ...] = ()) -> bool:
-  """Raises Damaged when a file the manifest lists (under `items`, or all) is missing, of another size or another
-  SHA-256; returns False when the step has no manifest (a crash between the commit and the manifest)."""
-  path = step_dir / MANIFEST
-  if not path.exists():
-    return False
-  try:
-    manifest = json.loads(path.read_text())
-  except ValueError as error:
-    raise Damaged(f"{path} is unreadable ({error})") from None
-  for name, (size, digest) in manifest.items():
-    if items and name.split("/")[0] not in items:
-      continue
-    file = step_dir / name
-    if not file.exists():
-      raise Damaged(f"{file} is missing")
-    if file.stat().length != size:
-      raise Damaged(f"{file} is truncated ({file.stat().length} of {size} bytes)")
-    if _sha256(file) != digest:
-      raise Damaged(f"{file} is corrupt (its SHA-256 differs from the one written with it)")
-  return True
 
 
 def _train_state_tree(state: Any) -> dict:
@@ -367,61 +276,3 @@ class Checkpoints:
     if init is not None:
       report(f"starting from the parameters in {init}")
     return trainer.init_state(init), trainer.batches(str(workdir), 0)
-
-
-class Preemption:
-  """Whether a run must save and stop: SIGTERM in a single process (our handler); on several processes JAX's
-  preemption service catches the signal and agrees on one step for all of them (Orbax's reached_preemption),
-  which every process must ask at every step."""
-
-  def __init__(self, manager: ocp.CheckpointManager):
-    self.manager = manager
-    self.signalled = False
-    self.previous = None
-    if jax.process_count() == 1:
-      self.previous = signal.signal(signal.SIGTERM, self._on_sigterm)
-
-  def _on_sigterm(self, signum, frame) -> None:
-    self.signalled = True
-
-  def reached(self, step: int) -> bool:
-    return self.manager.reached_preemption(step) or self.signalled
-
-  def close(self) -> None:
-    if self.previous is not None:
-      signal.signal(signal.SIGTERM, self.previous)
-      self.previous = None
-
-
-class Saver:
-  """What the training loop calls: `due(step)` at every step (preemption; it also finishes a background save that
-  is done, so a failed save stops the run), `save(step, state)` at checkpoint steps, after the last step and when
-  preempted; it then waits for the commit and raises Preempted. `metrics_fn(step, params)` gives the eval metrics
-  kept with a checkpoint (for checkpoint.best_metric)."""
-
-  def __init__(self, checkpoints: Checkpoints, batches: Any, metrics_fn: Callable[[int, Any], dict] | None = None):
-    self.checkpoints = checkpoints
-    self.batches = batches
-    self.metrics_fn = metrics_fn
-    self.preemption = Preemption(checkpoints.manager)
-    self.preempted_at = None
-
-  def due(self, step: int) -> bool:
-    self.checkpoints.poll()
-    if self.preempted_at is None and self.preemption.reached(step):
-      self.preempted_at = step
-    return self.preempted_at == step
-
-  def save(self, step: int, state: Any) -> None:
-    best = self.checkpoints.config.checkpoint.best_metric
-    metrics = self.metrics_fn(step, state.params) if self.metrics_fn and best else None
-    if metrics is not None and best not in metrics:
-      raise UserError(f"checkpoint.best_metric '{best}' is not an eval metric of this objective; use one of "
-                      f"{', '.join(metrics)}")
-    self.checkpoints.save(step, state, self.batches, metrics)
-    if self.preempted_at == step:
-      self.checkpoints.wait()
-      raise Preempted(step, state, self.checkpoints.directory)
-
-  def close(self) -> None:
-    self.preemption.close()

@@ -29,13 +29,14 @@ class Noise:
 def poisson_probs(lam: float) -> np.ndarray:
   """fairseq's span-length distribution: Poisson(lam) p(k) for k = 0, 1, ... up to the first p(k) below 1e-7,
   float32, normalized as torch.distributions.Categorical does."""
-  ps, term = [], math.exp(-lam)
+  terms: list[float] = []
+  term = math.exp(-lam)
   for k in range(128):
-    ps.append(term)
+    terms.append(term)
     term *= lam / (k + 1)
-    if ps[-1] < 1e-7:
+    if terms[-1] < 1e-7:
       break
-  ps = np.asarray(ps, np.float32)
+  ps = np.asarray(terms, np.float32)
   return ps / ps.sum()
 
 

@@ -1,10 +1,10 @@
 """XLNet's examples in tf graph ops: two segments, span targets and a factorization order.
 
 The documents (each followed by <eod> where the vocabulary has it, as XLNet's does, else </s>) form one token
-stream cut into chunks of seq_len - 3 tokens. A chunk becomes [reuse part] A [SEP] B [SEP] [CLS] with type ids 0 on the reuse part, A and its [SEP], 1 on B and its
-[SEP], 2 on [CLS]; A ends at a random point, and with probability random_b_prob B is the same stretch of
-another chunk (from a shuffle of the stream) instead of A's continuation. With bi_data each chunk also
-yields its reversed tokens as a second example (`reversed` = 1).
+stream cut into chunks of seq_len - 3 tokens. A chunk becomes [reuse part] A [SEP] B [SEP] [CLS] with type ids 0 on the
+reuse part, A and its [SEP], 1 on B and its [SEP], 2 on [CLS]; A ends at a random point, and with probability
+random_b_prob B is the same stretch of another chunk (from a shuffle of the stream) instead of A's continuation. With
+bi_data each chunk also yields its reversed tokens as a second example (`reversed` = 1).
 
 Targets: spans of n <= max_ngram tokens (p(n) proportional to 1/n), each in a context of
 n * mask_alpha // mask_beta tokens at a random offset, until num_predict tokens; random single tokens make

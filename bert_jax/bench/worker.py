@@ -1,10 +1,11 @@
-"""A benchmark worker process (`python -m bert_jax.benchmark.worker FRAMEWORK SETTINGS`): one framework's train
+"""A benchmark worker process (`python -m bert_jax.bench.worker FRAMEWORK SETTINGS`): one framework's train
 step on the synthetic batches, driven over stdin by run.py (see there for the protocol), and the timers it uses.
 
 Peak memory is the kernel's high-water mark of the worker's own address space (VmHWM; ru_maxrss would include
 the parent's size, which a child inherits across exec on Linux).
 """
 
+from collections.abc import Callable, Iterator, Sequence
 import contextlib
 import json
 import math
@@ -12,12 +13,15 @@ import os
 import resource
 import sys
 import time
-from typing import Any, Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from bert_jax import config as config_lib
 from bert_jax.errors import UserError
+
+if TYPE_CHECKING:
+  from bert_jax.bench.torch_reference import TorchStep
 
 COMPILE_EVENTS = ("/jax/core/compile/jaxpr_trace_duration", "/jax/core/compile/jaxpr_to_mlir_module_duration",
                   "/jax/core/compile/backend_compile_duration")
@@ -30,9 +34,9 @@ def compile_events() -> Iterator[list[tuple[str, float, str]]]:
   """Collects (event, seconds, function name) of every trace, lowering and backend compile in the block."""
   events: list[tuple[str, float, str]] = []
 
-  def listen(event: str, seconds: float, **kwargs) -> None:
+  def listen(event: str, duration_secs: float, **kwargs: str | int) -> None:  # jax.monitoring's listener
     if event in COMPILE_EVENTS:
-      events.append((event, seconds, str(kwargs.get("fun_name", ""))))
+      events.append((event, duration_secs, str(kwargs.get("fun_name", ""))))
 
   import jax
 
@@ -94,13 +98,13 @@ class JaxStep:
 
     from bert_jax import chips, flops
     from bert_jax.train import batches as batches_lib
-    from bert_jax.train.loop import Trainer
+    from bert_jax.train.trainer import Trainer
 
     self.dtype = config.model.dtype
     self.trainer = Trainer(config)
     self.state = self.trainer.init_state()
     if weights_path:  # the PyTorch reference starts from the same parameters
-      from bert_jax.benchmark import torch_reference
+      from bert_jax.bench import torch_reference
 
       torch_reference.save_weights(torch_reference.export_weights(config, self.state.params), weights_path)
     self.batches = [batches_lib.to_global(b, self.trainer.batch_shardings, config.train.batch_size)
@@ -157,6 +161,7 @@ def worker_main(argv: Sequence[str]) -> None:
   replies = os.fdopen(os.dup(1), "w", buffering=1)
   os.dup2(2, 1)
   batches = read_batches(settings["batches"])
+  step: JaxStep | TorchStep
   try:
     if framework == "jax":
       step = JaxStep(config_lib.load_config(settings["spec"], settings["overrides"]), batches,
@@ -164,7 +169,7 @@ def worker_main(argv: Sequence[str]) -> None:
     else:
       import ml_collections
 
-      from bert_jax.benchmark import torch_reference
+      from bert_jax.bench import torch_reference
 
       step = torch_reference.TorchStep(ml_collections.ConfigDict(settings["config"]), batches,
                                        torch_reference.load_weights(settings["weights"]), settings["reference"])
@@ -185,7 +190,7 @@ def worker_main(argv: Sequence[str]) -> None:
     elif command == "peak":
       reply = {"flops": matmul_flops_per_second(step.peak_matmul(PEAK_MATMUL_SIZE))}
     else:
-      device_memory = step.peak_device_memory() if framework == "jax" else None
+      device_memory = step.peak_device_memory() if isinstance(step, JaxStep) else None  # framework jax
       replies.write(json.dumps({"peak_rss_bytes": peak_rss_bytes(), "losses": step.losses,
                                 "peak_device_memory_bytes": device_memory}) + "\n")
       return
