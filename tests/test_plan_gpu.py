@@ -165,3 +165,24 @@ def test_the_readmes_gpu_lines_at_tiny_size(capsys):
     assert plans, line
     compiler = "gpu" if cuda_plugin_installed() else "cpu"
     assert all(plan["compiler"] == compiler and plan["fits"] for plan in plans), line
+
+
+@pytest.mark.parametrize("attention_dropout, fused", [(0.0, True), (0.1, False)])
+def test_auto_attention_on_a_gpu_is_cudnns_fused_attention_where_the_call_allows_it(attention_dropout, fused):
+  """model.attention=auto on a GPU mesh: bfloat16 self-attention without attention dropout lowers to cuDNN's fused
+  attention (jax.nn.dot_product_attention), forward and backward, which XLA's CUDA compiler accepts; with attention
+  dropout it stays the XLA core. (cuDNN itself does not run here: no GPU.)"""
+  require_cuda_plugin()
+  import re
+
+  from bert_jax import config as config_lib, plan
+  from bert_jax.train.trainer import Trainer
+
+  devices = gpu_targets.devices(gpu_targets.parse("h100", 1))
+  config = config_lib.load_config("bert_tiny", ["model.dtype=bfloat16", f"model.attention_dropout={attention_dropout}",
+                                                "model.hidden_size=256", "model.num_heads=4", "train.batch_size=8",
+                                                "data.seq_len=128"])
+  hlo = plan.lower_train_step(Trainer(config, devices)).compile().as_text()
+  calls = set(re.findall(r'custom_call_target="([^"]+)"', hlo))
+  assert ({"__cudnn$fmhaScaleBiasSoftmax", "__cudnn$fmhaScaleBiasSoftmaxBackward"} <= calls) == fused
+  assert not fused or "__cudnn$fmhaScaleBiasSoftmaxDropout" not in calls
