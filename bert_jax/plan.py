@@ -23,7 +23,7 @@ and tensor parallelism all-reduces activations: 2 (1 - 1/T) elements x dtype byt
 device (flops.tensor_all_reduce_elements). With train.microbatches = M each of these happens M times.
 What the compiler emits (`collectives`, from the optimized HLO) stands beside the model: a TPU compiler turns the
 gathers and scatters of the layers' kernels into collective-permutes overlapped with the products, and keeps an
-all-reduce where it would not scatter (see README, `bert-jax plan`).
+all-reduce where it would not scatter (see launch/README.md, `bert-jax plan`).
 """
 
 from collections.abc import Sequence

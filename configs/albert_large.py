@@ -1,7 +1,7 @@
 """ALBERT-large v2 (E128 H1024 L24 A16): 17,847,474 parameters.
 
 Sizes: Lan et al. 2020, Table 1. Recipe: ALBERT v2's, recipes.albert_config; its differences from the
-original are albert_base's (README, "Recipes", notes 2-4 and 7).
+original are albert_base's (configs/README.md, "Recipes", notes 2-4 and 7).
 """
 
 from bert_jax import recipes

@@ -1,7 +1,7 @@
 """BERT-large (L24 H1024 A16, V30522): 336,226,108 parameters.
 
 Sizes: Devlin et al. 2019, section 3. Recipe: BERT's, recipes.bert_config; its differences from the
-original are bert_base's (README, "Recipes", notes 1-4). Scanned layers: compile time flat in depth, the
+original are bert_base's (configs/README.md, "Recipes", notes 1-4). Scanned layers: compile time flat in depth, the
 same numbers.
 """
 

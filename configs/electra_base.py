@@ -3,7 +3,7 @@ discriminator's encoder 108,891,648 (HF ElectraModel).
 
 Sizes and recipe: Clark et al. 2020, Table 6, and the release's configure_pretraining.py (its settings for
 larger models): seq 512, lr 2e-4, batch 256, 766k steps, 10k warm-up, 15% masked. Differs from the original
-(README, "Recipes", notes 2, 12 and 13): one segment per example, masks drawn without replacement.
+(configs/README.md, "Recipes", notes 2, 12 and 13): one segment per example, masks drawn without replacement.
 """
 
 from bert_jax import recipes

@@ -7,7 +7,7 @@ corpus. ELECTRA-Large's masking rate (the release's mask_prob 0.25) and 100 step
 batches. The jointly trained generator is still weak that early (it often samples pieces rare in their context)
 and the discriminator learns to find its samples; trained longer, the generator nears the corpus's unigram
 distribution and this discriminator, too small to learn context from 86k tokens, falls back to the baseline
-(README, recipe note 13).
+(configs/README.md, "Recipes", note 13).
 """
 
 from bert_jax import recipes

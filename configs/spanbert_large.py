@@ -3,7 +3,7 @@
 Sizes: BERT-large with the release's cased WordPiece vocabulary (the release's `cased_bert_pair_large`). Recipe:
 SpanBERT's (Joshi et al. 2020; facebookresearch/SpanBERT's pretraining command), recipes.spanbert_config: batch
 256 x 512, 2.4M steps, AdamW lr 1e-4, eps 1e-8, 10k warm-up. Differs from the original as spanbert_base does
-(README, "Recipes", note 14).
+(configs/README.md, "Recipes", note 14).
 """
 
 from bert_jax import recipes
