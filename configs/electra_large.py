@@ -3,8 +3,8 @@ discriminator's encoder 334,092,288 (HF ElectraModel).
 
 Sizes and recipe: Clark et al. 2020, Table 6, and the release's configure_pretraining.py (its settings for
 larger models): seq 512, 25% masked, lr 2e-4, batch 2048, 400k steps (the released ELECTRA-Large ran 1.75M),
-10k warm-up. Differs from the original (configs/README.md, "Recipes", notes 2, 12 and 13): one segment per example, masks drawn
-without replacement.
+10k warm-up. Differs from the original (configs/README.md, "Recipes", notes 2, 12 and 13): one segment per example,
+masks drawn without replacement.
 """
 
 from bert_jax import recipes
