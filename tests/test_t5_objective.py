@@ -245,6 +245,7 @@ def test_decoder_inputs_restart_at_each_packed_example():
     (["objective.targets_length=10"], "targets_length=14"),
     (["data.seq_len=2"], "too short"),
     (["data.extra_ids=0"], "extra_ids"),
+    (["data.seq_len=2048", "objective.targets_length=600"], r"114 noise spans .* set --config.data.extra_ids=114"),
     (["objective.noise_density=0.9"], "non-noise"),
     (["objective.noise_density=1.5"], "noise_density"),
     (["objective.z_loss=-0.1"], "z_loss"),

@@ -110,7 +110,8 @@ class SpanCorruption:
                         "raise objective.mean_noise_span_length")
     if config.data.extra_ids < self.max_spans:
       raise UserError(f"{self.raw_length}-token chunks have {self.max_spans} noise spans but data.extra_ids="
-                      f"{config.data.extra_ids} sentinels; set --config.data.extra_ids=100 (T5's vocabulary)")
+                      f"{config.data.extra_ids} sentinels; set --config.data.extra_ids={self.max_spans} or more (T5's "
+                      "vocabulary has 100), or raise objective.mean_noise_span_length for fewer spans")
     if self.targets_length < self.expected_targets_length:
       raise UserError(
           f"objective.targets_length={self.targets_length} cannot hold the targets of {self.raw_length}-token "
