@@ -148,6 +148,10 @@ def compiled_collectives(compiled: Any, top: int = 12) -> dict:
   }
 
 
+class DoesNotFit(Exception):
+  """The chip's compiler found that the step cannot fit its memory (its words are the message)."""
+
+
 def make_plan(config: Any, devices: Sequence[Any], chip: Chip | None = None, fraction: float = 0.4) -> dict:
   """Everything `bert-jax plan` reports for config.mesh over `devices`: virtual CPU devices (XLA:CPU compiles) or a
   TPU slice's or a GPU node's compile-only devices (the chip's compiler compiles: bert_jax.topology.devices,
@@ -162,7 +166,12 @@ def make_plan(config: Any, devices: Sequence[Any], chip: Chip | None = None, fra
   start = time.perf_counter()
   trainer = Trainer(config, devices)
   lowered = lower_train_step(trainer)
-  compiled = lowered.compile(compiler_options=options) if options else lowered.compile()
+  try:
+    compiled = lowered.compile(compiler_options=options) if options else lowered.compile()
+  except jax.errors.JaxRuntimeError as error:  # a chip's compiler refuses a step beyond its memory
+    if "RESOURCE_EXHAUSTED" not in str(error):
+      raise
+    raise DoesNotFit(str(error).split("RESOURCE_EXHAUSTED:", 1)[-1].strip().splitlines()[0].rstrip(".")) from None
   compile_seconds = time.perf_counter() - start
   flops_per_step = None if on_chip else step_flops(config, devices, lowered)
   seconds = time.perf_counter() - start

@@ -69,6 +69,19 @@ def test_without_libtpu_it_says_so_and_estimates_on_cpu(monkeypatch, capsys):
   assert "4 virtual CPU devices" in out[1] and "compiled by XLA:CPU" in out[2]
 
 
+def test_a_step_beyond_the_chips_memory_is_reported_and_the_next_mesh_planned(capsys):
+  """The TPU compiler refuses a step whose temporaries exceed the chip's HBM: plan says so for that mesh, in one
+  line with the compiler's figures, and goes on to the next."""
+  argv = ["plan", "--config", "bert_tiny", "--topology", "v5e:2x2", "--batch", "4", "--config.data.seq_len=32768",
+          "--config.model.max_position=32768", "--mesh", "data=4", "--mesh", "fsdp=4"]
+  assert cli.main(argv) == 0
+  refused = [line for line in capsys.readouterr().out.splitlines() if line]
+  assert [line.split(":")[0] for line in refused] == ["bert_tiny on mesh dcn=1 x data=4 x fsdp=1 x tensor=1",
+                                                      "bert_tiny on mesh dcn=1 x data=1 x fsdp=4 x tensor=1"]
+  assert all("does not fit; the compiler says: Ran out of memory" in line and "exceeds available HBM (15.75G). Shard"
+             in line for line in refused), refused
+
+
 @pytest.fixture(scope="module")
 def tiny_fsdp():
   """bert_tiny with 4 scanned layers and a vocabulary of 512 (the layers' parameters outweigh the embeddings', whose

@@ -152,7 +152,18 @@ def run(args) -> int:
       mesh = {**mesh, "dcn": 1, "data": mesh["data"] * mesh["dcn"]}
     config.mesh.update(mesh)
     count = math.prod(mesh.values())
-    result = plan_lib.make_plan(config, devices[:count], chip, args.fraction)
+    try:
+      result = plan_lib.make_plan(config, devices[:count], chip, args.fraction)
+    except plan_lib.DoesNotFit as refusal:
+      where = " x ".join(f"{axis}={size}" for axis, size in mesh.items())
+      if args.json:
+        print(json.dumps({"config": args.config, "mesh": mesh, "fits": False, "compiler_says": str(refusal)}),
+              flush=True)
+      else:
+        print(("\n" if i else "") + f"{args.config} on mesh {where}: does not fit; the compiler says: {refusal}. "
+              "Shard wider (--mesh), lower --batch or data.seq_len, or set train.microbatches or model.remat=full",
+              flush=True)
+      continue
     if topology is not None:
       result.update(topology=topology.name, accelerator_type=topology.accelerator_type, slices=topology.slices)
     if nodes is not None:
