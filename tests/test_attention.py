@@ -194,6 +194,7 @@ def test_auto_takes_the_platforms_kernel_where_the_call_allows_it():
   assert _resolve("auto", "tpu", mask=attention.Mask(full_BLS=_full())) == "xla"  # UniLM
   assert _resolve("auto", "tpu", length=114) == "xla"  # not a multiple of 128
   assert _resolve("auto", "gpu", dtype=jnp.float32) == "xla"  # cuDNN's kernel is half precision
+  assert _resolve("auto", "gpu", length=1821) == "xla"  # cuDNN takes a mask (a bias to it) with even lengths only
   assert _resolve("auto", "tpu", mask=attention.Mask(causal=True, query_offset=jnp.int32(3))) == "xla"  # decoding
   assert _resolve("splash", "tpu", length=8) == "xla"  # an init trace's example inputs
   assert _resolve("splash", "tpu", mask=attention.Mask(causal=True, query_offset=jnp.int32(3))) == "xla"

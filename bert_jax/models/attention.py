@@ -109,7 +109,7 @@ def resolve(implementation: str, mask: Mask, has_bias: bool, dropout: bool, leng
       return "xla"
     if on == "tpu" and _splash_takes(mask, has_bias, length, source_length):
       return "splash"
-    if _cudnn_takes(on, head_dim, dtype, has_bias, length, source_length):
+    if _cudnn_takes(on, head_dim, dtype, length, source_length):
       return "dot_product_attention"
     return "xla"
   if dropout:
@@ -133,10 +133,12 @@ def _splash_takes(mask: Mask, has_bias: bool, length: int, source_length: int) -
           and source_length % 128 == 0)
 
 
-def _cudnn_takes(on: str, head_dim: int, dtype: Any, has_bias: bool, length: int, source_length: int) -> bool:
+def _cudnn_takes(on: str, head_dim: int, dtype: Any, length: int, source_length: int) -> bool:
   """cuDNN's flash attention (jax/_src/cudnn/fused_attention_stablehlo.py, check_is_flash_attention): half precision,
-  head width a multiple of 8 up to 128 (256 from Hopper on), even lengths beside a bias."""
-  even = not has_bias or (length % 2 == 0 and source_length % 2 == 0)
+  head width a multiple of 8 up to 128 (256 from Hopper on), and in training even lengths beside a bias, which the
+  mask always is there (_dot_product_attention passes it): an odd length (T5-large's 1821 targets at seq 8192) runs
+  XLA's lowering."""
+  even = length % 2 == 0 and source_length % 2 == 0
   return on in ("gpu", "cuda") and jnp.dtype(dtype) in HALF and head_dim % 8 == 0 and head_dim <= 128 and even
 
 
@@ -179,7 +181,7 @@ def _xla(q_BLNK, k_BSNK, v_BSNK, mask: Mask, bias_BNLS, scale, dropout: Callable
 def _dot_product_attention(q_BLNK, k_BSNK, v_BSNK, mask: Mask, bias_BNLS, scale):
   """jax.nn.dot_product_attention; cuDNN's wants the mask at its full [B, 1, L, S] and takes causal order itself."""
   (batch, length, _, head_dim), source_length = q_BLNK.shape, k_BSNK.shape[1]
-  cudnn = _cudnn_takes(layers.platform(), head_dim, v_BSNK.dtype, bias_BNLS is not None, length, source_length)
+  cudnn = _cudnn_takes(layers.platform(), head_dim, v_BSNK.dtype, length, source_length)
   implementation: Literal["cudnn"] | None = "cudnn" if cudnn else None
   causal = implementation == "cudnn" and mask.causal and not mask.decoding and length == source_length
   mask_B1LS = (dataclasses.replace(mask, causal=False) if causal else mask).dense(length, source_length)
