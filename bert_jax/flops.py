@@ -30,8 +30,11 @@ MOVES = {"concatenate", "convert_element_type", "copy", "reshape", "transpose"} 
 
 
 def flops_per_token(config: Any) -> float:
-  """Model FLOPs per training token: 3 x the forward matrix products of one sequence / data.seq_len."""
-  return 3.0 * _count(config)[0] / config.data.seq_len
+  """Model FLOPs per training token: 3 x the forward matrix products of one sequence / data.seq_len, plus 1 x those
+  of a frozen model the objective runs and does not train (distillation's teacher: forward only)."""
+  trained = _count(config)[0]
+  frozen = _count(config, frozen=True)[0] - trained if getattr(get_objective(config), "frozen_source", None) else 0
+  return (3.0 * trained + frozen) / config.data.seq_len
 
 
 def tensor_all_reduce_elements(config: Any) -> float:
@@ -40,14 +43,19 @@ def tensor_all_reduce_elements(config: Any) -> float:
   return float(_count(config)[1])
 
 
-def _count(config: Any) -> tuple[int, int]:
+def _count(config: Any, frozen: bool = False) -> tuple[int, int]:
+  """(forward FLOPs, tensor all-reduce elements) of one sequence's loss; with `frozen`, the frozen model's forward
+  pass in it too."""
   objective = get_objective(config)
+  source = getattr(objective, "frozen_source", None) if frozen else None
+  frozen_params = params_lib.abstract(source.model_config) if source else None
   model = models.build_model(config.model, deterministic=True)
   boxed = params_lib.abstract(config.model, model, boxed=True)
   batch = {name: jax.ShapeDtypeStruct(shape, dtype) for name, (shape, dtype) in objective.feature_spec(1).items()}
   memory = jax.ShapeDtypeStruct(*objective.memory_spec(1)) if carries_memory(objective) else None
-  loss = lambda p, b, m: training_loss(forward_with_memory(objective, model, p, b, m)[0], objective.counts(b))
-  jaxpr = jax.make_jaxpr(loss)(nn.meta.unbox(boxed), batch, memory).jaxpr
+  loss = lambda p, b, m, f: training_loss(forward_with_memory(objective, model, p, b, m, frozen=f)[0],
+                                          objective.counts(b))
+  jaxpr = jax.make_jaxpr(loss)(nn.meta.unbox(boxed), batch, memory, frozen_params).jaxpr
   rules = parallel.logical_rules(config)
   tensor = {name for name, _ in rules if "tensor" in parallel.mesh_axes(name, rules)}
   leaves = jax.tree_util.tree_leaves(boxed, is_leaf=lambda x: isinstance(x, nn.Partitioned))

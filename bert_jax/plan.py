@@ -111,7 +111,8 @@ def abstract_batch(trainer: Any) -> dict:
 def lower_train_step(trainer: Any) -> Any:
   """The jitted train step lowered with abstract state and batch for the trainer's devices."""
   with trainer.context():
-    return trainer._train_step.lower(trainer.abstract_state(), abstract_batch(trainer))
+    frozen = trainer.frozen and trainer.frozen.abstract  # parameters the objective reads, not trains (a teacher)
+    return trainer._train_step.lower(trainer.abstract_state(), abstract_batch(trainer), frozen)
 
 
 def step_flops(config: Any, devices: Sequence[Any], lowered: Any) -> float:
@@ -189,9 +190,11 @@ def make_plan(config: Any, devices: Sequence[Any], chip: Chip | None = None, fra
       "dtype": config.model.dtype, "batch_size": config.train.batch_size,
       "seq_len": config.data.seq_len, "microbatches": config.train.microbatches, "tokens_per_step": tokens,
       "parameters": params_lib.count(trainer.abstract_params), "seconds": round(seconds, 1),
+      "frozen_parameters": trainer.frozen.count if trainer.frozen else 0,  # a teacher the step runs, not trains
       "compile_seconds": round(compile_seconds, 1), "bytes_per_device": int(bytes_per_device),
       "memory": {"parameters": sharded_bytes(state.params), "optimizer_state": sharded_bytes(state.opt_state),
                  "carried_memory": sharded_bytes(state.memory), "batch": sharded_bytes(abstract_batch(trainer)),
+                 "frozen_parameters": sharded_bytes(trainer.frozen.abstract if trainer.frozen else None),
                  "arguments": int(memory.argument_size_in_bytes),
                  "outputs_not_aliased": int(memory.output_size_in_bytes - memory.alias_size_in_bytes),
                  "temporaries": int(memory.temp_size_in_bytes)},

@@ -1,8 +1,8 @@
 """Small ports of the original data generators' sampling, used as oracles by the statistical tests:
 google-research/bert create_pretraining_data.py (segment pairs, NSP), google-research/albert's file of the
 same name (SOP, whole-word n-gram masking), fairseq's denoising_dataset.py (BART's text infilling and sentence
-permutation), zihangdai/xlnet's data_utils.py (the attention mask of a factorization order). Only the decisions are
-ported, not the output format."""
+permutation), zihangdai/xlnet's data_utils.py (the attention mask of a factorization order), microsoft/MASS's
+trainer.py (MASS's masked fragment). Only the decisions are ported, not the output format."""
 
 import math
 import random
@@ -200,3 +200,40 @@ def xlnet_perm_mask(inputs_L: np.ndarray, is_masked_L: np.ndarray, index_L: np.n
                                                                 sep_id, cls_id)
   perm_mask_LL[:reuse_len, reuse_len:] = True
   return perm_mask_LL, target_L
+
+
+def mass_mask_sentence(words: np.ndarray, word_mass: float, pred_probs: tuple[float, float, float], mask_index: int,
+                       n_words: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+  """microsoft/MASS MASS/src/trainer.py restricted_mask_sent (span_len left at 100000: one fragment) for one
+  sentence `words` framed </s> ... </s>, with its mask_word: (encoder input, decoder input, decoder positions,
+  decoder targets). The release takes the length from its batch, whose sentences all have one length; numpy's
+  generator stands in for np.random, random.shuffle and torch.multinomial."""
+  mask_len = round(len(words) * word_mass)
+  segs = [mask_len]
+  unmasked_tokens = [0] * (len(words) - mask_len - 1)
+  p = rng.random()
+  if p >= 0.8:
+    shuf_segs = segs[1:] + unmasked_tokens
+  elif p >= 0.6:
+    shuf_segs = segs[:-1] + unmasked_tokens
+  else:
+    shuf_segs = segs + unmasked_tokens
+  rng.shuffle(shuf_segs)
+  if p >= 0.8:
+    shuf_segs = segs[0:1] + shuf_segs
+  elif p >= 0.6:
+    shuf_segs = shuf_segs + segs[-1:]
+  pos, curr = [], 1
+  for seg in shuf_segs:
+    if seg >= 1:
+      pos.extend(curr + i for i in range(seg))
+      curr += seg
+    else:
+      curr += 1
+  pos_i = np.array(pos)
+  output, target = words[pos_i].copy(), words[pos_i - 1].copy()
+  probs = rng.choice(3, len(pos_i), p=pred_probs)  # 0 mask, 1 keep, 2 random
+  shown = np.where(probs == 0, mask_index, np.where(probs == 1, words[pos_i], rng.integers(n_words, size=len(pos_i))))
+  source = words.copy()
+  source[pos_i] = shown
+  return source, target, pos_i - 1, output

@@ -20,7 +20,8 @@ COMPARISONS = [
     re.compile(rf"""["']({NAMES})["']\s*(==|!=)\s*[\w.\[\]()"']*family\b"""),
 ]
 CONFIG_OF = {"bert": "bert_tiny", "xlnet": "xlnet_tiny", "t5": "t5_tiny", "electra": "electra_tiny",
-             "spanbert": "spanbert_tiny", "gpt2": "gpt2_tiny", "bart": "bart_tiny"}
+             "spanbert": "spanbert_tiny", "gpt2": "gpt2_tiny", "bart": "bart_tiny",
+             "distilbert": "distilbert_tiny", "ernie": "ernie_tiny"}
 
 
 def sources():

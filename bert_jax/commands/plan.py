@@ -215,7 +215,9 @@ def describe(name: str, p: dict) -> str:
     how = (f"planned in {p['seconds']} s; compiled by XLA:CPU; memory is its buffer assignment (a chip's compiler "
            "differs in detail)")
   lines = [
-      f"{name} ({p['family']}, {p['parameters']:,} parameters) on mesh {mesh}: {where}, {p['dtype']} compute, "
+      f"{name} ({p['family']}, {p['parameters']:,} parameters"
+      + (f" + {p['frozen_parameters']:,} frozen" if p["frozen_parameters"] else "")
+      + f") on mesh {mesh}: {where}, {p['dtype']} compute, "
       f"batch {p['batch_size']} x {p['seq_len']} tokens"
       + (f" in {p['microbatches']} microbatches" if p["microbatches"] > 1 else ""),
       how,
@@ -224,6 +226,7 @@ def describe(name: str, p: dict) -> str:
       f"  optimizer state               {_size(m['optimizer_state']):>14}",
       f"  batch                         {_size(m['batch']):>14}",
       *([f"  memory carried between steps  {_size(m['carried_memory']):>14}"] if m["carried_memory"] else []),
+      *([f"  frozen parameters (teacher)   {_size(m['frozen_parameters']):>14}"] if m["frozen_parameters"] else []),
       f"  arguments (the above)         {_size(m['arguments']):>14}",
       f"  temporaries (activations)     {_size(m['temporaries']):>14}",
       f"  outputs not aliased           {_size(m['outputs_not_aliased']):>14}",

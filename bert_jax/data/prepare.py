@@ -4,7 +4,8 @@ A prepared directory holds
   train-00000-of-00032.tfrecord ...  one tf.train.Example per document: token_ids (int64 list: its sentences
   eval-00000-of-00008.tfrecord ...   concatenated), sentence_lengths (int64 list, every length > 0) and, with
                                      data.word_segmenter=jieba, word_starts (int64 list, 1 where a token begins
-                                     a word: bert_jax/data/words.py)
+                                     a word: bert_jax/data/words.py; jieba_pos: flags of ERNIE's knowledge units,
+                                     bert_jax/data/knowledge.py)
   metadata.json                      the settings it was made from, the tokenizer and the counts (and bytes)
                                      per shard
 The eval split is the source's first data.eval_tokens tokens, whole sentences (it ends with the sentence that
@@ -33,7 +34,7 @@ from typing import Any
 
 from tqdm import tqdm
 
-from bert_jax.data import words
+from bert_jax.data import knowledge, words
 from bert_jax.data.sources import Source
 from bert_jax.data.tokenizer import Tokenizer
 from bert_jax.errors import UserError
@@ -74,7 +75,14 @@ def check_complete(directory: str | storage.Path, metadata: dict) -> None:
 def settings(config: Any, source: Source, tokenizer: Tokenizer) -> dict:
   return {"format": FORMAT_VERSION, "source": source.fingerprint(), "tokenizer_sha256": tokenizer.sha256(),
           "eval_documents": config.data.eval_documents, "eval_tokens": config.data.get("eval_tokens", 0),
-          "word_segmenter": config.data.get("word_segmenter", "pieces"), "shards": config.data.shards}
+          "word_segmenter": config.data.get("word_segmenter", "pieces"), "shards": config.data.shards,
+          **_lexicon(words.spec(config.data))}
+
+
+def _lexicon(segmenter: str) -> dict:
+  """jieba_pos's part in the settings: the hash of its entity lexicon ("" without one)."""
+  name, _, lexicon = segmenter.partition(":")
+  return {"entity_lexicon_sha256": knowledge.lexicon_sha256(lexicon) if lexicon else ""} if name == "jieba_pos" else {}
 
 
 def prepare(config: Any, source: Source, tokenizer: Tokenizer, directory: str | storage.Path, process_index: int = 0,
@@ -231,7 +239,7 @@ def _write_share(config: Any, source: Source, tokenizer: Tokenizer, directory: s
   try:
     with tqdm(desc=f"prepare {source.spec}" + (f" ({index} of {count})" if count > 1 else ""), unit=" docs",
               mininterval=2.0, file=sys.stderr) as progress:
-      for split, shard, sentences in _placed(source, tokenizer, wanted["word_segmenter"], eval_documents, eval_tokens,
+      for split, shard, sentences in _placed(source, tokenizer, words.spec(config.data), eval_documents, eval_tokens,
                                              (shards, eval_shards), index, count):
         writers.write(split, shard, sentences)
         progress.update()
@@ -348,8 +356,12 @@ def encoded(tokenizer: Tokenizer, segmenter: str, documents: list[list[str]]) ->
   texts = [sentence for document in documents for sentence in document]
   if not texts:
     return [[] for _ in documents]
-  if segmenter == "jieba":
-    encoded: Iterator[tuple[list[int], Any]] = iter(zip(*words.encode(tokenizer, texts)))
+  name, _, lexicon = segmenter.partition(":")  # words.spec
+  if name == "jieba_pos":
+    flags = functools.partial(knowledge.unit_flags, lexicon=lexicon)
+    encoded: Iterator[tuple[list[int], Any]] = iter(zip(*words.encode(tokenizer, texts, flags)))
+  elif name == "jieba":
+    encoded = iter(zip(*words.encode(tokenizer, texts)))
   else:
     encoded = ((ids, None) for ids in tokenizer.encode(texts))
   return [[sentence for sentence in (next(encoded) for _ in document) if sentence[0]] for document in documents]

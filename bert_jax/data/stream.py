@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from bert_jax.data import prepare as prepare_lib
+from bert_jax.data import prepare as prepare_lib, words
 from bert_jax.data.sources import Source
 from bert_jax.data.tf_cpu import tf
 from bert_jax.data.tokenizer import Tokenizer
@@ -35,7 +35,7 @@ def head(config: Any, source: Source, tokenizer: Tokenizer) -> tuple[list[Senten
   """The held-out documents and where training starts: (file, document number in it, encoded sentences of that
   document held out); `number` counts over the whole source when it is not files."""
   eval_documents, eval_tokens = config.data.eval_documents, config.data.get("eval_tokens", 0)
-  segmenter = config.data.get("word_segmenter", "pieces")
+  segmenter = words.spec(config.data)
   if not eval_documents and not eval_tokens:
     return [], (0, 0, 0)
   held_out, tokens, numbered = [], 0, _numbered(source)
@@ -101,7 +101,7 @@ class Reader:
                count: int, seed: int):
     self.source, self.tokenizer, self.start, self.index, self.count, self.seed = (source, tokenizer, start, index,
                                                                                     count, seed)
-    self.segmenter = config.data.get("word_segmenter", "pieces")
+    self.segmenter = words.spec(config.data)
     self.lock = threading.Lock()  # a restore may ask while a call of the iterator it replaces still runs
     self.readers: dict[int, list[Iterator]] = {}  # by the block each reads next: one per consumer of the stream
 

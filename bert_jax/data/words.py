@@ -9,16 +9,20 @@ data.word_segmenter:
           where jieba joins it to something. A token continues a word when it begins inside a word an earlier
           token of the sentence began: a piece that spans two words joins them into one unit, so no word is ever
           split between units; a piece of whitespace only (a lone "\u2581") begins the word after it.
+  jieba_pos  ERNIE's knowledge units from jieba's part-of-speech tags (bert_jax/data/knowledge.py): word_starts holds
+          a unit start per level as bits (1 word, 2 phrase, 4 entity), each found as a word start above; the entity
+          lexicon data.entity_lexicon, when set, rides in the segmenter's spec ("jieba_pos:PATH", see `spec`).
 """
 
 import bisect
+from collections.abc import Callable
 import logging
 import os
 import unicodedata
 
 from bert_jax.errors import UserError
 
-SEGMENTERS = ("pieces", "jieba")
+SEGMENTERS = ("pieces", "jieba", "jieba_pos")
 
 
 def check(name: str) -> None:
@@ -54,7 +58,12 @@ def segment(text: str) -> list[str]:
 def word_starts(text: str, offsets: list[tuple[int, int]]) -> list[int]:
   """One flag per token of `text` (offsets: each token's [begin, end) characters in it): 1 where it begins a
   word of segment(text), 0 where it continues one (see the module docstring)."""
-  word_of = [index for index, word in enumerate(segment(text)) for _ in word]
+  return unit_starts(text, offsets, segment(text))
+
+
+def unit_starts(text: str, offsets: list[tuple[int, int]], units: list[str]) -> list[int]:
+  """word_starts for any cut of `text` into units (strings that make up the text, in order)."""
+  word_of = [index for index, word in enumerate(units) for _ in word]
   content = [i for i, char in enumerate(text) if not char.isspace()]
   starts, claimed = [], -1
   for begin, end in offsets:
@@ -69,9 +78,21 @@ def word_starts(text: str, offsets: list[tuple[int, int]]) -> list[int]:
   return starts
 
 
-def encode(tokenizer, texts: list[str]) -> tuple[list[list[int]], list[list[int]]]:
+def spec(data_config) -> str:
+  """The segmenter as prepare and the stream pass it on: data.word_segmenter, with jieba_pos the entity lexicon
+  after a colon when one is set."""
+  name = data_config.get("word_segmenter", "pieces")
+  lexicon = data_config.get("entity_lexicon", "")
+  if lexicon and name != "jieba_pos":
+    raise UserError(f"data.entity_lexicon names entities for data.word_segmenter=jieba_pos, not {name}; set "
+                    "--config.data.word_segmenter=jieba_pos or --config.data.entity_lexicon=''")
+  return f"{name}:{lexicon}" if lexicon else name
+
+
+def encode(tokenizer, texts: list[str], flags: Callable[[str, list[tuple[int, int]]], list[int]] = word_starts
+           ) -> tuple[list[list[int]], list[list[int]]]:
   """(token ids, word_starts) of each text, for a SentencePiece tokenizer (data/tokenizer.py) or a Hugging Face
-  one (data/hf_tokenizer.py)."""
+  one (data/hf_tokenizer.py); `flags` finds a text's flags from its tokens' offsets (jieba_pos: data/knowledge.py)."""
   if hasattr(tokenizer, "processor"):
     try:
       encoded = tokenizer.processor.encode(texts, return_type="offset_mapping", num_threads=os.cpu_count() or 1)
@@ -81,7 +102,7 @@ def encode(tokenizer, texts: list[str]) -> tuple[list[list[int]], list[list[int]
     pairs = [(e["ids"], e["offsets"]) for e in encoded]
   else:
     pairs = [(e.ids, e.offsets) for e in tokenizer.tokenizer.encode_batch(texts, add_special_tokens=False)]
-  return [ids for ids, _ in pairs], [word_starts(text, offsets) for text, (_, offsets) in zip(texts, pairs)]
+  return [ids for ids, _ in pairs], [flags(text, offsets) for text, (_, offsets) in zip(texts, pairs)]
 
 
 def _jieba():

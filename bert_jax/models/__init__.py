@@ -69,6 +69,8 @@ FAMILIES = {
     "spanbert": "bert_jax.models.spanbert",
     "gpt2": "bert_jax.models.gpt2",
     "bart": "bert_jax.models.bart",
+    "ernie": "bert_jax.models.ernie",
+    "distilbert": "bert_jax.models.distilbert",
 }
 
 

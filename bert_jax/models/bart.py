@@ -10,7 +10,8 @@ scaling. Logits come from the shared embedding without scaling. transformers add
 zeros that is never trained and not counted as a parameter: it is left out here (convert/bart.py writes it).
 
 Padding: rows are padded on the right; `attention_mask` [B, L] and `decoder_attention_mask` [B, T] are 1 on real
-tokens. Positions are 0, 1, ... whatever the padding, as in transformers.
+tokens. Positions are 0, 1, ... whatever the padding, as in transformers; `decode` takes the decoder's positions
+[B, T] instead where its tokens keep their places in a longer text (MASS's fragment: objectives/mass.py).
 
 Parameter layout (unscanned): token_embedder/embedding, encoder/{position_embedder/embedding, embedding_norm,
 layers_k/{self_attention, self_attention_norm, fc1, fc2, final_norm}}, decoder/{position_embedder/embedding,
@@ -134,13 +135,13 @@ class Stack(nn.Module):
 
   @nn.compact
   def __call__(self, tokens_BL, token_embedder: layers.Embed, self_mask: attention.Mask, encoded_BSD=None,
-               cross_mask: attention.Mask | None = None):
+               cross_mask: attention.Mask | None = None, positions_BL=None):
     cfg = self.cfg
-    length = tokens_BL.shape[1]
+    positions_BL = jnp.arange(tokens_BL.shape[1])[None] if positions_BL is None else positions_BL
     positions = layers.Embed(cfg.max_position + POSITION_OFFSET, cfg.hidden_size, (None, "embed"),
                              cfg.initializer_range, cfg.compute_dtype, name="position_embedder")
     scale = cfg.hidden_size ** 0.5 if cfg.scale_embedding else 1.0
-    x_BLD = token_embedder(tokens_BL) * scale + positions(jnp.arange(length) + POSITION_OFFSET)[None]
+    x_BLD = token_embedder(tokens_BL) * scale + positions(positions_BL + POSITION_OFFSET)
     x_BLD = layers.layer_norm(cfg.layer_norm_eps, cfg.compute_dtype, "embedding_norm")(x_BLD)
     x_BLD = Dropout(cfg.dropout)(layers.constrain(x_BLD, ("batch", "length", "embed")),
                                  deterministic=self.deterministic)
@@ -166,9 +167,10 @@ class Bart(nn.Module):
   def encode(self, input_ids, attention_mask=None):
     return _encode(self.encoder, self.token_embedder, input_ids, attention_mask)
 
-  def decode(self, encoded_BSD, decoder_input_ids, attention_mask=None, decoder_attention_mask=None):
+  def decode(self, encoded_BSD, decoder_input_ids, attention_mask=None, decoder_attention_mask=None,
+             decoder_positions=None):
     y_BTD = _decode(self.decoder, self.token_embedder, encoded_BSD, decoder_input_ids, attention_mask,
-                    decoder_attention_mask)
+                    decoder_attention_mask, decoder_positions)
     return self.token_embedder.attend(y_BTD)
 
   def __call__(self, input_ids, decoder_input_ids, attention_mask=None, decoder_attention_mask=None):
@@ -213,12 +215,12 @@ def _encode(encoder: Stack, token_embedder: layers.Embed, input_ids, attention_m
 
 
 def _decode(decoder: Stack, token_embedder: layers.Embed, encoded_BSD, decoder_input_ids, attention_mask=None,
-            decoder_attention_mask=None):
+            decoder_attention_mask=None, decoder_positions=None):
   """The decoder's last states [B, T, D]: causal self-attention over the unpadded targets, cross-attention over the
-  encoder's unpadded positions."""
+  encoder's positions that attention_mask marks (its unpadded ones); positions 0, 1, ... unless given [B, T]."""
   self_mask = attention.Mask(key_BS=_mask(decoder_input_ids, decoder_attention_mask), causal=True)
   cross_mask = attention.padding(_mask(encoded_BSD[..., 0], attention_mask))
-  return decoder(decoder_input_ids, token_embedder, self_mask, encoded_BSD, cross_mask)
+  return decoder(decoder_input_ids, token_embedder, self_mask, encoded_BSD, cross_mask, decoder_positions)
 
 
 def _mask(tokens, mask):

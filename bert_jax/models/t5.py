@@ -279,7 +279,12 @@ class T5(nn.Module):
     x_BLD = layers.constrain(self.token_embedder(encoder_input_tokens), ("batch", "length", "embed"))
     return self.encoder(x_BLD, segment_BL)
 
-  def decode(self, encoded, decoder_input_tokens, encoder_segment_ids=None, decoder_segment_ids=None):
+  def decode(self, encoded, decoder_input_tokens, encoder_segment_ids=None, decoder_segment_ids=None,
+             decoder_positions=None):
+    """Decoder logits [B, T, vocab]. `decoder_positions` (tokens that keep their places in a longer text: MASS's
+    fragment, objectives/mass.py) change nothing: the relative biases see distances, which a contiguous stretch
+    keeps."""
+    del decoder_positions
     encoder_segment_BS = _segments(encoded[..., 0], encoder_segment_ids)
     segment_BT = _segments(decoder_input_tokens, decoder_segment_ids)
     y_BTD = layers.constrain(self.token_embedder(decoder_input_tokens), ("batch", "length", "embed"))

@@ -25,7 +25,8 @@ An objective that `bert-jax predict` can run adds (bert_jax/predict.py; records 
 
   predict(model, params, tokenizer, texts, top_k) -> one record per text: {"input", "output", "predictions"}
       (masked_lm and permutation_lm fill each [MASK], span_corruption each <extra_id_N>; text_infilling rewrites
-      the text with each <mask> filled; causal_lm writes the next tokens after the text)
+      the text with each <mask> filled; mass writes each run of [MASK] as one fragment; causal_lm writes the next
+      tokens after the text)
 
 An objective that carries memory from batch to batch (XLNet with model.mem_len > 0) sets `carries_memory` and
 adds:
@@ -35,6 +36,14 @@ adds:
   stream_batches(documents, tokenizer, seed, train, rows, steps) -> batched features in which row r of a batch
       continues row r of the batch before, for `steps` batches
   stream_tokens(rows, steps)       -> tokens of text one such group of batches reads
+
+An objective that reads the parameters of a model it does not train (distillation's teacher) adds:
+
+  frozen_source                    -> objectives.teacher.Source (that model's config.model and parameter checkpoint),
+      or None when it reads none this run; the Trainer loads and shards them (bert_jax/train/frozen.py)
+  forward(model, params, batch, rngs, frozen) -> as forward, with those parameters (None: the objective runs without)
+  initial_params(frozen_params)    -> the trained model's first parameters (unscanned) from the frozen ones
+      (unscanned, numpy), or None to start at random
 
 The training loss is sum over terms of sums[t] / counts[t], with counts taken over the whole global
 batch, so gradient accumulation over microbatches equals one large batch exactly.
@@ -58,6 +67,7 @@ OBJECTIVES = {
     "permutation_lm": "bert_jax.objectives.permutation_lm:PermutationLM",
     "span_corruption": "bert_jax.objectives.span_corruption:SpanCorruption",
     "text_infilling": "bert_jax.objectives.text_infilling:TextInfilling",
+    "mass": "bert_jax.objectives.mass:Mass",
     "replaced_token_detection": "bert_jax.objectives.replaced_token_detection:ReplacedTokenDetection",
     "span_boundary": "bert_jax.objectives.span_boundary:SpanBoundary",
     "classification": "bert_jax.objectives.classification:Classification",
@@ -65,6 +75,7 @@ OBJECTIVES = {
     "question_answering": "bert_jax.objectives.question_answering:QuestionAnswering",
     "causal_lm": "bert_jax.objectives.causal_lm:CausalLM",
     "unilm": "bert_jax.objectives.unilm:UniLM",
+    "distillation": "bert_jax.objectives.distillation:Distillation",
 }
 
 
@@ -166,11 +177,13 @@ def check_fits_positions(config: Any, table: str | None = None) -> None:
 
 
 def forward_with_memory(objective: Objective, model: Any, params: Any, batch: dict, memory: Any,
-                        rngs: dict | None = None) -> tuple[dict, dict, Any]:
+                        rngs: dict | None = None, frozen: Any = None) -> tuple[dict, dict, Any]:
   """(sums, metrics, next memory): an objective that carries memory gets it and returns the next; with memory None
-  this is objective.forward, and the next memory None."""
+  this is objective.forward, and the next memory None. `frozen`: the parameters an objective with a frozen_source
+  reads (passed only when given)."""
   if memory is None:
-    sums, metrics = objective.forward(model, params, batch, rngs=rngs)
+    extra = {} if frozen is None else {"frozen": frozen}
+    sums, metrics = objective.forward(model, params, batch, rngs=rngs, **extra)
     return sums, metrics, None
   # memory is only ever made for an objective that carries it (its memory_spec; the train state holds it)
   return cast(CarriesMemory, objective).forward_carrying(model, params, batch, memory, rngs=rngs)

@@ -8,7 +8,8 @@ Features of one example (length L = data.seq_len, P = objective.max_predictions)
 The tf.data transform: documents -> segment pairs or full-sentence packing (bert_jax/data/segments.py) ->
 masking (bert_jax/objectives/masked_lm_data.py), all in graph ops. With objective.whole_word on data prepared with
 data.word_segmenter=jieba, words are the segmenter's (Chinese BERT-wwm; bert_jax/data/words.py), read from the
-documents' word_starts.
+documents' word_starts. objective.masking_unit and objective.stages mask by ERNIE's knowledge units, in stages
+(bert_jax/objectives/masking_units.py).
 """
 
 import dataclasses
@@ -21,7 +22,13 @@ import optax
 
 from bert_jax import models
 from bert_jax.errors import UserError
-from bert_jax.objectives import check_fits_positions, settings as settings_lib, summarize_tokens, token_scores
+from bert_jax.objectives import (
+                                  check_fits_positions,
+                                  masking_units,
+                                  settings as settings_lib,
+                                  summarize_tokens,
+                                  token_scores,
+)
 from bert_jax.objectives.protocol import FeatureSpec
 
 MASKING_GROUP = 64  # sequences masked in one vectorized step
@@ -58,9 +65,12 @@ class MaskedLMSettings(Masking):
   sentence_task: str = "nsp"  # nsp (B is random) | sop (A and B swapped) | none
   packing: str = "pairs"  # pairs (segments A and B, BERT/ALBERT) | full_sentences (one segment, RoBERTa)
   short_seq_prob: float = 0.1  # pairs: share of sequences cut shorter than data.seq_len (segments.segment_pairs)
+  masking_unit: str = "piece"  # piece | word | phrase | entity: what is masked whole (objectives/masking_units.py)
+  stages: tuple[tuple[int, str], ...] = ()  # ((steps, unit), ...): training's units in turn (ERNIE); () masking_unit
 
   def check(self) -> None:
     super().check()
+    masking_units.check(self)
     settings_lib.check_choice(self, "sentence_task", ("nsp", "sop", "none"))
     settings_lib.check_choice(self, "packing", ("pairs", "full_sentences"))
     if self.packing == "full_sentences" and self.sentence_task != "none":
@@ -73,7 +83,7 @@ class MaskedLMSettings(Masking):
 
 
 class MaskedLM:
-  FAMILIES: ClassVar[tuple[str, ...] | None] = ("bert",)
+  FAMILIES: ClassVar[tuple[str, ...] | None] = ("bert", "ernie")
   SETTINGS: ClassVar[type[MaskedLMSettings]] = MaskedLMSettings
   settings: MaskedLMSettings  # config.objective, read in __init__
 
@@ -96,10 +106,7 @@ class MaskedLM:
       raise UserError(f"objective.packing=pairs gives segment B token type 1 but model.type_vocab_size="
                       f"{model.type_vocab_size}; set --config.model.type_vocab_size=2 or "
                       "--config.objective.packing=full_sentences")
-    segmenter = self.config.data.get("word_segmenter", "pieces")
-    if segmenter != "pieces" and not o.whole_word:
-      raise UserError(f"data.word_segmenter={segmenter} finds words for whole-word masking; set "
-                      "--config.objective.whole_word=true (or data.word_segmenter=pieces)")
+    masking_units.check_data(o, self.config.data.get("word_segmenter", "pieces"))
 
   def feature_spec(self, batch_size: int) -> FeatureSpec:
     L, P = self.seq_len, self.max_predictions
@@ -135,28 +142,42 @@ class MaskedLM:
 
     o = self.settings
     ids = segments.SpecialIds(cls=tokenizer.cls_id, sep=tokenizer.sep_id, pad=tokenizer.pad_id)
-    stored_words = o.whole_word and "word_starts" in documents.element_spec
-    if stored_words:  # each token's word-start flag rides through the segment building in its id's low bit
+    by_units = masking_units.by_units(o)
+    stored_words = (o.whole_word or by_units) and "word_starts" in documents.element_spec
+    flags = masking_units.FLAGS
+    if stored_words:  # each token's word-start flags ride through the segment building in its id's low bits
       documents = documents.map(_flag_in_ids)
-      ids = segments.SpecialIds(cls=2 * ids.cls + 1, sep=2 * ids.sep + 1, pad=2 * ids.pad + 1)
+      ids = segments.SpecialIds(cls=flags * ids.cls + flags - 1, sep=flags * ids.sep + flags - 1,
+                                pad=flags * ids.pad + flags - 1)
     if o.packing == "pairs":
       sequences = segments.segment_pairs(documents, self.seq_len, o.sentence_task, o.short_seq_prob, ids, seed)
     else:
       sequences = segments.full_sentences(documents, self.seq_len, ids, seed)
     tables = masked_lm_data.Tables.from_tokenizer(tokenizer)
     names = self.feature_spec(1)
+    schedule = masking_units.schedule(o, train)
+    batch = masking_units.local_batch(self.config)
 
     @tf.autograph.experimental.do_not_convert
-    def features(group: dict) -> dict:  # sequences masked together, with the first one's seed
-      input_ids, word_start = group["input_ids"], None
+    def features(group: dict, index=0) -> dict:  # sequences masked together (the index-th group), the first's seed
+      input_ids, stored, word_start, priority = group["input_ids"], None, None, None
       if stored_words:
-        input_ids, word_start = input_ids // 2, input_ids % 2 > 0
+        input_ids, stored = input_ids // flags, input_ids % flags
+        word_start = stored % 2 > 0
+      if by_units:
+        unit = masking_units.unit_at(schedule, tf.cast(index, tf.int64) * MASKING_GROUP // batch)
+        word_start, priority = masking_units.starts(unit, input_ids, stored, tables.word_start_V)
       masked = masked_lm_data.mask_tokens(input_ids, group["seed"][0], tables, o.mask_rate, self.max_predictions,
-                                   o.whole_word, o.max_ngram, o.mask_token_fraction, o.random_token_fraction,
-                                   word_start, o.ngram_weights)
+                                   o.whole_word or by_units, o.max_ngram, o.mask_token_fraction,
+                                   o.random_token_fraction, word_start, o.ngram_weights, priority)
       return {name: masked[name] if name in masked else group[name] for name in names}
 
-    groups = sequences.batch(MASKING_GROUP).map(features, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    groups = sequences.batch(MASKING_GROUP)
+    if len(schedule[0]) > 1:  # stages: a group's step from its index (the count rides in the pipeline's position)
+      groups = groups.enumerate().map(lambda index, group: features(group, index),
+                                      num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    else:
+      groups = groups.map(features, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     return groups.unbatch()
 
   def forward(self, model, params, batch: dict, rngs: dict | None = None) -> tuple[dict, dict]:
@@ -203,7 +224,8 @@ class MaskedLM:
 
 
 def _flag_in_ids(document: dict) -> dict:
-  """token_ids * 2 + word_starts (segments.py only moves tokens, so the flag survives it); the rest as given."""
+  """token_ids * masking_units.FLAGS + word_starts (segments.py only moves tokens, so the flags survive it); the rest
+  as given."""
   flagged = {name: values for name, values in document.items() if name != "word_starts"}
-  flagged["token_ids"] = document["token_ids"] * 2 + document["word_starts"]
+  flagged["token_ids"] = document["token_ids"] * masking_units.FLAGS + document["word_starts"]
   return flagged

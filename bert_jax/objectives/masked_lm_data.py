@@ -7,7 +7,8 @@ continue it; which pieces begin words comes from the tokenizer's pieces, or per 
 flags stored with the data: bert_jax/data/words.py). A sequence predicts round(mask_rate * its candidates)
 tokens, at most max_predictions. Spans are chosen one at a time: a length n in 1..max_ngram with p(n)
 proportional to 1/n (ALBERT's n-gram masking; n = 1 for BERT), then a random start among the places where n
-free units follow each other with no special token between them (a shorter n when there is none); a span that would
+free units follow each other with no special token between them (a shorter n when there is none; while a unit
+with priority is free, the start is one of those: ERNIE's entities, objectives/masking_units.py); a span that would
 overshoot the number to predict is shortened, and a single unit that does not fit is passed over. Each chosen token then
 becomes [MASK] with probability mask_token_fraction, a random ordinary token with probability
 random_token_fraction, and stays itself otherwise. Every draw is stateless, from one seed per batch.
@@ -50,10 +51,11 @@ def _at(x_BL: tf.Tensor, index_BX: tf.Tensor) -> tf.Tensor:
 
 def choose_spans(input_ids_BL: tf.Tensor, seed: tf.Tensor, tables: Tables, mask_rate: float, max_predictions: int,
                  whole_word: bool, max_ngram: int, word_start_BL: tf.Tensor | None = None,
-                 ngram_weights: tuple[float, ...] = ()) -> tf.Tensor:
+                 ngram_weights: tuple[float, ...] = (), priority_BL: tf.Tensor | None = None) -> tf.Tensor:
   """[B, L] int32: 0 for tokens left alone, k for the tokens of the k-th span chosen in that sequence. With
   whole_word, word_start_BL (bool, 1 where a token begins a word) replaces the tokenizer's word starts.
-  ngram_weights (max_ngram of them), when given, replace p(n) ~ 1/n (UniLM: 0.8, 0.1, 0.1)."""
+  ngram_weights (max_ngram of them), when given, replace p(n) ~ 1/n (UniLM: 0.8, 0.1, 0.1). priority_BL (bool,
+  at unit starts) marks the units taken before any other."""
   seq_len = input_ids_BL.shape[1]
   batch = tf.shape(input_ids_BL)[0]
   position_BL = tf.broadcast_to(tf.range(seq_len), tf.shape(input_ids_BL))
@@ -80,10 +82,12 @@ def choose_spans(input_ids_BL: tf.Tensor, seed: tf.Tensor, tables: Tables, mask_
   probs = np.asarray(ngram_weights, np.float64) if ngram_weights else 1.0 / np.arange(1, max_ngram + 1)
   thresholds = tf.constant(np.cumsum(probs / probs.sum())[:-1], tf.float32)
   lengths_n = tf.range(1, max_ngram + 1)
+  # added to the draws of the starts (columns 1..L); column 0 draws the length
+  first_1L = 0.0 if priority_BL is None else tf.pad(tf.cast(priority_BL, tf.float32), [[0, 0], [1, 0]])
 
   def body(step, remaining_B, free_BL1, span_BL, spans_B):
     active = (remaining_B > 0) & tf.reduce_any(free_BL1, axis=1)
-    draws = tf.random.stateless_uniform([batch, seq_len + 1], _fold(seed, step))
+    draws = tf.random.stateless_uniform([batch, seq_len + 1], _fold(seed, step)) + first_1L
     drawn_n = 1 + tf.reduce_sum(tf.cast(draws[:, :1] > thresholds, tf.int32), axis=1)
     valid = [free_BL1[:, :seq_len]]  # valid[n - 1][p]: units p and the n - 1 after it are free and adjacent
     for k in range(1, max_ngram):
@@ -114,11 +118,11 @@ def choose_spans(input_ids_BL: tf.Tensor, seed: tf.Tensor, tables: Tables, mask_
 def mask_tokens(input_ids_BL: tf.Tensor, seed: tf.Tensor, tables: Tables, mask_rate: float, max_predictions: int,
                 whole_word: bool, max_ngram: int, mask_token_fraction: float,
                 random_token_fraction: float, word_start_BL: tf.Tensor | None = None,
-                ngram_weights: tuple[float, ...] = ()) -> dict:
+                ngram_weights: tuple[float, ...] = (), priority_BL: tf.Tensor | None = None) -> dict:
   """The corrupted input_ids, masked_positions / masked_ids / masked_weights [B, max_predictions] (sorted,
   zero-padded), and span_ids (choose_spans' answer)."""
   span_ids = choose_spans(input_ids_BL, seed, tables, mask_rate, max_predictions, whole_word, max_ngram,
-                          word_start_BL, ngram_weights)
+                          word_start_BL, ngram_weights, priority_BL)
   masked = span_ids > 0
   shape = tf.shape(input_ids_BL)
   how = tf.random.stateless_uniform(shape, _fold(seed, -1))

@@ -12,8 +12,11 @@ from bert_jax.recipes.pretraining import (
                                           albert_config,
                                           bart_config,
                                           bert_config,
+                                          distilbert_config,
                                           electra_config,
+                                          ernie_config,
                                           gpt2_config,
+                                          mass_config,
                                           roberta_config,
                                           spanbert_config,
                                           t5_config,
@@ -21,6 +24,6 @@ from bert_jax.recipes.pretraining import (
                                           xlnet_config,
 )
 
-__all__ = ["TASK", "T5_V1_1", "albert_config", "bart_config", "base_config", "bert_config", "electra_config",
-           "finetune_config", "gpt2_config", "quick_run", "roberta_config", "spanbert_config", "t5_config", "tiny",
-           "unilm_config", "xlnet_config"]
+__all__ = ["TASK", "T5_V1_1", "albert_config", "bart_config", "base_config", "bert_config", "distilbert_config",
+           "electra_config", "ernie_config", "finetune_config", "gpt2_config", "mass_config", "quick_run",
+           "roberta_config", "spanbert_config", "t5_config", "tiny", "unilm_config", "xlnet_config"]

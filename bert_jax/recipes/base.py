@@ -33,6 +33,8 @@ def base_config() -> ml_collections.ConfigDict:
       "eval_tokens": 16_384,  # the source's first N tokens (whole sentences) are held out for evaluation
       "eval_documents": 0,  # > 0: hold out the first N documents instead (the older setting)
       "word_segmenter": "pieces",  # whole-word masking's words: pieces (from the tokenizer) | jieba (Chinese)
+      # | jieba_pos (Chinese words, phrases and entities: ERNIE's knowledge masking, objective.masking_unit)
+      "entity_lexicon": "",  # jieba_pos: a file of entities, one a line, that jieba keeps whole (data/knowledge.py)
       "stream": False,  # tokenize in each process's tf.data pipeline while training instead of preparing TFRecords
   })
   c.train = ml_collections.ConfigDict({

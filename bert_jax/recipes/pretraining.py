@@ -163,3 +163,64 @@ def bart_config(**model_overrides) -> ml_collections.ConfigDict:
   c.train.update(steps=500_000, batch_size=8000, clip_norm=0.1)
   c.optimizer.update(learning_rate=4e-4, warmup_steps=10_000, eps=1e-8)
   return c
+
+
+def mass_config(**model_overrides) -> ml_collections.ConfigDict:
+  """MASS (Song et al. 2019, sections 3 and 4.1; microsoft/MASS's pretraining command for unsupervised NMT, with the
+  XLM code's defaults it leaves): a fragment of half of each sentence masked 80/10/10 in the encoder and written by
+  the decoder (word_mass 0.5); a 6 + 6-layer post-LN Transformer of width 1024, 8 heads, feed-forward 4096, GELU,
+  dropout and attention dropout 0.1, learned positions, LayerNorm eps 1e-12, the output tied to the embeddings;
+  sentences of at most 100 tokens; Adam betas (0.9, 0.98), eps 1e-8, no weight decay, lr 1e-4 after 4,000 warm-up
+  steps then 1/sqrt(step), gradients clipped at 5; 8 GPUs x 3000 tokens a step; 100 epochs of 200,000 sentences
+  counted 32 a step (XLM's nominal batch_size): 625k steps. Assumed: 800 sentences a step (3000 tokens of ~30-token
+  sentences on each of 8 GPUs), a SentencePiece BPE vocabulary of 60,000 ids (the release: 60,000 fastBPE codes).
+  Ours holds the peak rate through the warm-up (the release ramps up from 1e-7). The model is BART's (models/bart.py),
+  which XLM's transformer matches but for its output bias."""
+  c = base_config()
+  c.model = models.default_config(
+      "bart", vocab_size=60_000, hidden_size=1024, num_layers=6, num_decoder_layers=6, num_heads=8, num_decoder_heads=8,
+      intermediate_size=4096, decoder_intermediate_size=4096, max_position=512, attention_dropout=0.1,
+      layer_norm_eps=1e-12, pad_token_id=0, bos_token_id=3, eos_token_id=1)  # our SentencePiece's [CLS] and </s>
+  c.model.update(model_overrides)
+  c.objective = objectives.default_config("mass")  # the release's word_mass and word_mask_keep_rand: the defaults
+  c.data.update(seq_len=128, tokenizer_type="bpe")
+  c.train.update(steps=625_000, batch_size=800, clip_norm=5.0)
+  c.optimizer.update(learning_rate=1e-4, schedule="rsqrt", warmup_steps=4_000, b2=0.98, eps=1e-8, weight_decay=0.0)
+  return c
+
+
+def distilbert_config(**model_overrides) -> ml_collections.ConfigDict:
+  """DistilBERT (Sanh et al. 2019, section 3; huggingface/transformers' examples/research_projects/distillation:
+  train.py's defaults, distiller.py and its README's example run): a student trained against a frozen BERT teacher
+  (objective.teacher) on the teacher's masked-LM data without NSP or token types: soft-target cross-entropy at
+  temperature 2 against the teacher's MLM logits at the masked positions (weight 5), the MLM loss (2) and a cosine loss
+  between the student's and the teacher's last hidden states (1); the student starts from every other teacher layer;
+  15% of tokens masked 80/10/10, sequences of up to 512 tokens, about 4,000 a batch (5 x 50 accumulated x 8 GPUs),
+  AdamW lr 5e-4, b2 0.98, eps 1e-6, no weight decay, 5% warm-up then linear decay, gradients clipped at 5, 3 epochs.
+  Assumed: the 3 epochs as 6,300 steps (about 8.4M sequences of BERT's corpus). The model: distilbert-base."""
+  c = base_config()
+  c.model = models.default_config("distilbert", **model_overrides)
+  c.objective = objectives.default_config("distillation")  # the release's example run: the settings' defaults
+  c.data.seq_len = 512
+  c.train.update(steps=6_300, batch_size=4000, clip_norm=5.0)
+  c.optimizer.update(learning_rate=5e-4, warmup_steps=315, b2=0.98, eps=1e-6, weight_decay=0.0)
+  return c
+
+
+def ernie_config(**model_overrides) -> ml_collections.ConfigDict:
+  """ERNIE 1.0 (Sun et al. 2019, sections 3.2 and 4.1; PaddlePaddle/ERNIE's ERNIE 1.0 release: script/pretrain.sh,
+  pretrain_args.py, batching.py, optimization.py): knowledge masking in three stages, basic units (Chinese characters)
+  then phrases then named entities, each masked unit whole and its tokens 80/10/10, 15% of the tokens, with NSP;
+  Adam lr 1e-4, eps 1e-8, 5,000 warm-up steps then linear decay to 0, decay 0.01 except LayerNorm and biases,
+  gradients clipped at 1.0, sequences of up to 512 tokens, 1M steps. Chinese: one piece per character, and jieba's
+  words, noun phrases and entities (data.word_segmenter=jieba_pos) where the release had Baidu's lexical analysis.
+  Assumed: the stages a third of the steps each (the paper gives no split); a batch of 128 x 512 (pretrain.sh's 8192
+  tokens for each of its 8 GPUs). The model: ERNIE 1.0 base (the ernie family's defaults)."""
+  c = bert_config()
+  c.model = models.default_config("ernie", **model_overrides)
+  c.objective.update(masking_unit="entity", max_predictions=80,
+                     stages=((333_333, "piece"), (333_333, "phrase"), (333_334, "entity")))
+  c.data.update(seq_len=512, tokenizer_type="character", word_segmenter="jieba_pos")
+  c.train.update(steps=1_000_000, batch_size=128)
+  c.optimizer.update(learning_rate=1e-4, warmup_steps=5_000, eps=1e-8)
+  return c

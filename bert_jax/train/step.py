@@ -33,15 +33,17 @@ def join_microbatches(x_MN: jax.Array) -> jax.Array:
 
 
 def make_train_step(model: nn.Module, objective: Any, optimizer: optax.GradientTransformation,
-                    microbatches: int) -> Callable[[TrainState, dict], tuple[TrainState, dict]]:
+                    microbatches: int) -> Callable[[TrainState, dict, Any], tuple[TrainState, dict]]:
+  """The step of (state, batch, frozen): `frozen` holds the parameters the objective reads but does not train
+  (bert_jax/train/frozen.py), None for most objectives."""
 
-  def train_step(state: TrainState, batch: dict) -> tuple[TrainState, dict]:
+  def train_step(state: TrainState, batch: dict, frozen: Any = None) -> tuple[TrainState, dict]:
     counts = objective.counts(batch)
     step_key = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
 
     def loss_fn(params, inputs, key):
       sums, metrics, memory = forward_with_memory(objective, model, params, inputs["batch"], inputs["memory"],
-                                                  {"dropout": key})
+                                                  {"dropout": key}, frozen)
       return training_loss(sums, counts), (sums, metrics, memory)
 
     grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
@@ -74,25 +76,26 @@ def make_train_step(model: nn.Module, objective: Any, optimizer: optax.GradientT
   return train_step
 
 
-def make_eval_step(model: nn.Module, objective: Any) -> Callable[[Any, dict, Any], tuple[dict, Any]]:
+def make_eval_step(model: nn.Module, objective: Any) -> Callable[[Any, dict, Any, Any], tuple[dict, Any]]:
   """Deterministic forward pass: the sums, metrics and counts that objective.summarize turns into numbers, and
-  the memory for the next eval batch (None when the objective carries none)."""
+  the memory for the next eval batch (None when the objective carries none); `frozen` as in the train step."""
 
-  def eval_step(params: Any, batch: dict, memory: Any) -> tuple[dict, Any]:
-    sums, metrics, memory = forward_with_memory(objective, model, params, batch, memory)
+  def eval_step(params: Any, batch: dict, memory: Any, frozen: Any = None) -> tuple[dict, Any]:
+    sums, metrics, memory = forward_with_memory(objective, model, params, batch, memory, frozen=frozen)
     return {"sums": sums, "metrics": metrics, "counts": objective.counts(batch)}, memory
 
   return eval_step
 
 
-def jit_train_step(train_step: Callable, state_shardings: TrainState, batch_shardings: dict) -> jax.stages.Wrapped:
+def jit_train_step(train_step: Callable, state_shardings: TrainState, batch_shardings: dict,
+                   frozen_shardings: Any = None) -> jax.stages.Wrapped:
   replicated = NamedSharding(next(iter(batch_shardings.values())).mesh, PartitionSpec())
-  return jax.jit(train_step, in_shardings=(state_shardings, batch_shardings),
+  return jax.jit(train_step, in_shardings=(state_shardings, batch_shardings, frozen_shardings),
                  out_shardings=(state_shardings, replicated), donate_argnums=0)
 
 
 def jit_eval_step(eval_step: Callable, param_shardings: Any, batch_shardings: dict,
-                  memory_sharding: NamedSharding | None = None) -> Callable:
+                  memory_sharding: NamedSharding | None = None, frozen_shardings: Any = None) -> Callable:
   replicated = NamedSharding(next(iter(batch_shardings.values())).mesh, PartitionSpec())
-  return jax.jit(eval_step, in_shardings=(param_shardings, batch_shardings, memory_sharding),
+  return jax.jit(eval_step, in_shardings=(param_shardings, batch_shardings, memory_sharding, frozen_shardings),
                  out_shardings=(replicated, memory_sharding))

@@ -28,7 +28,13 @@ from bert_jax.convert import weights as convert_files
 from bert_jax.errors import UserError
 from bert_jax.objectives import carries_memory, get_objective
 from bert_jax.objectives.protocol import TaskObjective
-from bert_jax.train import batches as batches_lib, optimizers, state as state_lib, step as step_lib
+from bert_jax.train import (
+  batches as batches_lib,
+  frozen as frozen_lib,
+  optimizers,
+  state as state_lib,
+  step as step_lib,
+)
 from bert_jax.train.metrics_writer import MetricsWriter, StepLogger
 from bert_jax.train.state import TrainState
 
@@ -80,9 +86,10 @@ class Trainer:
     self.memory_spec = self.memory_spec_for_batch(train.batch_size)
     self.state_shardings = state_lib.state_shardings(self.abstract_params, self.param_shardings, self.optimizer,
                                                      self.mesh, self.memory_sharding())
+    self.frozen = frozen_lib.make(self.objective, self.mesh, self.rules)  # what the objective reads, not trains
     self._train_step = step_lib.jit_train_step(
         step_lib.make_train_step(self.model, self.objective, self.optimizer, train.microbatches),
-        self.state_shardings, self.batch_shardings)
+        self.state_shardings, self.batch_shardings, self.frozen and self.frozen.shardings)
     self._init = state_lib.make_init(self.model, config.model, self.optimizer, config.seed, self.state_shardings,
                                      self.memory_spec)
     self._eval_step: Callable | None = None
@@ -115,11 +122,15 @@ class Trainer:
   def init_state(self, init: str | None = None) -> TrainState:
     """Outside self.context(): the out_shardings place the parameters, activation constraints play no part. With
     `init` (an Orbax parameter checkpoint: what `convert --from-hf` writes, or a run's step), its parameters
-    replace the random ones and the optimizer state is made fresh for them."""
+    replace the random ones and the optimizer state is made fresh for them. Without `init`, an objective that reads
+    frozen parameters may start the model from them (distillation: the student from its teacher)."""
     state = self._init()
-    if init is None:
+    if init is not None:
+      params = self.imported_params(init, fresh=state.params)
+    elif (start := frozen_lib.initial_params(self.objective, self.frozen)) is not None:
+      params = self.placed(start, "the objective's start from its frozen parameters")
+    else:
       return state
-    params = self.imported_params(init, fresh=state.params)
     opt_state = jax.jit(self.optimizer.init, out_shardings=self.state_shardings.opt_state)(params)
     return state.replace(params=params, opt_state=opt_state)
 
@@ -133,16 +144,21 @@ class Trainer:
     tree = convert_files.restore_params(path)
     if cfg.head != "pretraining":
       tree = self._with_fresh_head(tree, fresh, path)
+    return self.placed(tree, f"--init {path}")
+
+  def placed(self, tree: dict, source: str) -> Any:
+    """A host parameter tree (either layout) of this run's model on its mesh; `source` names it in the error."""
+    module = models.family(self.config.model)
+    cfg = module.make_config(self.config.model)
     tree = module.to_layout(tree, cfg, scanned=cfg.scan_layers)
     try:
       convert.check_params(self.config.model, tree)
     except UserError as error:
-      raise UserError(f"--init {path} holds another model than this config ({error}); pass the config written "
+      raise UserError(f"{source} holds another model than this config ({error}); pass the config written "
                       "with it (OUT/config.py of `convert --from-hf`)") from None
-    return jax.tree_util.tree_map(
-        lambda x, spec, sharding: jax.make_array_from_callback(
-            spec.shape, sharding, lambda index: np.asarray(x, spec.dtype)[index]),
-        tree, self.abstract_params, self.param_shardings)
+    return frozen_lib.place(tree, jax.tree_util.tree_map(
+        lambda spec, sharding: jax.ShapeDtypeStruct(spec.shape, spec.dtype, sharding=sharding),
+        self.abstract_params, self.param_shardings))
 
   def _with_fresh_head(self, tree: dict, fresh: Any, path: str) -> dict:
     """The task model's parameters (unscanned layout): those of `tree`, a pretraining (or another task's) checkpoint,
@@ -168,10 +184,11 @@ class Trainer:
 
   def train_step(self, state: TrainState, batch: dict) -> tuple[TrainState, dict]:
     with self.context():
+      frozen = self.frozen and self.frozen.params()
       if self._compiled_train_step is None:  # compiled before it first runs, so the compiler's heap is let go first
-        self._compiled_train_step = self._train_step.lower(state, batch).compile()
+        self._compiled_train_step = self._train_step.lower(state, batch, frozen).compile()
         release_freed_host_memory()
-      return self._compiled_train_step(state, batch)
+      return self._compiled_train_step(state, batch, frozen)
 
   def eval_step(self, params: Any, batch: dict, memory: Any = None) -> tuple[dict, Any]:
     """Sums, metrics and counts of one global eval batch (config.eval.batch_size rows), and the memory for the
@@ -181,9 +198,9 @@ class Trainer:
       parallel.check_batch(size, self.mesh, self.rules, "eval.batch_size")
       self._eval_step = step_lib.jit_eval_step(step_lib.make_eval_step(self.eval_model, self.objective),
                                                self.param_shardings, self.shardings_for_batch(size),
-                                               self.memory_sharding())
+                                               self.memory_sharding(), self.frozen and self.frozen.shardings)
     with self.context():
-      return self._eval_step(params, batch, memory)
+      return self._eval_step(params, batch, memory, self.frozen and self.frozen.params())
 
   def outputs_step(self, params: Any, batch: dict) -> dict:
     """A task objective's per-row outputs of one global eval batch (config.eval.batch_size rows)."""
@@ -197,8 +214,9 @@ class Trainer:
 
   def describe(self) -> str:
     n = params_lib.count(self.abstract_params)
+    frozen = f" (+ {self.frozen.count:,} frozen: {self.frozen.model_config.family})" if self.frozen else ""
     shape = " x ".join(f"{axis}={size}" for axis, size in self.mesh.shape.items())
-    return (f"{self.config.model.family}: {n:,} parameters | mesh {shape} | {jax.process_count()} process(es), "
+    return (f"{self.config.model.family}: {n:,} parameters{frozen} | mesh {shape} | {jax.process_count()} process(es), "
             f"{jax.device_count()} {jax.devices()[0].device_kind} device(s)")
 
   def run(self, state: TrainState, batches: Iterator[dict], writer: MetricsWriter,
