@@ -16,6 +16,8 @@ EXACT = {  # config: (pretraining model, bare encoder incl. pooler), Hugging Fac
     "albert_large": (17_847_474, 17_683_968),
     "albert_xlarge": (59_021_490, 58_724_864),
     "albert_xxlarge": (223_158_450, 222_595_584),
+    "distilbert_base": (66_985_530, 66_362_880),  # DistilBertForMaskedLM, DistilBertModel
+    "ernie_base_zh": (100_477_778, 99_866_112),  # ErnieModel (ernie-1.0)
 }
 
 
