@@ -37,7 +37,16 @@ RECIPES = {
     "classification": lambda: recipes.finetune_config(recipes.bert_config(), name="glue/sst2"),
     "question_answering": lambda: recipes.finetune_config(recipes.bert_config(), name="squad"),
     "text_to_text": lambda: recipes.finetune_config(recipes.t5_config(), name="glue/sst2"),
+    "tinybert": recipes.tinybert_config,
+    "tinybert_task": lambda: _named(recipes.finetune_config(recipes.tinybert_config(), name="glue/sst2"),
+                                    "tinybert_task"),
 }
+
+
+def _named(config, objective: str):
+  """A fine-tuning config whose objective is chosen as a user does (`--config.objective.name=...`)."""
+  config_lib.apply_overrides(config, [f"objective.name={objective}"])
+  return config
 
 
 def test_every_objective_has_settings_and_a_recipe():

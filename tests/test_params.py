@@ -18,6 +18,7 @@ EXACT = {  # config: (pretraining model, bare encoder incl. pooler), Hugging Fac
     "albert_xxlarge": (223_158_450, 222_595_584),
     "distilbert_base": (66_985_530, 66_362_880),  # DistilBertForMaskedLM, DistilBertModel
     "ernie_base_zh": (100_477_778, 99_866_112),  # ErnieModel (ernie-1.0)
+    "tinybert_4l_312": (14_720_060, 14_350_248),  # BertModel (General_TinyBERT_4L_312D); the total adds fit_dense
 }
 
 

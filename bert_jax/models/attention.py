@@ -239,7 +239,9 @@ def _block(length: int) -> int:
 
 class SelfAttention(nn.Module):
   """Multi-head attention with biases (BERT layout): q/k/v kernels [embed, heads, kv], out [heads, kv, embed], the
-  1 / sqrt(K) scaling. Given `memory_BSD`, keys and values come from it (an encoder-decoder's cross-attention)."""
+  1 / sqrt(K) scaling. Given `memory_BSD`, keys and values come from it (an encoder-decoder's cross-attention).
+  Applied with the "intermediates" collection mutable, it sows its logits q k^T / sqrt(K) [B, N, L, S] before the
+  mask as `scores` (objectives/tinybert_losses.py reads them)."""
   num_heads: int
   head_dim: int
   dropout: float = 0.0
@@ -260,6 +262,9 @@ class SelfAttention(nn.Module):
     q_BLNK = layers.constrain(projection("query")(x_BLD), ACTIVATION_AXES)
     k_BSNK = layers.constrain(projection("key")(memory_BSD), ACTIVATION_AXES)
     v_BSNK = layers.constrain(projection("value")(memory_BSD), ACTIVATION_AXES)
+    if self.is_mutable_collection("intermediates"):  # what TinyBERT's distillation reads: the pre-softmax logits
+      self.sow("intermediates", "scores", layers.einsum("blnk,bsnk->bnls", q_BLNK, k_BSNK,
+                                                        preferred_element_type=jnp.float32) / np.sqrt(self.head_dim))
     out_BLNK = attend(q_BLNK, k_BSNK, v_BSNK, mask, dropout_rate=self.dropout, deterministic=deterministic,
                       implementation=self.implementation)
     return nn.DenseGeneral(

@@ -6,10 +6,12 @@ factorizes the embeddings (E -> D projection) and shares layers within `num_hidd
 (`share`: all, attention, ffn or none, the ALBERT paper's ablation).
 
 Parameter layout (unscanned): encoder/{embeddings, embedding_projection, attention_k, ffn_k, pooler},
-mlm_head/{transform, layer_norm, bias}, sentence_head. k is the owner index of a block: the group's
-index when the block is shared, the layer's index when it is not. Scanned layers keep the same
-leaves stacked on a leading `layers` axis (share=none: encoder/layers/{attention,ffn}) or
-broadcast (share=all: encoder/layers_g/{attention,ffn}); `to_layout` converts between the two.
+mlm_head/{transform, layer_norm, bias}, sentence_head, fit_dense (TinyBERT's, with model.fit_size). k is the owner
+index of a block: the group's index when the block is shared, the layer's index when it is not. Scanned layers keep
+the same leaves stacked on a leading `layers` axis (share=none: encoder/layers/{attention,ffn}) or broadcast
+(share=all: encoder/layers_g/{attention,ffn}); `to_layout` converts between the two. Applied with the
+"intermediates" collection mutable, an unscanned encoder sows `hidden_states` (the embeddings' output and each
+layer's) and its attention blocks their `scores` (TinyBERT's distillation reads them).
 
 A task model (model.head classification or span, `BertForTask`) keeps the pretraining model's `encoder`
 subtree under the same paths; mlm_head and sentence_head stay behind. It adds `classifier` ({kernel, bias} on
@@ -60,6 +62,7 @@ class BertConfig(shared.Settings):
   pooler: bool = True
   sentence_head: str = "nsp"  # nsp, sop or none
   classifier: str = "pooler"  # head=classification: pooler (BERT, ALBERT) or roberta (first token, dense, tanh)
+  fit_size: int = 0  # TinyBERT: a `fit_dense` projection D -> fit_size beside the encoder (its teacher's width)
 
   @property
   def embed_dim(self) -> int:
@@ -81,6 +84,8 @@ def validate(cfg: BertConfig) -> None:
                divisible=[("hidden_size", "num_heads")], rates=("dropout", "attention_dropout"),
                choices={"share": SHARE_MODES, "sentence_head": SENTENCE_HEADS, "hidden_act": layers.ACTIVATIONS,
                         "classifier": CLASSIFIERS})
+  if cfg.fit_size < 0:
+    raise UserError(f"model.fit_size must be positive (or 0 for no TinyBERT projection), got {cfg.fit_size}")
   if cfg.embedding_size < 0:
     raise UserError(f"model.embedding_size must be positive (or 0 for the hidden size), got {cfg.embedding_size}")
   if cfg.num_layers % cfg.num_hidden_groups:
@@ -204,9 +209,11 @@ class BertEncoder(nn.Module):
       for stack in self.stacks:
         x_BLD, _ = stack(x_BLD, mask)
     else:
+      self.sow("intermediates", "hidden_states", x_BLD)  # kept only when "intermediates" is mutable (TinyBERT)
       for a, f in owners(self.cfg):
         x_BLD = self.attention_blocks[a](x_BLD, mask)
         x_BLD = layers.constrain(self.ffn_blocks[f](x_BLD), ("batch", "length", "embed"))
+        self.sow("intermediates", "hidden_states", x_BLD)
     pooled_BD = jnp.tanh(self.pooler(x_BLD[:, 0])) if self.with_pooler else None
     return x_BLD, pooled_BD
 
@@ -244,6 +251,8 @@ class BertForPreTraining(nn.Module):
     if cfg.sentence_head != "none":
       self.sentence_head = layers.dense(2, ("embed", None), cfg.initializer_range, cfg.compute_dtype,
                                         "sentence_head")
+    if cfg.fit_size:
+      self.fit_dense = fit_dense(cfg)
 
   def __call__(self, input_ids_BL, token_type_ids_BL=None, attention_mask_BL=None, masked_positions_BP=None):
     if token_type_ids_BL is None:
@@ -259,6 +268,8 @@ class BertForPreTraining(nn.Module):
                "mlm_logits": self.mlm_head(x_BPD, self.encoder.embeddings.word_embeddings)}
     if self.cfg.sentence_head != "none":
       outputs["sentence_logits"] = self.sentence_head(pooled_BD)
+    if self.cfg.fit_size and self.is_initializing():
+      self.fit_dense(x_BLD)
     return outputs
 
 
@@ -274,12 +285,21 @@ class BertForTask(nn.Module):
     pooled = cfg.head == "classification" and cfg.classifier == "pooler"
     x_BLD, pooled_BD = BertEncoder(cfg, self.deterministic, with_pooler=pooled, name="encoder")(
         input_ids_BL, token_type_ids_BL, attention_mask_BL)
+    if cfg.fit_size and self.is_initializing():
+      fit_dense(cfg)(x_BLD)
     if not pooled:
       return heads.task_outputs(x_BLD, cfg, self.deterministic, "tanh")
     h_BD = Dropout(cfg.head_dropout)(pooled_BD, deterministic=self.deterministic)
     logits_BC = layers.dense(cfg.num_labels, ("embed", None), cfg.initializer_range, cfg.compute_dtype,
                              "classifier")(h_BD)
     return {"logits": logits_BC.astype(jnp.float32)}
+
+
+def fit_dense(cfg: BertConfig) -> nn.Dense:
+  """TinyBERT's projection of the student's hidden states to its teacher's width (fit_size), trained with the
+  student by its distillation (objectives/tinybert_losses.py applies it) and left out of the export. The models
+  create it at init beside the encoder (params["fit_dense"]) and never call it themselves."""
+  return layers.dense(cfg.fit_size, ("embed", None), cfg.initializer_range, cfg.compute_dtype, "fit_dense")
 
 
 def build(cfg: BertConfig, deterministic: bool = True) -> BertForPreTraining | BertForTask:

@@ -37,7 +37,8 @@ adds:
       continues row r of the batch before, for `steps` batches
   stream_tokens(rows, steps)       -> tokens of text one such group of batches reads
 
-An objective that reads the parameters of a model it does not train (distillation's teacher) adds:
+An objective that reads the parameters of a model it does not train (the teacher of distillation, tinybert,
+tinybert_task) adds:
 
   frozen_source                    -> objectives.teacher.Source (that model's config.model and parameter checkpoint),
       or None when it reads none this run; the Trainer loads and shards them (bert_jax/train/frozen.py)
@@ -76,6 +77,8 @@ OBJECTIVES = {
     "causal_lm": "bert_jax.objectives.causal_lm:CausalLM",
     "unilm": "bert_jax.objectives.unilm:UniLM",
     "distillation": "bert_jax.objectives.distillation:Distillation",
+    "tinybert": "bert_jax.objectives.tinybert:TinyBert",
+    "tinybert_task": "bert_jax.objectives.tinybert_task:TaskDistillation",
 }
 
 

@@ -20,10 +20,11 @@ from bert_jax.recipes.pretraining import (
                                           roberta_config,
                                           spanbert_config,
                                           t5_config,
+                                          tinybert_config,
                                           unilm_config,
                                           xlnet_config,
 )
 
 __all__ = ["TASK", "T5_V1_1", "albert_config", "bart_config", "base_config", "bert_config", "distilbert_config",
            "electra_config", "ernie_config", "finetune_config", "gpt2_config", "mass_config", "quick_run",
-           "roberta_config", "spanbert_config", "t5_config", "tiny", "unilm_config", "xlnet_config"]
+           "roberta_config", "spanbert_config", "t5_config", "tiny", "tinybert_config", "unilm_config", "xlnet_config"]

@@ -207,6 +207,22 @@ def distilbert_config(**model_overrides) -> ml_collections.ConfigDict:
   return c
 
 
+def tinybert_config(**model_overrides) -> ml_collections.ConfigDict:
+  """TinyBERT's general distillation (Jiao et al. 2020, section 4.2; huawei-noah/Pretrained-Language-Model's
+  TinyBERT/general_distill.py and its README's run): a student BERT started at random learns a frozen BERT-base
+  teacher's embedding output, hidden states (through the student's fit_dense to the teacher's 768) and attention
+  logits (objective tinybert), on BERT's masked sentence pairs of 128 tokens, batch 256, lr 5e-5, 10% warm-up then
+  linear decay, 3 epochs of English Wikipedia. Assumed: train.steps as BERT's 1M (the release counts epochs of its
+  corpus; set it for yours). The model: TinyBERT-4L-312 (4 layers, width 312, 12 heads, FFN 1200)."""
+  c = bert_config(hidden_size=312, num_layers=4, num_heads=12, intermediate_size=1200, fit_size=768)
+  c.model.update(model_overrides)
+  c.objective = objectives.default_config("tinybert")  # 20 predictions: 15% of 128 tokens
+  c.data.seq_len = 128
+  c.train.update(batch_size=256, steps=1_000_000)
+  c.optimizer.update(learning_rate=5e-5, warmup_steps=100_000)
+  return c
+
+
 def ernie_config(**model_overrides) -> ml_collections.ConfigDict:
   """ERNIE 1.0 (Sun et al. 2019, sections 3.2 and 4.1; PaddlePaddle/ERNIE's ERNIE 1.0 release: script/pretrain.sh,
   pretrain_args.py, batching.py, optimization.py): knowledge masking in three stages, basic units (Chinese characters)
