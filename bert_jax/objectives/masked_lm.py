@@ -23,11 +23,11 @@ import optax
 from bert_jax import models
 from bert_jax.errors import UserError
 from bert_jax.objectives import (
-                                  check_fits_positions,
-                                  masking_units,
-                                  settings as settings_lib,
-                                  summarize_tokens,
-                                  token_scores,
+  check_fits_positions,
+  masking_units,
+  settings as settings_lib,
+  summarize_tokens,
+  token_scores,
 )
 from bert_jax.objectives.protocol import FeatureSpec
 

@@ -34,9 +34,7 @@ class TinyBert(MaskedLM):
 
   def __init__(self, config: Any):
     super().__init__(config)
-    found = teacher_lib.find(self.settings.teacher) if self.settings.teacher else None
-    self.teacher = None if found is None else teacher_lib.Source(tinybert_losses.unscanned(found.model_config),
-                                                                  found.params_path)
+    self.teacher = tinybert_losses.find_teacher(self.settings.teacher)
     self.teacher_model: Any = None
     if self.teacher is not None:
       teacher = self.teacher.model_config

@@ -24,6 +24,7 @@ import ml_collections
 from bert_jax import models
 from bert_jax.errors import UserError
 from bert_jax.models import bert
+from bert_jax.objectives import teacher as teacher_lib
 
 LOW_SCORE = -1e2  # the release's threshold: logits at or below it count as masked
 
@@ -36,11 +37,15 @@ def teacher_layers(student: int, teacher: int) -> list[int]:
   return [m * teacher // student for m in range(1, student + 1)]
 
 
-def unscanned(model_config: Any) -> ml_collections.ConfigDict:
-  """A teacher's config.model with its layers unscanned (the layout whose encoder sows what the losses read)."""
-  copy = ml_collections.ConfigDict(model_config.to_dict())
-  copy.scan_layers = False
-  return copy
+def find_teacher(path: str) -> teacher_lib.Source | None:
+  """objective.teacher (None when empty) with its layers unscanned, the layout whose encoder sows what the losses
+  read."""
+  if not path:
+    return None
+  found = teacher_lib.find(path)
+  model_config = ml_collections.ConfigDict(found.model_config.to_dict())
+  model_config.scan_layers = False
+  return teacher_lib.Source(model_config, found.params_path)
 
 
 def check_pair(student: Any, teacher: Any, name: str) -> None:

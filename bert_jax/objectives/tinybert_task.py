@@ -56,9 +56,7 @@ class TaskDistillation(Classification):
   def __init__(self, config: Any):
     super().__init__(config)
     o = self.settings
-    found = teacher_lib.find(o.teacher) if o.teacher else None
-    self.teacher = None if found is None else teacher_lib.Source(tinybert_losses.unscanned(found.model_config),
-                                                                  found.params_path)
+    self.teacher = tinybert_losses.find_teacher(o.teacher)
     self.teacher_model: Any = None
     if self.teacher is not None:
       teacher = self.teacher.model_config
