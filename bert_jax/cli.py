@@ -13,7 +13,7 @@ import sys
 from bert_jax.errors import UserError
 
 COMMANDS = ("train", "finetune", "evaluate", "params", "config", "tokenizer", "prepare", "convert", "plan", "bench",
-            "predict")
+            "predict", "augment")
 
 
 def _commands() -> dict:

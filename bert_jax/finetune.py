@@ -41,9 +41,15 @@ class Pretrained:
   tokenizer: str
 
 
+def is_converted(source: str) -> bool:
+  """Whether `source` is a directory `convert --from-hf` wrote."""
+  path = storage.path(source)
+  return (path / "config.py").is_file() and (path / "params").is_dir()
+
+
 def pretrained(source: str, step: int | None = None) -> Pretrained:
   path = storage.path(source)
-  if (path / "config.py").is_file() and (path / "params").is_dir():  # convert --from-hf
+  if is_converted(source):
     if step is not None:
       raise UserError("--step goes with a run's workdir; a converted model has one set of parameters")
     config = config_lib.load_config(str(path / "config.py"))
@@ -77,9 +83,7 @@ def pretrained(source: str, step: int | None = None) -> Pretrained:
 def make_config(model: Pretrained, task: dict, overrides: Sequence[str] = ()) -> ml_collections.ConfigDict:
   """The fine-tuning config: the recipe on the pretrained model's config, `overrides` applied, then the steps,
   warm-up and evaluation interval derived from the task's training split where the recipe leaves them open."""
-  config = recipes.finetune_config(model.config, **task)
-  config.data.tokenizer = model.tokenizer
-  config_lib.apply_overrides(config, overrides)
+  config = _recipe(model, task, overrides)
   found = tasks_lib.load(config.task)
   if found.kind != "span":
     config.model.num_labels = 1 if found.kind == "regression" else len(found.labels)
@@ -99,6 +103,18 @@ def make_config(model: Pretrained, task: dict, overrides: Sequence[str] = ()) ->
   if not config.checkpoint.best_metric and found.eval_splits:
     config.checkpoint.best_metric = found.metrics[0]
   config_lib.validate(config)
+  return config
+
+
+def task_config(model: Pretrained, task: dict, overrides: Sequence[str] = ()) -> ml_collections.ConfigDict:
+  """config.task of the fine-tuning config make_config would make (the task's keys, `overrides` applied)."""
+  return _recipe(model, task, overrides).task
+
+
+def _recipe(model: Pretrained, task: dict, overrides: Sequence[str]) -> ml_collections.ConfigDict:
+  config = recipes.finetune_config(model.config, **task)
+  config.data.tokenizer = model.tokenizer
+  config_lib.apply_overrides(config, overrides)
   return config
 
 

@@ -47,7 +47,7 @@ class Predictor:
     self.objective = objective
 
   @contextlib.contextmanager
-  def _context(self):
+  def context(self):
     """The trainer's mesh with the batch axis replicated: a few texts need not divide over the data axes."""
     with jax.set_mesh(self.trainer.mesh), nn.logical_axis_rules((("batch", None),) + tuple(self.trainer.rules)):
       yield
@@ -57,7 +57,7 @@ class Predictor:
       raise UserError("no text to predict on; give --text TEXT or --file F with one input per line")
     if top_k < 1:
       raise UserError(f"--top-k must be at least 1, got {top_k}")
-    with self._context():
+    with self.context():
       return self.objective.predict(self.trainer.eval_model, self.params, self.tokenizer, list(texts), top_k)
 
 

@@ -1,4 +1,5 @@
-"""Shared by tests that run bad inputs through the CLI: the one error line, and what was on disk before."""
+"""Shared by tests that run the CLI: the one error line of bad inputs, what was on disk before, and the smallest
+pretrained model."""
 
 from pathlib import Path
 
@@ -22,3 +23,13 @@ def error_line(capsys, argv: list[str], status: int = 2, alone: bool = True) -> 
   if alone:
     assert err.count("\n") == 1, err
   return errors[0]
+
+
+def train_tiny_bert(corpus: Path, workdir: Path, vocab_size: int = 64) -> Path:
+  """`bert-jax train` of bert_tiny on `corpus` with a tokenizer of its own (`vocab_size` pieces): 2 steps of 8 x 32
+  tokens, one checkpoint, no held-out data; the smallest pretrained model the CLI takes."""
+  assert cli.main(["train", "--config", "bert_tiny", "--workdir", str(workdir), f"--config.data.source={corpus}",
+                   f"--config.model.vocab_size={vocab_size}", "--config.data.character_coverage=1.0",
+                   "--config.train.steps=2", "--config.train.batch_size=8", "--config.data.seq_len=32",
+                   "--config.data.eval_tokens=0", "--config.checkpoint.every=2"]) == 0
+  return workdir

@@ -2,7 +2,8 @@
 google-research/bert create_pretraining_data.py (segment pairs, NSP), google-research/albert's file of the
 same name (SOP, whole-word n-gram masking), fairseq's denoising_dataset.py (BART's text infilling and sentence
 permutation), zihangdai/xlnet's data_utils.py (the attention mask of a factorization order), microsoft/MASS's
-trainer.py (MASS's masked fragment). Only the decisions are ported, not the output format."""
+trainer.py (MASS's masked fragment), huawei-noah's TinyBERT data_augmentation.py (the replacement loop). Only the
+decisions are ported, not the output format."""
 
 import math
 import random
@@ -237,3 +238,20 @@ def mass_mask_sentence(words: np.ndarray, word_mass: float, pred_probs: tuple[fl
   source = words.copy()
   source[pos_i] = shown
   return source, target, pos_i - 1, output
+
+
+def tinybert_augment(tokens: list[str], candidate_words: dict[int, list[str]], n: int, p: float,
+                     rng: random.Random) -> list[str]:
+  """huawei-noah/Pretrained-Language-Model TinyBERT/data_augmentation.py DataAugmentor.augment after the candidates
+  are found: the sentence (its basic tokens joined by spaces), then each new one of n draws where every token with
+  candidates is replaced by a uniform choice among them with probability p."""
+  sentences = [" ".join(tokens)]
+  for _ in range(n):
+    new = list(tokens)
+    for index in candidate_words:
+      choice = rng.choice(candidate_words[index])
+      if rng.random() < p:
+        new[index] = choice
+    if " ".join(new) not in sentences:
+      sentences.append(" ".join(new))
+  return sentences

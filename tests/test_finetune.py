@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 import re
 
-from cli_helpers import error_line, snapshot
+from cli_helpers import error_line, snapshot, train_tiny_bert
 import ml_collections
 import numpy as np
 import pytest
@@ -206,11 +206,7 @@ def write_corpus(path: Path) -> Path:
 def pretrained_bert(tmp_path_factory):
   root = tmp_path_factory.mktemp("pretrained")
   corpus = write_corpus(root / "corpus.txt")
-  assert cli.main(["train", "--config", "bert_tiny", "--workdir", str(root / "run"), f"--config.data.source={corpus}",
-                   "--config.model.vocab_size=64", "--config.data.character_coverage=1.0", "--config.train.steps=2",
-                   "--config.train.batch_size=8", "--config.data.seq_len=32", "--config.data.eval_tokens=0",
-                   "--config.checkpoint.every=2"]) == 0
-  return root / "run"
+  return train_tiny_bert(corpus, root / "run")
 
 
 def test_bert_finetunes_through_the_cli_learns_and_writes_predictions(pretrained_bert, tmp_path, capsys):
@@ -382,11 +378,14 @@ def test_a_published_bert_finetunes_and_frames_pairs_as_its_tokenizer(tmp_path, 
 
 
 PRETRAINING = {"bart_tiny": ["--config.model.vocab_size=64", "--config.data.character_coverage=1.0"],
-               "gpt2_tiny": ["--config.model.vocab_size=300"]}  # GPT-2: a byte-level BPE of 300 ids
+               "gpt2_tiny": ["--config.model.vocab_size=300"],  # GPT-2: a byte-level BPE of 300 ids
+               "distilbert_tiny": ["--config.model.vocab_size=64", "--config.data.character_coverage=1.0",
+                                   "--config.objective.teacher=", "--config.objective.alpha_mlm=1",
+                                   "--config.eval.every=0"]}
 
 
 @pytest.mark.parametrize("name", list(PRETRAINING))
-def test_bart_and_gpt2_finetune_learn_predict_and_export(name, tmp_path, capsys):
+def test_bart_gpt2_and_distilbert_finetune_learn_predict_and_export(name, tmp_path, capsys):
   corpus = write_corpus(tmp_path / "corpus.txt")
   assert cli.main(["train", "--config", name, "--workdir", str(tmp_path / "run"), f"--config.data.source={corpus}",
                    *PRETRAINING[name], "--config.train.steps=2", "--config.data.eval_tokens=0",
@@ -402,9 +401,11 @@ def test_bart_and_gpt2_finetune_learn_predict_and_export(name, tmp_path, capsys)
     assert new == "classifier/dense (2), classifier/out_proj (2)" and config["objective"]["framing"] == "bart"
     assert (config["train"]["clip_norm"], config["optimizer"]["b2"], config["model"]["attention_dropout"]) == (
         0.0, 0.98, 0.1)
-  else:  # transformers' score: one matrix, no bias; GPT-1's warm-up, 0.2% of 32 steps
+  elif name == "gpt2_tiny":  # transformers' score: one matrix, no bias; GPT-1's warm-up, 0.2% of 32 steps
     assert new == "classifier/kernel (1)" and config["objective"]["framing"] == "gpt2"
     assert config["optimizer"]["warmup_steps"] == 0
+  else:  # a student trained without a teacher, fine-tuned as BERT is: pre_classifier and classifier from [CLS]
+    assert new == "classifier/dense (2), classifier/out_proj (2)" and config["objective"]["name"] == "classification"
   records = {int(p.stem): json.loads(p.read_text()) for p in (workdir / "eval").glob("*.json")}
   assert records[max(records)]["accuracy"] > 0.9, records
   rows = (workdir / "predictions" / "test.tsv").read_text().splitlines()

@@ -6,7 +6,9 @@ current directory that holds what a fresh clone's root holds (configs/), with th
   (eval/<step>.json); then the
   same train command with more steps resumes where the first stopped;
 - every `bert-jax params` line;
-- the `bert-jax convert` lines, on a tiny Hugging Face BERT written where the README's path points.
+- the `bert-jax convert` lines, on a tiny Hugging Face BERT written where the README's path points;
+- the demo fine-tuning lines, then evaluate, predict and export on what they wrote, then the TinyBERT block
+  (general distillation, augment, both task stages) against them.
 """
 
 import json
@@ -27,16 +29,21 @@ ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text()
 
 
-def commands(prefix: str) -> list[str]:
-  """Every README line (in a bash block) that runs `bert-jax <prefix>`, without its trailing comment; a line
-  chained with && gives its last part."""
+def commands(prefix: str, text: str = README) -> list[str]:
+  """Every README line (in a bash block of `text`) that runs `bert-jax <prefix>`, without its trailing comment; a
+  line chained with && gives its last part."""
   found = []
-  for block in re.findall(r"```bash\n(.*?)```", README, re.S):
+  for block in re.findall(r"```bash\n(.*?)```", text, re.S):
     for line in block.splitlines():
       command = line.split("&&")[-1].split(" #")[0].strip()
       if command.startswith(f"bert-jax {prefix}"):
         found.append(command)
   return found
+
+
+def section(heading: str) -> str:
+  """The README's text from `heading` to the next heading."""
+  return README.split(f"\n{heading}\n", 1)[1].split("\n#", 1)[0]
 
 
 @pytest.fixture
@@ -146,3 +153,15 @@ def test_finetune_lines_then_evaluate_predict_and_export(clone_root):
     probabilities = torch.softmax(model(**encoded).logits, -1)[0].numpy()
   ours = {c["token"]: c["probability"] for c in predicted["predictions"][0]["candidates"]}
   np.testing.assert_allclose(probabilities, [ours["different"], ours["same"]], atol=1e-4)
+
+  tinybert = commands("", section("### TinyBERT: general, then task-specific distillation"))
+  assert tinybert[0] == quickstart and [c.split()[1] for c in tinybert[1:]] == ["train", "augment", "finetune",
+                                                                                "finetune"], tinybert
+  distill, augment, intermediate, prediction = tinybert[1:]
+  run(distill, "--config.train.steps=2", "--config.checkpoint.every=2")
+  assert "wrote " in run(augment, "--examples", "4", "--copies", "2")
+  for line, term in ((intermediate, "hidden_loss"), (prediction, "soft_loss")):
+    output = run(line, "--config.data.seq_len=48")
+    assert re.search(r"best dev \(.*\): step \d+ \| accuracy", output), output
+    workdir = clone_root / re.search(r"--workdir (\S+)", line).group(1)
+    assert any(term in json.loads(r) for r in (workdir / "metrics.jsonl").read_text().splitlines())

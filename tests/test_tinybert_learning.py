@@ -7,6 +7,7 @@ with the student fine-tuned alone takes longer than a test (README, "TinyBERT").
 import json
 from pathlib import Path
 
+from cli_helpers import train_tiny_bert
 import numpy as np
 import pytest
 
@@ -54,10 +55,7 @@ def _train_log(workdir: Path) -> list[dict]:
 def test_tinybert_distills_in_two_stages_inside_finetune(tmp_path):
   corpus = _corpus(tmp_path / "corpus.txt")
   teacher = tmp_path / "teacher"
-  assert cli.main(["train", "--config", "bert_tiny", "--workdir", str(teacher), f"--config.data.source={corpus}",
-                   "--config.model.vocab_size=64", "--config.data.character_coverage=1.0", "--config.train.steps=2",
-                   "--config.train.batch_size=8", "--config.data.seq_len=32", "--config.data.eval_tokens=0",
-                   "--config.checkpoint.every=2"]) == 0
+  train_tiny_bert(corpus, teacher)
   task = _lines_task(tmp_path)
   tuned = _finetune(teacher, tmp_path / "teacher-task", task, "--config.optimizer.learning_rate=3e-3",
                     "--config.task.epochs=4")

@@ -90,7 +90,14 @@ MNLI_SUBMISSION = {"test_matched": "MNLI-m", "test_mismatched": "MNLI-mm", "ax":
 
 
 def load(task_config: Any) -> Task:
-  """The task config.task names, its files checked to exist."""
+  """The task config.task names, its files checked to exist; its training split the examples of
+  task.augmented where that names a file `bert-jax augment` wrote."""
+  task = _named_task(task_config)
+  augmented = task_config.get("augmented", "")
+  return _with_augmented_training(task, augmented) if augmented else task
+
+
+def _named_task(task_config: Any) -> Task:
   name = task_config.name
   if name.startswith("tfds:glue/"):
     return _tfds_glue_task(name[len("tfds:glue/"):], task_config.data_dir)
@@ -103,6 +110,27 @@ def load(task_config: Any) -> Task:
   if name == "squad":
     return _squad_task(task_config)
   raise UserError(f"task.name must be glue/NAME ({', '.join(GLUE)}), squad, demo or files, got {name!r}")
+
+
+def _with_augmented_training(task: Task, augmented: str) -> Task:
+  path = storage.path(augmented)
+  if not path.is_file():
+    raise UserError(f"task.augmented {path} does not exist; write it with `bert-jax augment --task {task.name} "
+                    f"--output {augmented}`")
+  original = task.read
+
+  def read(split: str) -> list:
+    if split != "train":
+      return original(split)
+    with storage.open_file(path, "r") as f:
+      rows = [json.loads(line) for line in f if line.strip()]
+    for number, row in enumerate(rows, 1):
+      if row.get("task") != task.name:
+        raise UserError(f"{path} line {number} was written for task {row.get('task')!r}, not {task.name}; "
+                        f"augment this task's training split with `bert-jax augment --task {task.name}`")
+    return [Example(r["guid"], tuple(r["texts"].items()), r["label"]) for r in rows]
+
+  return dataclasses.replace(task, read=read)
 
 
 def _squad_task(task_config: Any) -> Task:

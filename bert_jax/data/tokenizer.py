@@ -120,7 +120,7 @@ class Tokenizer:
     starts = np.ones(self.vocab_size, bool)
     for i in range(self.piece_count):
       piece = self.processor.id_to_piece(i)
-      starts[i] = piece.startswith(WORD_BOUNDARY) or (bool(piece) and _is_cjk(piece[0]))
+      starts[i] = piece.startswith(WORD_BOUNDARY) or (bool(piece) and is_cjk(piece[0]))
     return starts
 
   def encode(self, texts: list[str]) -> list[list[int]]:
@@ -141,7 +141,7 @@ class Tokenizer:
     return hashlib.sha256(self.processor.serialized_model_proto()).hexdigest()
 
 
-def _is_cjk(char: str) -> bool:
+def is_cjk(char: str) -> bool:
   return unicodedata.name(char, "").startswith(("CJK ", "HIRAGANA", "KATAKANA", "HANGUL"))
 
 

@@ -11,8 +11,9 @@ release's two stages, each a `finetune` run (the second's --init is the first's 
 The teacher (objective.teacher) is a fine-tuning run's workdir (its newest checkpoint), one of its steps, or a
 `convert --from-hf` output of a BERT task model, with the student's labels; it runs frozen inside the compiled step,
 sharded like the student (bert_jax/train/frozen.py). The release's data augmentation (data_augmentation.py: words
-replaced by GloVe neighbours or BERT's predictions) is not done. Without a teacher this is the classification
-objective. Evaluation scores the student on the task's dev split, as classification does.
+replaced by a masked LM's guesses or GloVe neighbours) is `bert-jax augment` (bert_jax/augment.py), read here
+through task.augmented. Without a teacher this is the classification objective. Evaluation scores the student on
+the task's dev split, as classification does.
 """
 
 import dataclasses

@@ -9,7 +9,7 @@ from bert_jax.recipes.base import base_config
 # What a fine-tuning run's task reads (bert_jax/data/tasks.py); `bert-jax finetune` fills it from its arguments.
 TASK = {"name": "", "data_dir": "", "train": "", "dev": "", "test": "", "text_a": "sentence", "text_b": "",
         "label": "label", "kind": "classification", "labels": "", "metrics": "", "epochs": 3.0,
-        "warmup_proportion": 0.1}
+        "warmup_proportion": 0.1, "augmented": ""}
 
 
 def finetune_config(pretrained: ml_collections.ConfigDict, **task) -> ml_collections.ConfigDict:
