@@ -32,6 +32,7 @@ from bert_jax.data import tasks as tasks_lib
 from bert_jax.data.tokenizer import is_cjk
 from bert_jax.errors import UserError
 from bert_jax.files import atomic, storage
+from bert_jax.objectives import masked_lm
 
 # The release's number of variants per text by GLUE task (its default_params); 30 for any other task.
 RELEASE_COPIES = {"glue/cola": 30, "glue/mnli": 10, "glue/mrpc": 30, "glue/sst2": 20, "glue/stsb": 30, "glue/qqp": 10,
@@ -115,6 +116,10 @@ class MaskedLM:
 
   def __init__(self, predictor):
     config = predictor.config
+    if not isinstance(predictor.objective, masked_lm.MaskedLM):
+      raise UserError(f"--init {predictor.origin} is a {config.model.family} run of objective "
+                      f"{config.objective.name}; the candidates are a masked LM's guesses: give a model pretrained "
+                      "with masked_lm (BERT, RoBERTa, ALBERT, ERNIE) or distilled as DistilBERT or TinyBERT")
     self.predictor, self.tokenizer = predictor, predictor.tokenizer
     self.limit = models.max_sequence_length(config.model) or 512
     self.two_segments = config.model.get("type_vocab_size", 2) > 1
@@ -127,11 +132,8 @@ class MaskedLM:
       model = self.model
 
       def top(params, ids, types, mask, positions):
-        output = model.apply({"params": params}, ids, types, mask, positions)
-        if "mlm_logits" not in output:
-          raise UserError("--init must be a masked language model (BERT, RoBERTa, ALBERT, ERNIE, DistilBERT, ...): "
-                          "its candidates are the masked LM's guesses")
-        return jax.lax.top_k(output["mlm_logits"][:, 0].astype(jnp.float32), count)[1]
+        logits = model.apply({"params": params}, ids, types, mask, positions)["mlm_logits"]
+        return jax.lax.top_k(logits[:, 0].astype(jnp.float32), count)[1]
 
       self._top[count] = jax.jit(top)
     return self._top[count]

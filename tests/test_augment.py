@@ -5,7 +5,7 @@ import json
 from pathlib import Path
 import random
 
-from cli_helpers import train_tiny_bert
+from cli_helpers import error_line, train_tiny_bert
 from ml_collections import ConfigDict
 import numpy as np
 from original_ports import tinybert_augment
@@ -124,6 +124,8 @@ def test_augment_writes_variants_that_finetune_trains_on(tmp_path, capsys):
   assert saved["train"]["steps"] == -(-len(rows) // 8)  # one epoch of the augmented split, not of the two examples
   found = tasks_lib.load(ConfigDict(saved["task"]))
   assert len(found.read("train")) == len(rows) and len(found.read("dev")) == 1
+  refused = error_line(capsys, ["augment", "--init", str(tmp_path / "tuned"), *task, "--output", str(output)])
+  assert "objective classification; the candidates are a masked LM's guesses" in refused
 
 
 def test_an_augmented_file_of_another_task_is_refused(tmp_path):

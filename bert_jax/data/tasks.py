@@ -13,6 +13,8 @@ config.task.name names one of:
              task.text_b (empty: single texts) and task.label; task.kind classification (labels task.labels,
              comma-separated, or those seen in training, sorted) or regression
 An example's texts keep their field names (GLUE's as TFDS names them), which T5's text-to-text format writes.
+task.augmented, a JSON-lines file `bert-jax augment` wrote for the task, replaces its training split (TinyBERT's
+augmented examples, bert_jax/augment.py).
 """
 
 from collections.abc import Callable
