@@ -7,8 +7,8 @@ current directory that holds what a fresh clone's root holds (configs/), with th
   same train command with more steps resumes where the first stopped;
 - every `bert-jax params` line;
 - the `bert-jax convert` lines, on a tiny Hugging Face BERT written where the README's path points;
-- the demo fine-tuning lines, then evaluate, predict and export on what they wrote, then the TinyBERT block
-  (general distillation, augment, both task stages) against them.
+- the demo fine-tuning lines, then evaluate, predict and export on what they wrote;
+- the TinyBERT block: its teacher, general distillation, augment, both task stages and the student alone.
 """
 
 import json
@@ -154,14 +154,23 @@ def test_finetune_lines_then_evaluate_predict_and_export(clone_root):
   ours = {c["token"]: c["probability"] for c in predicted["predictions"][0]["candidates"]}
   np.testing.assert_allclose(probabilities, [ours["different"], ours["same"]], atol=1e-4)
 
+
+
+def test_tinybert_block_distills_augments_and_fine_tunes(clone_root):
+  """The README's TinyBERT block as written, each line cut to a few steps: the teacher and its fine-tuning, general
+  distillation, augment (its first 4 examples), both task stages and the student alone."""
   tinybert = commands("", section("### TinyBERT: general, then task-specific distillation"))
-  assert tinybert[0] == quickstart and [c.split()[1] for c in tinybert[1:]] == ["train", "augment", "finetune",
-                                                                                "finetune"], tinybert
-  distill, augment, intermediate, prediction = tinybert[1:]
-  run(distill, "--config.train.steps=2", "--config.checkpoint.every=2")
+  kinds = ["train", "finetune", "train", "augment", "finetune", "finetune", "finetune"]
+  assert [c.split()[1] for c in tinybert] == kinds, tinybert
+  teacher, teacher_task, distill, augment, intermediate, prediction, alone = tinybert
+  few_steps = ("--config.train.steps=2", "--config.checkpoint.every=2")
+  short = ("--config.task.epochs=0.1", "--config.data.seq_len=48")
+  run(teacher, *few_steps)
+  run(teacher_task, *short)
+  run(distill, *few_steps)
   assert "wrote " in run(augment, "--examples", "4", "--copies", "2")
-  for line, term in ((intermediate, "hidden_loss"), (prediction, "soft_loss")):
-    output = run(line, "--config.data.seq_len=48")
+  for line, term in ((intermediate, "hidden_loss"), (prediction, "soft_loss"), (alone, "accuracy")):
+    output = run(line, *(short if line == alone else short[1:]))
     assert re.search(r"best dev \(.*\): step \d+ \| accuracy", output), output
     workdir = clone_root / re.search(r"--workdir (\S+)", line).group(1)
     assert any(term in json.loads(r) for r in (workdir / "metrics.jsonl").read_text().splitlines())
