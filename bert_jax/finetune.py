@@ -24,6 +24,7 @@ import ml_collections
 
 from bert_jax import config as config_lib, recipes
 from bert_jax.checkpoint import CHECKPOINT_DIR, Checkpoints
+from bert_jax.convert import weights
 from bert_jax.data import tasks as tasks_lib
 from bert_jax.errors import UserError
 from bert_jax.files import storage, workdir as workdir_lib
@@ -41,15 +42,9 @@ class Pretrained:
   tokenizer: str
 
 
-def is_converted(source: str) -> bool:
-  """Whether `source` is a directory `convert --from-hf` wrote."""
-  path = storage.path(source)
-  return (path / "config.py").is_file() and (path / "params").is_dir()
-
-
 def pretrained(source: str, step: int | None = None) -> Pretrained:
   path = storage.path(source)
-  if is_converted(source):
+  if weights.is_converted(path):
     if step is not None:
       raise UserError("--step goes with a run's workdir; a converted model has one set of parameters")
     config = config_lib.load_config(str(path / "config.py"))

@@ -1,9 +1,22 @@
-"""Shared by tests that run the CLI: the one error line of bad inputs, what was on disk before, and the smallest
-pretrained model."""
+"""Shared by tests that run the CLI: the one error line of bad inputs, what was on disk before, a small corpus and the
+smallest pretrained model."""
 
 from pathlib import Path
 
+import numpy as np
+
 from bert_jax import cli
+
+WORDS = ("the film was long and it a plot some actors good bad one two cast scene story tells of old new cat dog ran "
+         "sat on mat under over big small red blue green music score light dark end start").split()
+
+
+def write_corpus(path: Path) -> Path:
+  """300 documents of two sentences (8 and 6 words drawn from WORDS)."""
+  rng = np.random.default_rng(0)
+  path.write_text("\n\n".join(f"{' '.join(rng.choice(WORDS, 8))}.\n{' '.join(rng.choice(WORDS, 6))}."
+                               for _ in range(300)))
+  return path
 
 
 def snapshot(root: Path) -> dict:

@@ -5,7 +5,7 @@ import json
 from pathlib import Path
 import random
 
-from cli_helpers import error_line, train_tiny_bert
+from cli_helpers import error_line, train_tiny_bert, write_corpus
 from ml_collections import ConfigDict
 import numpy as np
 from original_ports import tinybert_augment
@@ -95,13 +95,9 @@ def _lines_task(root: Path) -> list[str]:
 
 
 def test_augment_writes_variants_that_finetune_trains_on(tmp_path, capsys):
-  corpus = tmp_path / "corpus.txt"
-  words = "the film was good and bad it a plot some actors cast scene story tells of old new cat dog ran sat".split()
-  rng = np.random.default_rng(0)
-  corpus.write_text("\n\n".join(f"{' '.join(rng.choice(words, 8))}.\n{' '.join(rng.choice(words, 6))}."
-                                for _ in range(200)))
+  corpus = write_corpus(tmp_path / "corpus.txt")
   model = tmp_path / "model"
-  train_tiny_bert(corpus, model, vocab_size=48)
+  train_tiny_bert(corpus, model)
   task = _lines_task(tmp_path)
   output = tmp_path / "augmented.jsonl"
   assert cli.main(["augment", "--init", str(model), *task, "--output", str(output), "--copies", "5",

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 import re
 
-from cli_helpers import error_line, snapshot, train_tiny_bert
+from cli_helpers import WORDS, error_line, snapshot, train_tiny_bert, write_corpus
 import ml_collections
 import numpy as np
 import pytest
@@ -189,17 +189,6 @@ def finetune_argv(init: Path, workdir: Path, files: dict, *extra: str) -> list[s
           f"--config.task.train={files['train']}", f"--config.task.dev={files['dev']}",
           f"--config.task.test={files['test']}", "--config.data.seq_len=16", "--config.eval.batch_size=16",
           *extra]
-
-
-WORDS = ("the film was long and it a plot some actors good bad one two cast scene story tells of old new cat dog ran "
-         "sat on mat under over big small red blue green music score light dark end start").split()
-
-
-def write_corpus(path: Path) -> Path:
-  rng = np.random.default_rng(0)
-  path.write_text("\n\n".join(f"{' '.join(rng.choice(WORDS, 8))}.\n{' '.join(rng.choice(WORDS, 6))}."
-                               for _ in range(300)))
-  return path
 
 
 @pytest.fixture(scope="module")

@@ -7,21 +7,11 @@ with the student fine-tuned alone takes longer than a test (README, "TinyBERT").
 import json
 from pathlib import Path
 
-from cli_helpers import train_tiny_bert
+from cli_helpers import WORDS, train_tiny_bert, write_corpus
 import numpy as np
 import pytest
 
 from bert_jax import cli
-
-WORDS = ("the film was long and it a plot some actors good bad one two cast scene story tells of old new cat dog ran "
-         "sat on mat under over big small red blue green music score light dark end start").split()
-
-
-def _corpus(path: Path) -> Path:
-  rng = np.random.default_rng(0)
-  path.write_text("\n\n".join(f"{' '.join(rng.choice(WORDS, 8))}.\n{' '.join(rng.choice(WORDS, 6))}."
-                              for _ in range(300)))
-  return path
 
 
 def _lines_task(root: Path) -> list[str]:
@@ -53,7 +43,7 @@ def _train_log(workdir: Path) -> list[dict]:
 
 @pytest.mark.slow
 def test_tinybert_distills_in_two_stages_inside_finetune(tmp_path):
-  corpus = _corpus(tmp_path / "corpus.txt")
+  corpus = write_corpus(tmp_path / "corpus.txt")
   teacher = tmp_path / "teacher"
   train_tiny_bert(corpus, teacher)
   task = _lines_task(tmp_path)

@@ -35,6 +35,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args) -> int:
   parallel.enable_compilation_cache()
   from bert_jax import augment, finetune, predict  # after the argument parsing: they import the training stack
+  from bert_jax.convert import weights
   from bert_jax.data import tasks as tasks_lib
 
   if args.overrides and not all(o.startswith("--config.task.") for o in args.overrides):
@@ -48,7 +49,7 @@ def run(args) -> int:
   settings.check()
   vectors = augment.WordVectors(args.word_vectors) if args.word_vectors else None
   init = workdir_lib.resolve(args.init)
-  predictor = (predict.from_converted(init) if finetune.is_converted(init) else predict.from_run(init))
+  predictor = predict.from_converted(init) if weights.is_converted(init) else predict.from_run(init)
   if args.examples is not None and args.examples < 1:
     raise UserError(f"--examples must be at least 1, got {args.examples}")
   rows = augment.augment_task(predictor, task, settings, args.seed, vectors, args.examples)

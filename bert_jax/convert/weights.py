@@ -88,6 +88,12 @@ def save_params(path: str | storage.Path, params: dict) -> None:
     checkpointer.save(path, params)
 
 
+def is_converted(directory: str | storage.Path) -> bool:
+  """Whether `directory` is what `convert --from-hf` wrote: its config.py and its params."""
+  path = storage.path(directory)
+  return (path / "config.py").is_file() and (path / "params").is_dir()
+
+
 def params_item(path: str | storage.Path) -> storage.Path:
   """The Orbax item that holds parameters: `path` itself (what `convert` writes, or a training checkpoint's
   STEP/params), or the `params` item of a training checkpoint's step directory."""

@@ -69,10 +69,9 @@ class Distillation(MaskedLM):
     super().__init__(config)
     o = self.settings
     self.teacher = teacher_lib.find(o.teacher) if o.teacher else None
-    self.teacher_model: Any = None  # the teacher's nn.Module (deterministic)
     if self.teacher is not None:
       self.check_teacher(self.teacher.model_config)
-      self.teacher_model = models.build_model(self.teacher.model_config, deterministic=True)
+    self.teacher_model = teacher_lib.module(self.teacher)
 
   def validate(self) -> None:
     self.settings.check_data(self.config)

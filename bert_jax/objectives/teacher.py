@@ -5,7 +5,7 @@ holding config.py and params)."""
 import dataclasses
 from typing import Any
 
-from bert_jax import config as config_lib
+from bert_jax import config as config_lib, models
 from bert_jax.convert import weights
 from bert_jax.errors import UserError
 from bert_jax.files import storage, workdir as workdir_lib
@@ -19,6 +19,11 @@ class Source:
   params_path: str  # its Orbax parameter checkpoint (weights.restore_params reads it)
 
 
+def module(source: Source | None) -> Any:
+  """The frozen model's nn.Module (deterministic), None without a source."""
+  return None if source is None else models.build_model(source.model_config, deterministic=True)
+
+
 def newest_step(checkpoints: storage.Path) -> storage.Path | None:
   """The step directory of the newest checkpoint whose parameters were written, None if there is none."""
   listed = checkpoints.iterdir() if checkpoints.is_dir() else ()
@@ -29,7 +34,7 @@ def newest_step(checkpoints: storage.Path) -> storage.Path | None:
 def find(path: str) -> Source:
   """The config and parameters that `path` (see the module docstring) names."""
   where = storage.path(workdir_lib.resolve(path))
-  if (where / "config.py").is_file() and (where / "params").is_dir():
+  if weights.is_converted(where):
     return Source(config_lib.load_config(str(where / "config.py")).model, str(where / "params"))
   if (where / "config.json").is_file() and (where / CHECKPOINTS).is_dir():
     step = newest_step(where / CHECKPOINTS)

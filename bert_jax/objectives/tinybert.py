@@ -16,7 +16,6 @@ from typing import Any, ClassVar
 
 import jax.numpy as jnp
 
-from bert_jax import models
 from bert_jax.objectives import teacher as teacher_lib, tinybert_losses, training_loss
 from bert_jax.objectives.masked_lm import MaskedLM, MaskedLMSettings
 
@@ -35,11 +34,9 @@ class TinyBert(MaskedLM):
   def __init__(self, config: Any):
     super().__init__(config)
     self.teacher = tinybert_losses.find_teacher(self.settings.teacher)
-    self.teacher_model: Any = None
     if self.teacher is not None:
-      teacher = self.teacher.model_config
-      tinybert_losses.check_pair(config.model, teacher, "tinybert")
-      self.teacher_model = models.build_model(teacher, deterministic=True)
+      tinybert_losses.check_pair(config.model, self.teacher.model_config, "tinybert")
+    self.teacher_model = teacher_lib.module(self.teacher)
 
   @property
   def frozen_source(self) -> teacher_lib.Source | None:

@@ -22,7 +22,6 @@ from typing import Any, ClassVar
 import jax
 import jax.numpy as jnp
 
-from bert_jax import models
 from bert_jax.errors import UserError
 from bert_jax.objectives import (
   settings as settings_lib,
@@ -58,7 +57,6 @@ class TaskDistillation(Classification):
     super().__init__(config)
     o = self.settings
     self.teacher = tinybert_losses.find_teacher(o.teacher)
-    self.teacher_model: Any = None
     if self.teacher is not None:
       teacher = self.teacher.model_config
       if teacher.get("head") != config.model.head or teacher.get("num_labels") != config.model.num_labels:
@@ -66,7 +64,7 @@ class TaskDistillation(Classification):
                         f"outputs; the teacher must be fine-tuned on this task ({config.model.num_labels} outputs)")
       if o.stage == "intermediate":
         tinybert_losses.check_pair(config.model, teacher, "tinybert_task")
-      self.teacher_model = models.build_model(teacher, deterministic=True)
+    self.teacher_model = teacher_lib.module(self.teacher)
 
   @property
   def frozen_source(self) -> teacher_lib.Source | None:
